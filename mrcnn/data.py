@@ -1,0 +1,185 @@
+"""Turning dataset images into training batches: resize, augment, mini masks, RPN targets.
+
+:class:`DataGenerator` is a ``keras.utils.PyDataset`` that runs in threads (no multiprocessing,
+so nothing hangs at "Epoch 1") and prefetches while the model trains.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import keras
+import numpy as np
+
+from mrcnn import utils
+
+log = logging.getLogger(__name__)
+
+
+def mold_image(images: np.ndarray, config) -> np.ndarray:
+    """uint8 RGB -> float32 network input (mean pixel subtracted)."""
+    return images.astype(np.float32) - np.asarray(config.MEAN_PIXEL, np.float32)
+
+
+def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:
+    return (normalized_images + np.asarray(config.MEAN_PIXEL)).astype(np.uint8)
+
+
+def load_image_gt(dataset, config, image_id: int, augmentation=None):
+    """Image and ground truth of one dataset image, resized (and augmented) for training.
+
+    Returns ``image [H, W, 3] uint8, image_meta, class_ids [N], bbox [N, 4] (pixels),
+    mask [h, w, N]`` where the mask is a mini mask when ``USE_MINI_MASK``.
+    """
+    image = dataset.load_image(image_id)
+    mask, class_ids = dataset.load_mask(image_id)
+    original_shape = image.shape
+    image, window, scale, padding, crop = utils.resize_image(
+        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+    if mask.shape[-1]:
+        mask = utils.resize_mask(mask, scale, padding, crop)
+    else:
+        mask = np.zeros(image.shape[:2] + (0,), bool)
+    if augmentation is not None:
+        from mrcnn.augmentation import apply_augmentation
+        image, mask = apply_augmentation(augmentation, image, mask)
+    # Crops and augmentation can leave masks empty: drop them.
+    keep = np.where(np.sum(mask, axis=(0, 1)) > 0)[0]
+    mask = mask[:, :, keep]
+    class_ids = np.asarray(class_ids)[keep]
+    bbox = utils.extract_bboxes(mask)
+    active_class_ids = np.ones([config.NUM_CLASSES], dtype=np.int32)
+    if config.USE_MINI_MASK and mask.shape[-1]:
+        mask = utils.minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
+    elif config.USE_MINI_MASK:
+        mask = np.zeros(tuple(config.MINI_MASK_SHAPE) + (0,), bool)
+    image_meta = utils.compose_image_meta(image_id, original_shape, image.shape, window, scale,
+                                          active_class_ids)
+    return image, image_meta, class_ids, bbox, mask
+
+
+def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray,
+                      config):
+    """Anchor labels (1 positive, -1 negative, 0 ignored) and deltas of the positive anchors.
+
+    Returns ``rpn_match [A]`` and ``rpn_bbox [RPN_TRAIN_ANCHORS_PER_IMAGE, 4]`` (the deltas of
+    the positive anchors in anchor order, zero padded).
+    """
+    rpn_match = np.zeros([anchors.shape[0]], dtype=np.int32)
+    rpn_bbox = np.zeros((config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), dtype=np.float32)
+    if gt_boxes.shape[0] == 0:
+        ids = np.random.permutation(anchors.shape[0])[:config.RPN_TRAIN_ANCHORS_PER_IMAGE]
+        rpn_match[ids] = -1
+        return rpn_match, rpn_bbox
+    overlaps = utils.compute_overlaps(anchors, gt_boxes)
+    anchor_iou_argmax = np.argmax(overlaps, axis=1)
+    anchor_iou_max = overlaps[np.arange(overlaps.shape[0]), anchor_iou_argmax]
+    rpn_match[anchor_iou_max < config.RPN_NEGATIVE_IOU] = -1
+    # Every gt box gets its best anchor(s), however low the IoU.
+    gt_iou_max = np.max(overlaps, axis=0)
+    best = np.argwhere((overlaps == gt_iou_max[None, :]) & (gt_iou_max[None, :] > 0))[:, 0]
+    rpn_match[best] = 1
+    rpn_match[anchor_iou_max >= config.RPN_POSITIVE_IOU] = 1
+    ids = np.where(rpn_match == 1)[0]
+    extra = len(ids) - config.RPN_TRAIN_ANCHORS_PER_IMAGE // 2
+    if extra > 0:
+        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+    ids = np.where(rpn_match == -1)[0]
+    extra = len(ids) - (config.RPN_TRAIN_ANCHORS_PER_IMAGE - np.sum(rpn_match == 1))
+    if extra > 0:
+        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+    ids = np.where(rpn_match == 1)[0]
+    gt = gt_boxes[anchor_iou_argmax[ids]]
+    deltas = utils.box_refinement(anchors[ids], gt)
+    rpn_bbox[:len(ids)] = deltas / np.asarray(config.RPN_BBOX_STD_DEV)
+    return rpn_match, rpn_bbox
+
+
+def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
+                          augmentation=None) -> dict | None:
+    """Everything the training graph needs for one image, padded to fixed sizes."""
+    image, meta, class_ids, boxes, masks = load_image_gt(dataset, config, image_id, augmentation)
+    if not np.any(class_ids > 0):
+        return None
+    rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config)
+    if boxes.shape[0] > config.MAX_GT_INSTANCES:
+        ids = np.random.choice(np.arange(boxes.shape[0]), config.MAX_GT_INSTANCES, replace=False)
+        class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
+    g = config.MAX_GT_INSTANCES
+    gt_class_ids = np.zeros([g], np.int32)
+    gt_boxes = np.zeros([g, 4], np.float32)
+    gt_masks = np.zeros(masks.shape[:2] + (g,), bool)
+    n = boxes.shape[0]
+    gt_class_ids[:n], gt_boxes[:n], gt_masks[:, :, :n] = class_ids, boxes, masks
+    return {
+        "input_image": mold_image(image, config),
+        "input_image_meta": meta,
+        "input_rpn_match": rpn_match[:, None],
+        "input_rpn_bbox": rpn_bbox,
+        "input_gt_class_ids": gt_class_ids,
+        "input_gt_boxes": gt_boxes,
+        "input_gt_masks": gt_masks,
+    }
+
+
+class DataGenerator(keras.utils.PyDataset):
+    """Batches of training samples in random order; an epoch is ``steps`` batches.
+
+    Images without any instance (after a crop, say) are replaced by another random image. A file
+    that fails to load stops training with the loader's error (naming the file) instead of being
+    silently skipped.
+    """
+
+    def __init__(self, dataset, config, anchors: np.ndarray, steps: int, shuffle: bool = True,
+                 augmentation=None, workers: int = 2, seed: int | None = None):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+        self.dataset = dataset
+        self.config = config
+        self.anchors = anchors
+        self.steps = steps
+        self.shuffle = shuffle
+        self.augmentation = augmentation
+        self.image_ids = np.copy(dataset.image_ids)
+        if len(self.image_ids) == 0:
+            raise ValueError("the training dataset has no images")
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._order = self._new_order()
+
+    def _new_order(self) -> np.ndarray:
+        need = self.steps * self.config.BATCH_SIZE
+        reps = -(-need // len(self.image_ids))
+        order = np.concatenate([self._rng.permutation(self.image_ids) if self.shuffle
+                                else self.image_ids for _ in range(reps)])
+        return order[:need]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self) -> None:
+        with self._lock:
+            self._order = self._new_order()
+
+    def __getitem__(self, idx: int) -> tuple[dict]:
+        b = self.config.BATCH_SIZE
+        with self._lock:
+            ids = list(self._order[idx * b:(idx + 1) * b])
+        samples = []
+        tries = 0
+        while len(samples) < b:
+            image_id = ids[len(samples)] if len(samples) < len(ids) else None
+            if image_id is None or tries > 0:
+                with self._lock:
+                    image_id = int(self._rng.choice(self.image_ids))
+            sample = build_training_sample(self.dataset, self.config, image_id, self.anchors,
+                                           self.augmentation)
+            if sample is None:
+                tries += 1
+                if tries > 50:
+                    raise ValueError("50 images in a row had no instance: check the masks")
+                continue
+            tries = 0
+            samples.append(sample)
+        batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        return (batch,)

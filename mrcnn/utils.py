@@ -1,0 +1,530 @@
+"""NumPy helpers shared by the model, the data pipeline and the evaluation code.
+
+Matterport's ``mrcnn.utils`` names are kept (``Dataset``, ``resize_image``, ``compute_ap``,
+``compute_overlaps_masks`` ...) so that code written against it keeps working.
+Boxes are ``(y1, x1, y2, x2)`` with y2/x2 exclusive, in pixels unless a name says "norm".
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import numpy as np
+import skimage.io
+import skimage.transform
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- boxes
+def extract_bboxes(mask: np.ndarray) -> np.ndarray:
+    """Tight boxes [N, (y1, x1, y2, x2)] around each mask of a [H, W, N] stack (zeros if empty)."""
+    boxes = np.zeros([mask.shape[-1], 4], dtype=np.int32)
+    for i in range(mask.shape[-1]):
+        m = mask[:, :, i]
+        rows = np.where(np.any(m, axis=1))[0]
+        cols = np.where(np.any(m, axis=0))[0]
+        if rows.size:
+            boxes[i] = [rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]
+    return boxes
+
+
+def compute_iou(box: np.ndarray, boxes: np.ndarray, box_area: float,
+                boxes_area: np.ndarray) -> np.ndarray:
+    """IoU of one box against many; areas are passed in so callers can reuse them."""
+    y1 = np.maximum(box[0], boxes[:, 0])
+    y2 = np.minimum(box[2], boxes[:, 2])
+    x1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[3], boxes[:, 3])
+    intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    union = box_area + boxes_area - intersection
+    return intersection / np.maximum(union, 1e-12)
+
+
+def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Pairwise IoU matrix [len(boxes1), len(boxes2)]."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    overlaps = np.zeros((boxes1.shape[0], boxes2.shape[0]))
+    for i in range(overlaps.shape[1]):
+        overlaps[:, i] = compute_iou(boxes2[i], boxes1, area2[i], area1)
+    return overlaps
+
+
+def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of two [H, W, N] mask stacks, as a [N1, N2] matrix."""
+    if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
+        return np.zeros((masks1.shape[-1], masks2.shape[-1]))
+    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
+    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
+    area1 = m1.sum(axis=0)
+    area2 = m2.sum(axis=0)
+    intersections = m1.T @ m2
+    union = area1[:, None] + area2[None, :] - intersections
+    return intersections / np.maximum(union, 1e-12)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS; returns the indices kept, best score first."""
+    assert boxes.shape[0] > 0
+    boxes = boxes.astype(np.float32)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    ixs = scores.argsort()[::-1]
+    pick = []
+    while len(ixs) > 0:
+        i = ixs[0]
+        pick.append(i)
+        iou = compute_iou(boxes[i], boxes[ixs[1:]], area[i], area[ixs[1:]])
+        ixs = np.delete(ixs, np.where(iou > threshold)[0] + 1)
+        ixs = np.delete(ixs, 0)
+    return np.array(pick, dtype=np.int32)
+
+
+def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
+    """Deltas (dy, dx, log dh, log dw) that turn ``box`` into ``gt_box``."""
+    box = box.astype(np.float32)
+    gt_box = gt_box.astype(np.float32)
+    height = box[:, 2] - box[:, 0]
+    width = box[:, 3] - box[:, 1]
+    center_y = box[:, 0] + 0.5 * height
+    center_x = box[:, 1] + 0.5 * width
+    gt_height = gt_box[:, 2] - gt_box[:, 0]
+    gt_width = gt_box[:, 3] - gt_box[:, 1]
+    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
+    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
+    return np.stack([(gt_center_y - center_y) / height, (gt_center_x - center_x) / width,
+                     np.log(gt_height / height), np.log(gt_width / width)], axis=1)
+
+
+def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`box_refinement`."""
+    boxes = boxes.astype(np.float32)
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    center_y = boxes[:, 0] + 0.5 * height + deltas[:, 0] * height
+    center_x = boxes[:, 1] + 0.5 * width + deltas[:, 1] * width
+    height = height * np.exp(deltas[:, 2])
+    width = width * np.exp(deltas[:, 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+
+
+def norm_boxes(boxes: np.ndarray, shape: Iterable[int]) -> np.ndarray:
+    """Pixel boxes to normalised coordinates in [0, 1] (y2/x2 map to 1 at the last pixel)."""
+    h, w = list(shape)[:2]
+    scale = np.array([h - 1, w - 1, h - 1, w - 1])
+    shift = np.array([0, 0, 1, 1])
+    return np.divide((boxes - shift), scale).astype(np.float32)
+
+
+def denorm_boxes(boxes: np.ndarray, shape: Iterable[int]) -> np.ndarray:
+    """Inverse of :func:`norm_boxes`, rounded to integer pixels."""
+    h, w = list(shape)[:2]
+    scale = np.array([h - 1, w - 1, h - 1, w - 1])
+    shift = np.array([0, 0, 1, 1])
+    return np.around(np.multiply(boxes, scale) + shift).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- dataset
+class Dataset:
+    """Base class for datasets, with matterport's API.
+
+    Subclasses call :meth:`add_class` and :meth:`add_image` in a ``load_*`` method and override
+    :meth:`load_mask` (and :meth:`load_image` when images are not plain files); then
+    :meth:`prepare` builds the internal id tables.
+    """
+
+    def __init__(self, class_map: dict | None = None):
+        self._image_ids: np.ndarray = np.array([], dtype=np.int64)
+        self.image_info: list[dict[str, Any]] = []
+        self.class_info: list[dict[str, Any]] = [{"source": "", "id": 0, "name": "BG"}]
+        self.source_class_ids: dict[str, list[int]] = {}
+
+    def add_class(self, source: str, class_id: int, class_name: str) -> None:
+        assert "." not in source, "Source name cannot contain a dot"
+        for info in self.class_info:
+            if info["source"] == source and info["id"] == class_id:
+                return
+        self.class_info.append({"source": source, "id": class_id, "name": class_name})
+
+    def add_image(self, source: str, image_id: Any, path: str | None, **kwargs: Any) -> None:
+        info = {"id": image_id, "source": source, "path": path}
+        info.update(kwargs)
+        self.image_info.append(info)
+
+    def image_reference(self, image_id: int) -> str:
+        """A string that identifies the image for people (a path or a URL)."""
+        return str(self.image_info[image_id].get("path", ""))
+
+    def prepare(self, class_map: dict | None = None) -> None:
+        def clean_name(name: str) -> str:
+            return ",".join(name.split(",")[:1])
+
+        self.num_classes = len(self.class_info)
+        self.class_ids = np.arange(self.num_classes)
+        self.class_names = [clean_name(c["name"]) for c in self.class_info]
+        self.num_images = len(self.image_info)
+        self._image_ids = np.arange(self.num_images)
+        self.class_from_source_map = {f"{info['source']}.{info['id']}": id
+                                      for info, id in zip(self.class_info, self.class_ids)}
+        self.image_from_source_map = {f"{info['source']}.{info['id']}": id
+                                      for info, id in zip(self.image_info, self.image_ids)}
+        self.sources = sorted({i["source"] for i in self.class_info})
+        self.source_class_ids = {}
+        for source in self.sources:
+            self.source_class_ids[source] = [
+                i for i, info in enumerate(self.class_info)
+                if i == 0 or source == info["source"]]
+
+    def map_source_class_id(self, source_class_id: str) -> int:
+        return self.class_from_source_map[source_class_id]
+
+    def get_source_class_id(self, class_id: int, source: str) -> int:
+        info = self.class_info[class_id]
+        assert info["source"] == source
+        return info["id"]
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return self._image_ids
+
+    def source_image_link(self, image_id: int) -> str | None:
+        return self.image_info[image_id]["path"]
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """Read the image as uint8 RGB [H, W, 3] (grey is stacked, alpha dropped)."""
+        image = skimage.io.imread(self.image_info[image_id]["path"])
+        return to_rgb_uint8(image)
+
+    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Instance masks [H, W, N] (bool) and class ids [N]; the base class has none."""
+        log.warning("Dataset.load_mask is not overridden: returning no instances")
+        return np.empty([0, 0, 0], dtype=bool), np.empty([0], np.int32)
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any 2-D or 3-D image (grey, RGB, RGBA, 16-bit, float) as uint8 RGB."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3:
+        raise ValueError(f"expected a 2-D or 3-D image, got shape {image.shape}")
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.shape[-1] == 2:  # grey + alpha
+        image = np.stack([image[..., 0]] * 3, axis=-1)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    image = image.astype(np.float64)
+    if np.issubdtype(np.asarray(image).dtype, np.floating) and image.max() <= 1.0:
+        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    hi = image.max()
+    if hi > 255:  # 16-bit and friends: stretch to the stored range
+        image = image * (255.0 / hi)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- resizing
+def resize(image: np.ndarray, output_shape: tuple[int, int], order: int = 1,
+           mode: str = "constant", cval: float = 0, clip: bool = True,
+           preserve_range: bool = False, anti_aliasing: bool = False) -> np.ndarray:
+    """``skimage.transform.resize`` with the defaults this code base wants."""
+    return skimage.transform.resize(image, output_shape, order=order, mode=mode, cval=cval,
+                                    clip=clip, preserve_range=preserve_range,
+                                    anti_aliasing=anti_aliasing)
+
+
+def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
+                 min_scale: float | None = None, mode: str = "square"):
+    """Resize and pad an image, keeping its aspect ratio.
+
+    Modes: ``none`` (unchanged), ``square`` (long side to ``max_dim``, pad to a square),
+    ``pad64`` (pad each side to a multiple of 64, no scaling unless ``min_dim``/``min_scale``
+    ask for it), ``crop`` (random ``min_dim`` x ``min_dim`` crop, for training).
+
+    Returns ``image, window (y1, x1, y2, x2), scale, padding, crop`` where ``window`` is the
+    part of the result that holds the image and ``crop`` is (y, x, h, w) or None.
+    """
+    image_dtype = image.dtype
+    h, w = image.shape[:2]
+    window = (0, 0, h, w)
+    scale = 1.0
+    padding = [(0, 0), (0, 0), (0, 0)]
+    crop = None
+    if mode == "none":
+        return image, window, scale, padding, crop
+    if min_dim:
+        scale = max(1, min_dim / min(h, w))
+    if min_scale and scale < min_scale:
+        scale = min_scale
+    if max_dim and mode == "square":
+        image_max = max(h, w)
+        if round(image_max * scale) > max_dim:
+            scale = max_dim / image_max
+    if scale != 1:
+        image = resize(image, (round(h * scale), round(w * scale)), preserve_range=True)
+    if mode == "square":
+        h, w = image.shape[:2]
+        top_pad = (max_dim - h) // 2
+        bottom_pad = max_dim - h - top_pad
+        left_pad = (max_dim - w) // 2
+        right_pad = max_dim - w - left_pad
+        padding = [(top_pad, bottom_pad), (left_pad, right_pad), (0, 0)]
+        image = np.pad(image, padding, mode="constant", constant_values=0)
+        window = (top_pad, left_pad, h + top_pad, w + left_pad)
+    elif mode == "pad64":
+        h, w = image.shape[:2]
+        if min_dim:
+            assert min_dim % 64 == 0, "Minimum dimension must be a multiple of 64"
+        top_pad, bottom_pad = _pad_to_multiple(h, 64)
+        left_pad, right_pad = _pad_to_multiple(w, 64)
+        padding = [(top_pad, bottom_pad), (left_pad, right_pad), (0, 0)]
+        image = np.pad(image, padding, mode="constant", constant_values=0)
+        window = (top_pad, left_pad, h + top_pad, w + left_pad)
+    elif mode == "crop":
+        h, w = image.shape[:2]
+        # Images smaller than the crop are padded first so that every crop is min_dim square.
+        pad_h, pad_w = max(0, min_dim - h), max(0, min_dim - w)
+        if pad_h or pad_w:
+            padding = [(0, pad_h), (0, pad_w), (0, 0)]
+            image = np.pad(image, padding, mode="constant", constant_values=0)
+            h, w = image.shape[:2]
+        y = np.random.randint(0, (h - min_dim) + 1)
+        x = np.random.randint(0, (w - min_dim) + 1)
+        crop = (y, x, min_dim, min_dim)
+        image = image[y:y + min_dim, x:x + min_dim]
+        window = (0, 0, min_dim, min_dim)
+    else:
+        raise ValueError(f"Mode {mode} not supported")
+    return image.astype(image_dtype), window, scale, padding, crop
+
+
+def _pad_to_multiple(size: int, multiple: int) -> tuple[int, int]:
+    if size % multiple == 0:
+        return 0, 0
+    total = multiple - size % multiple
+    return total // 2, total - total // 2
+
+
+def resize_mask(mask: np.ndarray, scale: float, padding, crop=None) -> np.ndarray:
+    """Apply the scale, padding and crop that :func:`resize_image` chose to a [H, W, N] mask."""
+    mask = np.asarray(mask)
+    if scale != 1:
+        h, w = mask.shape[:2]
+        out = np.zeros((round(h * scale), round(w * scale), mask.shape[-1]), dtype=bool)
+        for i in range(mask.shape[-1]):
+            out[:, :, i] = resize(mask[:, :, i].astype(np.float32), out.shape[:2], order=0) > 0.5
+        mask = out
+    mask = np.pad(mask, padding[:2] + [(0, 0)], mode="constant", constant_values=0)
+    if crop is not None:
+        y, x, h, w = crop
+        mask = mask[y:y + h, x:x + w]
+    return mask.astype(bool)
+
+
+def minimize_mask(bbox: np.ndarray, mask: np.ndarray, mini_shape: tuple[int, int]) -> np.ndarray:
+    """Crop each mask to its box and shrink it to ``mini_shape`` to save memory."""
+    mini_mask = np.zeros(tuple(mini_shape) + (mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        m = mask[y1:y2, x1:x2, i].astype(np.float32)
+        if m.size == 0:
+            raise Exception("Invalid bounding box with area of zero")
+        mini_mask[:, :, i] = resize(m, mini_shape) >= 0.5
+    return mini_mask
+
+
+def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape) -> np.ndarray:
+    """Inverse of :func:`minimize_mask` (lossy): paste each mini mask back into its box."""
+    mask = np.zeros(tuple(image_shape[:2]) + (mini_mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        h, w = y2 - y1, x2 - x1
+        if h <= 0 or w <= 0:
+            continue
+        m = resize(mini_mask[:, :, i].astype(np.float32), (h, w))
+        mask[y1:y2, x1:x2, i] = m >= 0.5
+    return mask
+
+
+def unmold_mask(mask: np.ndarray, bbox: np.ndarray, image_shape) -> np.ndarray:
+    """Paste a small float mask predicted for ``bbox`` into a full-size boolean mask."""
+    threshold = 0.5
+    y1, x1, y2, x2 = bbox
+    full_mask = np.zeros(image_shape[:2], dtype=bool)
+    h, w = y2 - y1, x2 - x1
+    if h <= 0 or w <= 0:
+        return full_mask
+    m = resize(mask, (h, w))
+    full_mask[y1:y2, x1:x2] = m >= threshold
+    return full_mask
+
+
+# ----------------------------------------------------------------------------- anchors
+def generate_anchors(scales: float, ratios, shape, feature_stride: int,
+                     anchor_stride: int) -> np.ndarray:
+    """Anchors [N, (y1, x1, y2, x2)] in pixels for one feature map of ``shape``."""
+    scales, ratios = np.meshgrid(np.array(scales), np.array(ratios))
+    scales = scales.flatten()
+    ratios = ratios.flatten()
+    heights = scales / np.sqrt(ratios)
+    widths = scales * np.sqrt(ratios)
+    shifts_y = np.arange(0, shape[0], anchor_stride) * feature_stride
+    shifts_x = np.arange(0, shape[1], anchor_stride) * feature_stride
+    shifts_x, shifts_y = np.meshgrid(shifts_x, shifts_y)
+    box_widths, box_centers_x = np.meshgrid(widths, shifts_x)
+    box_heights, box_centers_y = np.meshgrid(heights, shifts_y)
+    box_centers = np.stack([box_centers_y, box_centers_x], axis=2).reshape([-1, 2])
+    box_sizes = np.stack([box_heights, box_widths], axis=2).reshape([-1, 2])
+    return np.concatenate([box_centers - 0.5 * box_sizes, box_centers + 0.5 * box_sizes], axis=1)
+
+
+def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
+                             anchor_stride: int) -> np.ndarray:
+    """Anchors of every pyramid level, level by level (scale i goes with level i)."""
+    anchors = [generate_anchors(scales[i], ratios, feature_shapes[i], feature_strides[i],
+                                anchor_stride) for i in range(len(scales))]
+    return np.concatenate(anchors, axis=0)
+
+
+# ----------------------------------------------------------------------------- metrics
+def trim_zeros(x: np.ndarray) -> np.ndarray:
+    """Drop the all-zero rows that pad fixed-size tensors."""
+    assert len(x.shape) == 2
+    return x[~np.all(x == 0, axis=1)]
+
+
+def compute_matches(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores,
+                    pred_masks, iou_threshold: float = 0.5, score_threshold: float = 0.0):
+    """Greedy matching of predictions (by score) to ground truth of the same class.
+
+    Returns ``gt_match`` (index of the matched prediction or -1 per gt), ``pred_match`` (index of
+    the matched gt or -1 per prediction) and the [pred, gt] IoU matrix.
+    """
+    gt_boxes = trim_zeros(np.asarray(gt_boxes).reshape(-1, 4))
+    gt_masks = gt_masks[..., :gt_boxes.shape[0]]
+    pred_boxes = trim_zeros(np.asarray(pred_boxes).reshape(-1, 4))
+    pred_scores = np.asarray(pred_scores)[:pred_boxes.shape[0]]
+    indices = np.argsort(pred_scores)[::-1]
+    pred_boxes = pred_boxes[indices]
+    pred_class_ids = np.asarray(pred_class_ids)[indices]
+    pred_scores = pred_scores[indices]
+    pred_masks = pred_masks[..., indices]
+    overlaps = compute_overlaps_masks(pred_masks, gt_masks)
+    match_count = 0
+    pred_match = -1 * np.ones([pred_boxes.shape[0]])
+    gt_match = -1 * np.ones([gt_boxes.shape[0]])
+    for i in range(len(pred_boxes)):
+        sorted_ixs = np.argsort(overlaps[i])[::-1]
+        low_score_idx = np.where(overlaps[i, sorted_ixs] < score_threshold)[0]
+        if low_score_idx.size > 0:
+            sorted_ixs = sorted_ixs[:low_score_idx[0]]
+        for j in sorted_ixs:
+            if gt_match[j] > -1:
+                continue
+            iou = overlaps[i, j]
+            if iou < iou_threshold:
+                break
+            if pred_class_ids[i] == gt_class_ids[j]:
+                match_count += 1
+                gt_match[j] = i
+                pred_match[i] = j
+                break
+    return gt_match, pred_match, overlaps
+
+
+def compute_ap(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores,
+               pred_masks, iou_threshold: float = 0.5):
+    """Mask average precision at one IoU threshold (VOC-style, all-point interpolation).
+
+    Returns ``mAP, precisions, recalls, overlaps``.
+    """
+    gt_match, pred_match, overlaps = compute_matches(
+        gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores, pred_masks,
+        iou_threshold)
+    if len(gt_match) == 0:
+        # No ground truth: perfect when nothing is predicted, else zero.
+        ap = 1.0 if len(pred_match) == 0 else 0.0
+        return ap, np.array([0, 1.0, 0]), np.array([0, 1.0, 1]), overlaps
+    precisions = np.cumsum(pred_match > -1) / (np.arange(len(pred_match)) + 1)
+    recalls = np.cumsum(pred_match > -1).astype(np.float32) / len(gt_match)
+    precisions = np.concatenate([[0], precisions, [0]])
+    recalls = np.concatenate([[0], recalls, [1]])
+    for i in range(len(precisions) - 2, -1, -1):
+        precisions[i] = np.maximum(precisions[i], precisions[i + 1])
+    indices = np.where(recalls[:-1] != recalls[1:])[0] + 1
+    mAP = float(np.sum((recalls[indices] - recalls[indices - 1]) * precisions[indices]))
+    return mAP, precisions, recalls, overlaps
+
+
+def compute_ap_range(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
+                     pred_mask, iou_thresholds=None, verbose: int = 1) -> float:
+    """Mean of :func:`compute_ap` over IoU thresholds (0.5 to 0.95 by 0.05 by default)."""
+    iou_thresholds = iou_thresholds if iou_thresholds is not None else np.arange(0.5, 1.0, 0.05)
+    aps = []
+    for t in iou_thresholds:
+        ap, *_ = compute_ap(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
+                            pred_mask, iou_threshold=t)
+        if verbose:
+            print(f"AP @{t:.2f}:\t {ap:.3f}")
+        aps.append(ap)
+    ap = float(np.mean(aps))
+    if verbose:
+        print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {ap:.3f}")
+    return ap
+
+
+def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float):
+    """Share of ground-truth boxes that some predicted box covers with IoU >= ``iou``."""
+    overlaps = compute_overlaps(pred_boxes, gt_boxes)
+    iou_max = np.max(overlaps, axis=1)
+    iou_argmax = np.argmax(overlaps, axis=1)
+    positive_ids = np.where(iou_max >= iou)[0]
+    matched_gt_boxes = iou_argmax[positive_ids]
+    recall = len(set(matched_gt_boxes)) / gt_boxes.shape[0]
+    return recall, positive_ids
+
+
+def mold_image_meta(image_id: int, original_image_shape, image_shape, window, scale: float,
+                    active_class_ids) -> np.ndarray:
+    """Pack per-image facts into one float vector (matterport's ``compose_image_meta``)."""
+    return np.array([image_id] + list(original_image_shape) + list(image_shape)
+                    + list(window) + [scale] + list(active_class_ids), dtype=np.float32)
+
+
+compose_image_meta = mold_image_meta
+
+
+def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
+    """Inverse of :func:`compose_image_meta` for a [batch, meta] array."""
+    return {
+        "image_id": meta[:, 0].astype(np.int32),
+        "original_image_shape": meta[:, 1:4].astype(np.int32),
+        "image_shape": meta[:, 4:7].astype(np.int32),
+        "window": meta[:, 7:11].astype(np.int32),
+        "scale": meta[:, 11].astype(np.float32),
+        "active_class_ids": meta[:, 12:].astype(np.int32),
+    }
+
+
+def batch_slice(inputs, graph_fn, batch_size: int, names=None):
+    """Kept for matterport compatibility: apply ``graph_fn`` per batch item and stack."""
+    import tensorflow as tf  # local: utils must stay importable without TensorFlow cost
+
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+    outputs = []
+    for i in range(batch_size):
+        output_slice = graph_fn(*[x[i] for x in inputs])
+        if not isinstance(output_slice, (tuple, list)):
+            output_slice = [output_slice]
+        outputs.append(output_slice)
+    outputs = list(zip(*outputs))
+    names = names or [None] * len(outputs)
+    result = [tf.stack(o, axis=0, name=n) for o, n in zip(outputs, names)]
+    return result[0] if len(result) == 1 else result

@@ -1,0 +1,167 @@
+"""Weights-only HDF5 files in the Keras 2 layout, read and written with h5py.
+
+The layout is the one of matterport's ``mask_rcnn_coco.h5``: the root attribute ``layer_names``
+lists the layers, each layer is a group whose attribute ``weight_names`` lists its arrays in order.
+Reading never executes anything from the file (no pickles, no Lambda layers), writing goes to a
+temporary file that is renamed into place, so an interrupted save leaves no broken checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Iterable
+
+import h5py
+import keras
+import numpy as np
+
+# Nested models that matterport's files store as one layer group.
+UNIT_MODELS = ("rpn_model",)
+
+COCO_WEIGHTS_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
+IMAGENET_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_RESNET50_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/"
+                         "v0.2/" + IMAGENET_RESNET50_FILE)
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used: the message names the file and the problem."""
+
+
+def weight_units(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers that own weights, in order, as a weights file keys them.
+
+    Nested models are walked into, except those in :data:`UNIT_MODELS`, which count as one unit.
+    """
+    units = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.name not in UNIT_MODELS:
+            units.extend(weight_units(layer))
+        elif layer.weights:
+            units.append(layer)
+    return units
+
+
+def _leaf_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    if isinstance(layer, keras.Model):
+        out = []
+        for sub in layer.layers:
+            out.extend(_leaf_layers(sub))
+        return out
+    return [layer] if layer.weights else []
+
+
+def _weight_names(unit: keras.layers.Layer) -> list[str]:
+    names = []
+    for leaf in _leaf_layers(unit):
+        names.extend(f"{leaf.name}/{w.name}:0" for w in leaf.weights)
+    return names
+
+
+def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
+                 attrs: dict | None = None) -> None:
+    """Write the model's weights atomically (``dtype="float16"`` halves the file size)."""
+    filepath = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{filepath}.tmp{os.getpid()}"
+    units = weight_units(model)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["layer_names"] = np.array([u.name.encode("utf8") for u in units])
+            f.attrs["backend"] = b"tensorflow"
+            f.attrs["keras_version"] = keras.__version__.encode("utf8")
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            for unit in units:
+                g = f.create_group(unit.name)
+                names = _weight_names(unit)
+                g.attrs["weight_names"] = np.array([n.encode("utf8") for n in names])
+                for name, w in zip(names, unit.weights):
+                    value = keras.ops.convert_to_numpy(w)
+                    if dtype is not None and np.issubdtype(value.dtype, np.floating):
+                        value = value.astype(dtype)
+                    g.create_dataset(name, data=value)
+        os.replace(tmp, filepath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_attrs(filepath: str) -> dict:
+    """Root attributes of a weights file (e.g. the stored configuration and epoch)."""
+    with _open(filepath) as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def _open(filepath: str) -> h5py.File:
+    filepath = os.fspath(filepath)
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(f"{filepath}: weights file not found")
+    try:
+        return h5py.File(filepath, "r")
+    except OSError as e:
+        raise WeightsError(f"{filepath}: not a readable HDF5 weights file ({e})") from None
+
+
+def _decode(names: Iterable) -> list[str]:
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
+                 exclude: Iterable[str] | None = None) -> list[str]:
+    """Load a Keras 2 layout HDF5 file into ``model``; returns the names of the layers loaded.
+
+    ``by_name`` matches file layers to model layers by name (missing ones are skipped, as Keras 2
+    did); otherwise layers are matched in order and their count must agree. ``exclude`` lists
+    layer names (or regular expressions) to leave untouched. A shape that does not fit raises
+    :class:`WeightsError` naming the file, the layer and both shapes.
+    """
+    exclude = list(exclude or [])
+
+    def excluded(name: str) -> bool:
+        return any(name == e or re.fullmatch(e, name) for e in exclude)
+
+    filepath = os.fspath(filepath)
+    with _open(filepath) as f:
+        root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
+        if "layer_names" not in root.attrs:
+            raise WeightsError(f"{filepath}: no 'layer_names' attribute; not a Keras HDF5 "
+                               "weights file")
+        file_names = [n for n in _decode(root.attrs["layer_names"])
+                      if len(root[n].attrs.get("weight_names", [])) > 0]
+        units = weight_units(model)
+        if by_name:
+            by = {u.name: u for u in units}
+            pairs = [(n, by[n]) for n in file_names if n in by and not excluded(n)]
+        else:
+            if len(file_names) != len(units):
+                raise WeightsError(
+                    f"{filepath}: holds {len(file_names)} layers with weights, the model has "
+                    f"{len(units)}; load with by_name=True to match layers by name")
+            pairs = [(n, u) for n, u in zip(file_names, units) if not excluded(u.name)]
+        assignments = []
+        for name, unit in pairs:
+            group = root[name]
+            values = [np.asarray(group[w]) for w in _decode(group.attrs["weight_names"])]
+            targets = unit.weights
+            if len(values) != len(targets):
+                raise WeightsError(f"{filepath}: layer '{name}' has {len(values)} weights in the "
+                                   f"file, the model's layer expects {len(targets)}")
+            for value, var in zip(values, targets):
+                if tuple(value.shape) != tuple(var.shape):
+                    raise WeightsError(
+                        f"{filepath}: layer '{name}', weight '{var.name}': shape "
+                        f"{tuple(value.shape)} in the file, {tuple(var.shape)} in the model "
+                        f"(exclude this layer to skip it)")
+                assignments.append((var, value))
+        # Assign only once every shape has been checked: a bad file changes nothing.
+        for var, value in assignments:
+            var.assign(value.astype(var.dtype))
+    return [name for name, _ in pairs]
+
+
+def config_attrs(config) -> dict:
+    """The configuration as a JSON root attribute, so a weights file says how to rebuild it."""
+    return {"mrcnn_config": json.dumps(config.to_dict(), default=str)}

@@ -1,0 +1,235 @@
+"""The DSB 2018 nucleus data in Kaggle's folder layout, as a ``mrcnn.utils.Dataset``.
+
+Layout (matterport's convention: ``dataset_dir`` holds the stage folders)::
+
+    <dataset_dir>/stage1_train/<id>/images/<id>.png
+    <dataset_dir>/stage1_train/<id>/masks/*.png        one PNG per nucleus, 0 / 255
+    <dataset_dir>/stage1_test/<id>/images/<id>.png     (no masks)
+    <dataset_dir>/stage2_test_final/<id>/images/<id>.png
+
+Subsets ``train`` and ``val`` are the fixed 603 / 67 split of stage1_train (:mod:`nucleus.split`).
+Masks are read once per image into a label image kept in a bounded cache, because an image has
+up to 375 mask files and training reads every image many times.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mrcnn.utils import Dataset, to_rgb_uint8
+from nucleus.errors import InputError
+from nucleus.split import kfold_split, load_split
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DIR = str(Path(__file__).resolve().parent / "sample")
+"""The bundled sample (25 real images in the Kaggle layout); ``dataset_dir=None`` means this."""
+
+SOURCE = "nucleus"
+SUBSETS = ("train", "val", "stage1_train", "stage1_test", "stage2_test_final")
+_FOLDER = {"train": "stage1_train", "val": "stage1_train"}
+_LABELLED = {"train", "val", "stage1_train"}
+DEFAULT_LABEL_CACHE = 1024
+"""Label images kept in memory: all 670 of stage1_train fit (about 200 MB as uint16)."""
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into an array, or raise InputError naming the file and the problem."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"):
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... for bad files
+        raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception as e:
+        raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    return height, width
+
+
+def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """One mask file as bool [H, W]: any non-zero colour value is foreground."""
+    array = read_png(path)
+    if array.ndim == 3:
+        colour = array[..., :1] if array.shape[-1] == 2 else array[..., :3]
+        array = colour.max(axis=-1)
+    if array.shape != shape:
+        raise InputError(f"{path}: mask is {array.shape[0]}x{array.shape[1]} (HxW) but its "
+                         f"image is {shape[0]}x{shape[1]}")
+    mask = array > 0
+    if not mask.any():
+        raise InputError(f"{path}: mask is empty (no foreground pixel)")
+    return mask
+
+
+class NucleusDataset(Dataset):
+    """Nucleus images and their instance masks; one class, "nucleus" (id 1)."""
+
+    def __init__(self, class_map: dict | None = None,
+                 label_cache_size: int = DEFAULT_LABEL_CACHE):
+        super().__init__(class_map)
+        if label_cache_size < 0:
+            raise ValueError(f"label_cache_size must be >= 0, got {label_cache_size}")
+        self.label_cache_size = label_cache_size
+        self._labels: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes get an empty cache (and a fresh lock) rather than a copy of it.
+        state = self.__dict__.copy()
+        state["_labels"] = OrderedDict()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------- loading
+    def load_nucleus(self, dataset_dir: str | os.PathLike | None, subset: str,
+                     fold: int | None = None, n_folds: int = 10,
+                     fold_part: str = "train") -> None:
+        """Register the images of ``subset`` found under ``dataset_dir`` (None: the sample).
+
+        ``train`` / ``val`` take the ids of stage1_train that are in the fixed split's train /
+        val list; ids in neither list count as train. With ``fold`` set, only the ``fold_part``
+        ("train" or "val") of that k-fold part of the subset is kept (:func:`kfold_split`).
+        """
+        if subset not in SUBSETS:
+            raise InputError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")
+        if fold_part not in ("train", "val"):
+            raise InputError(f"fold_part must be 'train' or 'val', got {fold_part!r}")
+        root = Path(SAMPLE_DIR if dataset_dir is None else dataset_dir)
+        if not root.is_dir():
+            raise InputError(f"{root}: dataset folder does not exist or is not a folder")
+        if not any(root.iterdir()):
+            raise InputError(f"{root}: dataset folder is empty")
+        folder = root / _FOLDER.get(subset, subset)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: subset folder missing (subset {subset!r} expects "
+                             f"{folder.name}/<id>/images/<id>.png under {root})")
+        ids = sorted(p.name for p in folder.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+        if not ids:
+            raise InputError(f"{folder}: no image folders in it")
+
+        if subset in ("train", "val"):
+            _, val_ids = load_split()
+            val_set = set(val_ids)
+            ids = [i for i in ids if (i in val_set) == (subset == "val")]
+            if not ids:
+                raise InputError(f"{folder}: none of its image folders belongs to the "
+                                 f"{subset!r} part of the fixed split")
+        if fold is not None:
+            if not 0 <= fold < n_folds:
+                raise InputError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+            try:
+                train_ids, val_ids = kfold_split(ids, n_folds)[fold]
+            except ValueError as e:
+                raise InputError(f"{folder}: cannot make {n_folds} folds of {len(ids)} "
+                                 f"{subset} images ({e})") from e
+            ids = train_ids if fold_part == "train" else val_ids
+
+        self.add_class(SOURCE, 1, "nucleus")
+        for image_id in tqdm(ids, desc=f"scan {subset}", unit="image", disable=None, leave=False):
+            image_path = folder / image_id / "images" / f"{image_id}.png"
+            if not image_path.is_file():
+                raise InputError(f"{image_path}: image file missing")
+            mask_dir = folder / image_id / "masks"
+            mask_paths = (sorted((p for p in mask_dir.iterdir() if p.suffix.lower() == ".png"),
+                                 key=lambda p: p.name)
+                          if mask_dir.is_dir() else [])
+            if subset in _LABELLED and not mask_paths:
+                raise InputError(f"{mask_dir}: no mask PNG for labelled image {image_id}")
+            self.add_image(SOURCE, image_id=image_id, path=str(image_path), subset=subset,
+                           mask_paths=tuple(str(p) for p in mask_paths))
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """uint8 RGB [H, W, 3]: alpha dropped, grey stacked, 16-bit scaled to its maximum."""
+        path = self.image_info[image_id]["path"]
+        array = read_png(path)
+        try:
+            return to_rgb_uint8(array)
+        except ValueError as e:
+            raise InputError(f"{path}: {e}") from e
+
+    # ------------------------------------------------------------------------- masks
+    def load_labels(self, image_id: int) -> np.ndarray:
+        """Label image [H, W] (uint16; int32 past 65535 masks): 0 background, k the k-th mask.
+
+        Masks are numbered in file-name order; a pixel claimed by several masks goes to the
+        first, and the overlap is reported with ``logging.warning``. The result is cached
+        (read-only) for ``label_cache_size`` images, least recently used dropped first.
+        """
+        with self._lock:
+            labels = self._labels.get(image_id)
+            if labels is not None:
+                self._labels.move_to_end(image_id)
+                return labels
+        labels = self._read_labels(image_id)
+        labels.setflags(write=False)
+        if self.label_cache_size:
+            with self._lock:
+                self._labels[image_id] = labels
+                while len(self._labels) > self.label_cache_size:
+                    self._labels.popitem(last=False)
+        return labels
+
+    def _read_labels(self, image_id: int) -> np.ndarray:
+        info = self.image_info[image_id]
+        shape = _image_size(info["path"])
+        paths = info.get("mask_paths", ())
+        labels = np.zeros(shape, np.uint16 if len(paths) < 2**16 else np.int32)
+        overlap = np.zeros(shape, bool)
+        for k, path in enumerate(paths, start=1):
+            mask = _read_mask(path, shape)
+            taken = mask & (labels != 0)
+            overlap |= taken
+            labels[mask & ~taken] = k
+        n_overlap = int(overlap.sum())
+        if n_overlap:
+            lost = len(paths) - (len(np.unique(labels)) - 1)
+            log.warning("image %s: %d pixels belong to more than one mask; each goes to the "
+                        "first mask in file-name order%s", info["id"], n_overlap,
+                        f" ({lost} masks entirely covered and dropped)" if lost else "")
+        return labels
+
+    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Instance masks bool [H, W, N] (file-name order, no overlaps) and class ids int32 [N].
+
+        Images without mask files (test sets) give an empty [H, W, 0] stack.
+        """
+        labels = self.load_labels(image_id)
+        counts = np.bincount(labels.ravel())
+        present = np.flatnonzero(counts[1:]) + 1
+        channel = np.zeros(len(counts), np.int64)
+        channel[present] = np.arange(len(present))
+        ys, xs = np.nonzero(labels)
+        masks = np.zeros(labels.shape + (len(present),), dtype=bool)
+        masks[ys, xs, channel[labels[ys, xs]]] = True
+        return masks, np.ones(len(present), np.int32)

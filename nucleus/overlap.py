@@ -1,0 +1,69 @@
+"""Overlap elimination: make predicted instance masks disjoint before scoring or submission.
+
+Kaggle rejects submissions whose masks share pixels. As in the study, the biggest mask keeps all
+its pixels and overlaps are taken away from the smaller ones (matterport's nucleus sample gives
+them to the lowest-scoring mask instead; that is deliberately not done here). Masks are ranked
+once by their original area, largest first, ties going to the lower index.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nucleus.errors import InputError
+
+
+def eliminate_overlaps(masks: np.ndarray, min_area: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Make a [H, W, N] mask stack disjoint; returns (cleaned [H, W, K] bool, kept indices [K]).
+
+    Masks left with fewer than ``min_area`` pixels (empty ones always) are dropped. The kept masks
+    stay in their original order, so ``scores[kept]`` or ``class_ids[kept]`` stay aligned.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise InputError(f"eliminate_overlaps: expected a [H, W, N] stack, got shape {masks.shape}")
+    masks = masks.astype(bool, copy=False)
+    n = masks.shape[2]
+    if n == 0:
+        return masks.copy(), np.zeros(0, dtype=np.int64)
+    # One contiguous pass over the stack lists (pixel, instance) pairs; each pixel then goes to
+    # the best-ranked instance covering it. Extra memory is O(H*W + covered pixels), whatever N.
+    ys, xs, ks = np.nonzero(masks)
+    areas = np.bincount(ks, minlength=n)
+    order = np.argsort(-areas, kind="stable")  # biggest first; stable sort breaks ties by index
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    best = np.full(masks.shape[0] * masks.shape[1], n, dtype=np.int64)
+    np.minimum.at(best, ys * masks.shape[1] + xs, rank[ks])
+    owner = np.where(best < n, order[np.minimum(best, n - 1)], -1).reshape(masks.shape[:2])
+    remaining = np.bincount(owner[owner >= 0], minlength=n)
+    kept = np.flatnonzero(remaining >= max(int(min_area), 1))
+    return owner[:, :, None] == kept[None, None, :], kept
+
+
+def clean_detections(result: Mapping[str, Any], min_area: int = 1,
+                     per_instance: Sequence[str] = ("class_ids", "scores")) -> dict[str, Any]:
+    """Apply ``eliminate_overlaps`` to a ``MaskRCNN.detect`` result dict; returns a new dict.
+
+    ``masks`` are cleaned, the ``per_instance`` arrays filtered to the kept instances, and
+    ``rois`` recomputed as the boxes of the cleaned masks (a trimmed mask may have shrunk).
+    Other keys are copied unchanged.
+    """
+    from mrcnn.utils import extract_bboxes  # imported here: only this helper needs it
+
+    if "masks" not in result:
+        raise InputError("clean_detections: the result has no 'masks' entry")
+    masks, kept = eliminate_overlaps(result["masks"], min_area=min_area)
+    out = dict(result)
+    out["masks"] = masks
+    for key in per_instance:
+        if key in result:
+            values = np.asarray(result[key])
+            if len(values) != result["masks"].shape[2]:
+                raise InputError(f"clean_detections: '{key}' has {len(values)} entries but there "
+                                 f"are {result['masks'].shape[2]} masks")
+            out[key] = values[kept]
+    if "rois" in result:
+        out["rois"] = extract_bboxes(masks).astype(np.asarray(result["rois"]).dtype)
+    return out

@@ -1,0 +1,150 @@
+"""The staged training schedule of the study, and the weight sources a run can start from."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from mrcnn import model as modellib
+from mrcnn.weights import read_attrs
+from nucleus.augment import build_augmentation
+from nucleus.config import make_config
+from nucleus.dataset import NucleusDataset
+from nucleus.errors import InputError
+
+log = logging.getLogger(__name__)
+
+COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
+REPO_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "weights")
+SHIPPED_WEIGHTS = os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_nucleus.h5")
+
+
+@dataclass
+class Stage:
+    layers: str        # layer group or regex
+    until_epoch: int   # train until this (1-based, inclusive) epoch
+
+
+def default_schedule(weights: str, epochs: int | None = None,
+                     layers: str | None = None) -> list[Stage]:
+    """The study's schedule: from COCO/ImageNet, heads to epoch 100 then "4+" to 150.
+
+    From scratch (``none``) or from our own checkpoints, every layer trains: freezing an
+    untrained backbone makes no sense. ``layers`` forces one stage; ``epochs`` ends the schedule
+    early or late.
+    """
+    if layers:
+        return [Stage(layers, epochs or 150)]
+    if weights in ("coco", "imagenet"):
+        end = epochs or 150
+        first = min(100, end)
+        stages = [Stage("heads", first)]
+        if end > first:
+            stages.append(Stage("4+", end))
+        return stages
+    return [Stage("all", epochs or 150)]
+
+
+def find_coco_weights() -> str:
+    """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
+    candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
+                  os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
+                  os.path.abspath("mask_rcnn_coco.h5")]
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    raise InputError(f"{candidates[0]}: COCO weights not found. Download mask_rcnn_coco.h5 from "
+                     f"{modellib.weights_io.COCO_WEIGHTS_URL} into weights/ (or pass its path).")
+
+
+def load_start_weights(model: modellib.MaskRCNN, weights: str) -> str | None:
+    """Initialise ``model`` from coco | imagenet | last | none | a path; returns the file used."""
+    try:
+        if weights == "none":
+            return None
+        if weights == "coco":
+            path = find_coco_weights()
+            model.load_weights(path, by_name=True, exclude=COCO_EXCLUDE)
+            model.set_log_dir()  # a new run, starting at epoch 0
+            return path
+        if weights == "imagenet":
+            path = model.get_imagenet_weights()
+            model.load_weights(path, by_name=True)
+            model.set_log_dir()
+            return path
+        path = model.find_last() if weights == "last" else weights
+        model.load_weights(path, by_name=True)
+        return path
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(str(e)) from None
+
+
+def config_from_weights(path: str, inference: bool = True, overrides: dict | None = None):
+    """Rebuild the configuration stored in one of our weights files (profile + values)."""
+    attrs = read_attrs(path)
+    stored = json.loads(attrs["mrcnn_config"]) if "mrcnn_config" in attrs else {}
+    profile = "cpu" if stored.get("NAME", "").startswith("nucleus_cpu") else "study"
+    keep = ("BACKBONE", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TOP_DOWN_PYRAMID_SIZE",
+            "FPN_CLASSIF_FC_LAYERS_SIZE", "NUM_CLASSES", "RPN_CONV_SIZE",
+            "MASK_HEAD_CONV_SIZE", "MEAN_PIXEL", "TRAIN_BN",
+            "BACKBONE_STRIDES", "POOL_SIZE", "MASK_POOL_SIZE", "MASK_SHAPE")
+    values = {k: stored[k] for k in keep if k in stored}
+    if "RPN_ANCHOR_SCALES" in values:
+        values["RPN_ANCHOR_SCALES"] = tuple(values["RPN_ANCHOR_SCALES"])
+    values.update(overrides or {})
+    return make_config(profile, inference=inference, overrides=values)
+
+
+def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
+                  epochs: int | None = None, layers: str | None = None, augment: bool = True,
+                  profile: str = "study", overrides: dict | None = None, eval_every: int = 10,
+                  eval_first: int = 5, eval_limit: int | None = None,
+                  val_subset: str = "val") -> modellib.MaskRCNN:
+    """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP."""
+    from nucleus.evaluation import MapCallback
+
+    config = make_config(profile, overrides=overrides)
+    train_ds = NucleusDataset()
+    train_ds.load_nucleus(dataset_dir, subset)
+    train_ds.prepare()
+    if not train_ds.image_ids.size:
+        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
+    val_ds = None
+    if val_subset:
+        val_ds = NucleusDataset()
+        val_ds.load_nucleus(dataset_dir, val_subset)
+        val_ds.prepare()
+        if not val_ds.image_ids.size:
+            val_ds = None
+    model = modellib.MaskRCNN("training", config, logs)
+    start = load_start_weights(model, weights)
+    log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)
+    callbacks = []
+    if val_ds is not None and eval_every > 0:
+        inference_config = make_config(profile, inference=True, overrides=_shape_overrides(
+            overrides))
+        inference_model = modellib.MaskRCNN("inference", inference_config, logs)
+        callbacks.append(MapCallback(model, inference_model, val_ds, every=eval_every,
+                                     first=eval_first, limit=eval_limit))
+    augmentation = build_augmentation() if augment else None
+    for stage in default_schedule(weights, epochs, layers):
+        model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
+                    learning_rate=config.LEARNING_RATE, epochs=stage.until_epoch,
+                    layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
+    return model
+
+
+def _shape_overrides(overrides: dict | None) -> dict:
+    """The overrides that change the network's shape (must match between training and inference)."""
+    if not overrides:
+        return {}
+    skip = {"IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGES_PER_GPU",
+            "STEPS_PER_EPOCH", "VALIDATION_STEPS", "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE",
+            "RPN_TRAIN_ANCHORS_PER_IMAGE", "POST_NMS_ROIS_TRAINING"}
+    return {k: v for k, v in overrides.items() if k not in skip}

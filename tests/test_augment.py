@@ -1,0 +1,59 @@
+"""Tests for nucleus.augment: the study's flip + brightness augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrcnn.augmentation import apply_augmentation
+from mrcnn.imgaug_compat import ia, iaa
+from nucleus.augment import build_augmentation
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    mask = np.zeros((32, 40, 2), dtype=bool)
+    mask[2:8, 3:12, 0] = True
+    mask[20:30, 25:31, 1] = True
+    image = np.full((32, 40, 3), 40, dtype=np.uint8)
+    image[mask.any(-1)] = 120
+    return image, mask
+
+
+def test_everything_off_gives_none():
+    assert build_augmentation(flip=False, brightness=None) is None
+
+
+def test_default_is_flips_and_brightness():
+    aug = build_augmentation()
+    kinds = [type(a) for a in aug]
+    assert kinds == [iaa.Fliplr, iaa.Flipud, iaa.Multiply]
+
+
+def test_flips_only_and_brightness_only():
+    assert [type(a) for a in build_augmentation(brightness=None)] == [iaa.Fliplr, iaa.Flipud]
+    assert [type(a) for a in build_augmentation(flip=False)] == [iaa.Multiply]
+
+
+def test_draws_vary_per_image_and_masks_follow():
+    ia.seed(0)
+    aug = build_augmentation(brightness=(0.5, 2.0))
+    image, mask = _scene()
+    variants = {"none": mask, "lr": mask[:, ::-1], "ud": mask[::-1], "both": mask[::-1, ::-1]}
+    flips, levels = set(), set()
+    for _ in range(40):
+        image_aug, mask_aug = apply_augmentation(aug, image, mask)
+        seen = [name for name, m in variants.items() if np.array_equal(mask_aug, m)]
+        assert len(seen) == 1
+        flips.add(seen[0])
+        # the bright pixels (nuclei) are exactly where the masks went
+        bright = image_aug[..., 0] == image_aug[..., 0].max()
+        np.testing.assert_array_equal(bright, mask_aug.any(-1))
+        levels.add(int(image_aug[~bright][0, 0]))
+    assert flips == set(variants)  # each flip combination drawn
+    assert len(levels) > 10  # brightness drawn per image
+
+
+def test_bad_brightness():
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        build_augmentation(brightness=(1.5, 0.8))
+    with pytest.raises(ValueError, match="pair"):
+        build_augmentation(brightness=1.2)  # type: ignore[arg-type]

@@ -1,0 +1,342 @@
+"""Tests for nucleus.dataset on synthetic Kaggle folders and on the bundled sample."""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nucleus.dataset as dataset_module
+from nucleus.dataset import SAMPLE_DIR, NucleusDataset
+from nucleus.errors import InputError
+from nucleus.split import load_split
+
+H, W = 24, 32
+TRAIN_IDS, VAL_IDS = load_split()
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _rect(y: int, x: int, h: int = 5, w: int = 6) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    m[y:y + h, x:x + w] = 255
+    return m
+
+
+def _grey_rgba() -> np.ndarray:
+    grey = np.arange(H * W, dtype=np.uint8).reshape(H, W)
+    return np.dstack([grey, grey, grey, np.full((H, W), 255, np.uint8)])
+
+
+def _add_image(stage: Path, image_id: str, image: np.ndarray | None = None,
+               masks: dict[str, np.ndarray] | None = None) -> Path:
+    folder = stage / image_id
+    _png(folder / "images" / f"{image_id}.png", _grey_rgba() if image is None else image)
+    for name, m in (masks or {}).items():
+        _png(folder / "masks" / name, m)
+    return folder
+
+
+def _load(root: Path, subset: str, **kw) -> NucleusDataset:
+    ds = NucleusDataset(**{k: kw.pop(k) for k in list(kw) if k == "label_cache_size"})
+    ds.load_nucleus(str(root), subset, **kw)
+    ds.prepare()
+    return ds
+
+
+def _single(tmp_path: Path, image: np.ndarray | None = None,
+            masks: dict[str, np.ndarray] | None = None, image_id: str = "img0") -> NucleusDataset:
+    _add_image(tmp_path / "stage1_train", image_id, image,
+               {"m1.png": _rect(2, 2)} if masks is None else masks)
+    return _load(tmp_path, "stage1_train")
+
+
+# ----------------------------------------------------------------------------- images
+def test_rgba_grey_image(tmp_path):
+    ds = _single(tmp_path)
+    image = ds.load_image(0)
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+    np.testing.assert_array_equal(image, _grey_rgba()[..., :3])
+
+
+def test_colour_single_channel_and_16bit_images(tmp_path):
+    stage = tmp_path / "stage1_test"
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    single = rng.integers(0, 256, (H, W), dtype=np.uint8)
+    deep = (np.arange(H * W).reshape(H, W) * 40).astype(np.uint16)
+    for name, array in (("colour", colour), ("single", single), ("deep", deep)):
+        _add_image(stage, name, array)
+    ds = _load(tmp_path, "stage1_test")
+    by_id = {info["id"]: i for i, info in enumerate(ds.image_info)}
+    np.testing.assert_array_equal(ds.load_image(by_id["colour"]), colour)
+    np.testing.assert_array_equal(ds.load_image(by_id["single"]), np.dstack([single] * 3))
+    deep_rgb = ds.load_image(by_id["deep"])
+    assert deep_rgb.dtype == np.uint8 and deep_rgb.shape == (H, W, 3)
+    assert deep_rgb.max() == 255 and deep_rgb[0, 0, 0] == 0
+    assert np.all(np.diff(deep_rgb[..., 0].ravel().astype(int)) >= 0)  # order kept
+
+
+def test_test_images_have_no_masks(tmp_path):
+    _add_image(tmp_path / "stage1_test", "t1")
+    ds = _load(tmp_path, "stage1_test")
+    masks, class_ids = ds.load_mask(0)
+    assert masks.shape == (H, W, 0) and masks.dtype == bool
+    assert class_ids.shape == (0,) and class_ids.dtype == np.int32
+
+
+def test_info_and_reference(tmp_path):
+    ds = _single(tmp_path, image_id="abc")
+    info = ds.image_info[0]
+    expected = str(tmp_path / "stage1_train" / "abc" / "images" / "abc.png")
+    assert info["id"] == "abc" and info["path"] == expected and info["source"] == "nucleus"
+    assert ds.image_reference(0) == expected
+    assert ds.class_names == ["BG", "nucleus"] and ds.num_classes == 2
+
+
+# ----------------------------------------------------------------------------- masks
+def test_masks_in_file_name_order(tmp_path):
+    masks = {"b.png": _rect(10, 20), "a.png": _rect(1, 1), "c.png": _rect(15, 3, 3, 3)}
+    ds = _single(tmp_path, masks=masks)
+    stack, class_ids = ds.load_mask(0)
+    assert stack.dtype == bool and stack.shape == (H, W, 3)
+    assert class_ids.dtype == np.int32 and list(class_ids) == [1, 1, 1]
+    for k, name in enumerate(["a.png", "b.png", "c.png"]):
+        np.testing.assert_array_equal(stack[..., k], masks[name] > 0)
+    labels = ds.load_labels(0)
+    assert labels.shape == (H, W) and labels.dtype == np.uint16
+    assert labels[1, 1] == 1 and labels[10, 20] == 2 and labels[15, 3] == 3 and labels[0, 0] == 0
+
+
+def test_rgb_mask_files_are_read(tmp_path):
+    rgb = np.dstack([_rect(3, 3)] * 3)
+    ds = _single(tmp_path, masks={"m.png": rgb})
+    np.testing.assert_array_equal(ds.load_mask(0)[0][..., 0], _rect(3, 3) > 0)
+
+
+def test_overlaps_go_to_the_first_mask_and_are_reported(tmp_path, caplog):
+    masks = {"1.png": _rect(0, 0, 6, 6), "2.png": _rect(3, 3, 6, 6),  # 3x3 = 9 shared pixels
+             "3.png": _rect(1, 1, 2, 2)}  # inside 1.png: dropped
+    ds = _single(tmp_path, masks=masks, image_id="overlapping")
+    with caplog.at_level(logging.WARNING, logger="nucleus.dataset"):
+        stack, class_ids = ds.load_mask(0)
+    assert stack.shape == (H, W, 2) and len(class_ids) == 2
+    np.testing.assert_array_equal(stack[..., 0], masks["1.png"] > 0)
+    assert stack[4, 4, 0] and not stack[4, 4, 1]
+    assert stack[..., 1].sum() == 36 - 9
+    assert stack.sum(axis=-1).max() == 1
+    text = caplog.text
+    assert "overlapping" in text and "13 pixels" in text and "1 masks entirely covered" in text
+
+
+def test_no_warning_without_overlap(tmp_path, caplog):
+    ds = _single(tmp_path, masks={"1.png": _rect(0, 0), "2.png": _rect(10, 10)})
+    with caplog.at_level(logging.WARNING, logger="nucleus.dataset"):
+        ds.load_mask(0)
+    assert caplog.text == ""
+
+
+def test_labels_are_cached(tmp_path, monkeypatch):
+    stage = tmp_path / "stage1_train"
+    for name in ("i1", "i2"):
+        _add_image(stage, name, masks={"a.png": _rect(2, 2), "b.png": _rect(12, 12)})
+    reads = []
+    real = dataset_module.read_png
+    monkeypatch.setattr(dataset_module, "read_png", lambda p: reads.append(p) or real(p))
+
+    ds = _load(tmp_path, "stage1_train")
+    first = ds.load_mask(0)[0]
+    assert len(reads) == 2
+    for _ in range(3):
+        np.testing.assert_array_equal(ds.load_mask(0)[0], first)
+    assert len(reads) == 2  # no PNG read again
+    assert not ds.load_labels(0).flags.writeable
+
+    small = _load(tmp_path, "stage1_train", label_cache_size=1)
+    reads.clear()
+    small.load_mask(0), small.load_mask(1), small.load_mask(1), small.load_mask(0)
+    assert len(reads) == 6  # image 0 was evicted by image 1, then read again
+
+    off = _load(tmp_path, "stage1_train", label_cache_size=0)
+    reads.clear()
+    off.load_mask(0), off.load_mask(0)
+    assert len(reads) == 4
+
+
+def test_pickled_dataset_has_an_empty_cache(tmp_path):
+    ds = _single(tmp_path)
+    ds.load_mask(0)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(copy._labels) == 0
+    np.testing.assert_array_equal(copy.load_mask(0)[0], ds.load_mask(0)[0])
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("problem", ["wrong size", "empty file", "truncated", "all zero",
+                                     "not a png"])
+def test_bad_mask_files(tmp_path, problem):
+    folder = _add_image(tmp_path / "stage1_train", "bad", masks={"a.png": _rect(2, 2)})
+    bad = folder / "masks" / "b.png"
+    if problem == "wrong size":
+        _png(bad, np.full((H + 1, W), 255, np.uint8))
+    elif problem == "empty file":
+        bad.write_bytes(b"")
+    elif problem == "truncated":
+        data = (folder / "masks" / "a.png").read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif problem == "all zero":
+        _png(bad, np.zeros((H, W), np.uint8))
+    else:
+        bad.write_bytes(b"this is text")
+    ds = _load(tmp_path, "stage1_train")
+    expected = {"wrong size": "25x32 (HxW) but its image is 24x32", "empty file": "0 bytes",
+                "truncated": "cannot read", "all zero": "mask is empty",
+                "not a png": "cannot read"}[problem]
+    with pytest.raises(InputError, match=re.escape(expected)) as err:
+        ds.load_mask(0)
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("problem", ["empty file", "truncated"])
+def test_bad_image_file(tmp_path, problem):
+    folder = _add_image(tmp_path / "stage1_train", "bad", masks={"a.png": _rect(2, 2)})
+    path = folder / "images" / "bad.png"
+    data = path.read_bytes()
+    path.write_bytes(b"" if problem == "empty file" else data[: len(data) // 2])
+    ds = _load(tmp_path, "stage1_train")
+    expected = "0 bytes" if problem == "empty file" else "cannot read"
+    with pytest.raises(InputError, match=expected) as err:
+        ds.load_image(0)
+    assert str(path) in str(err.value)
+
+
+def test_bad_folders(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(InputError, match="does not exist") as err:
+        NucleusDataset().load_nucleus(str(missing), "stage1_train")
+    assert str(missing) in str(err.value)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="is empty"):
+        NucleusDataset().load_nucleus(str(empty), "stage1_train")
+
+    root = tmp_path / "data"
+    _add_image(root / "stage1_train", "x", masks={"a.png": _rect(1, 1)})
+    with pytest.raises(InputError, match="subset folder missing") as err:
+        NucleusDataset().load_nucleus(str(root), "stage1_test")
+    assert str(root / "stage1_test") in str(err.value)
+
+    (root / "stage1_test").mkdir()
+    with pytest.raises(InputError, match="no image folders"):
+        NucleusDataset().load_nucleus(str(root), "stage1_test")
+
+    (root / "stage1_train" / "noimage" / "images").mkdir(parents=True)
+    with pytest.raises(InputError, match="image file missing") as err:
+        NucleusDataset().load_nucleus(str(root), "stage1_train")
+    assert str(root / "stage1_train" / "noimage" / "images" / "noimage.png") in str(err.value)
+
+
+def test_labelled_image_without_masks(tmp_path):
+    _add_image(tmp_path / "stage1_train", "nomasks")
+    with pytest.raises(InputError, match="no mask PNG") as err:
+        NucleusDataset().load_nucleus(str(tmp_path), "stage1_train")
+    assert "nomasks" in str(err.value)
+
+
+def test_bad_arguments(tmp_path):
+    _add_image(tmp_path / "stage1_train", "x", masks={"a.png": _rect(1, 1)})
+    with pytest.raises(InputError, match="unknown subset"):
+        NucleusDataset().load_nucleus(str(tmp_path), "training")
+    with pytest.raises(InputError, match="fold_part"):
+        NucleusDataset().load_nucleus(str(tmp_path), "stage1_train", fold=0, fold_part="test")
+    with pytest.raises(InputError, match="fold must be"):
+        NucleusDataset().load_nucleus(str(tmp_path), "stage1_train", fold=3, n_folds=3)
+    with pytest.raises(InputError, match="cannot make 2 folds of 1"):
+        NucleusDataset().load_nucleus(str(tmp_path), "stage1_train", fold=0, n_folds=2)
+    with pytest.raises(ValueError, match="label_cache_size"):
+        NucleusDataset(label_cache_size=-1)
+
+
+# ----------------------------------------------------------------------------- subsets
+def _split_folder(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    stage = tmp_path / "stage1_train"
+    train, val = TRAIN_IDS[:5], VAL_IDS[:3]
+    for image_id in train + val + ["custom"]:
+        _add_image(stage, image_id, masks={"a.png": _rect(1, 1)})
+    return tmp_path, train + ["custom"], val
+
+
+def test_train_and_val_use_the_present_ids_of_the_fixed_split(tmp_path):
+    root, train, val = _split_folder(tmp_path)
+    assert [i["id"] for i in _load(root, "train").image_info] == sorted(train)
+    assert [i["id"] for i in _load(root, "val").image_info] == sorted(val)
+    assert len(_load(root, "stage1_train").image_info) == len(train) + len(val)
+
+
+def test_val_without_any_val_id(tmp_path):
+    _add_image(tmp_path / "stage1_train", TRAIN_IDS[0], masks={"a.png": _rect(1, 1)})
+    with pytest.raises(InputError, match="'val' part of the fixed split"):
+        NucleusDataset().load_nucleus(str(tmp_path), "val")
+
+
+def test_folds(tmp_path):
+    root, train, _ = _split_folder(tmp_path)
+    parts = []
+    for fold in range(3):
+        fold_train = [i["id"] for i in _load(root, "train", fold=fold, n_folds=3).image_info]
+        fold_val = [i["id"] for i in
+                    _load(root, "train", fold=fold, n_folds=3, fold_part="val").image_info]
+        assert sorted(fold_train + fold_val) == sorted(train)
+        assert not set(fold_train) & set(fold_val)
+        parts.append(fold_val)
+    assert sorted(sum(parts, [])) == sorted(train)
+    again = [i["id"] for i in _load(root, "train", fold=1, n_folds=3, fold_part="val").image_info]
+    assert again == parts[1]
+
+
+# ----------------------------------------------------------------------------- sample
+def test_sample_dir_is_absolute_and_default():
+    assert os.path.isabs(SAMPLE_DIR) and os.path.isdir(os.path.join(SAMPLE_DIR, "stage1_train"))
+    ds = NucleusDataset()
+    ds.load_nucleus(None, "stage1_test")
+    assert all(info["path"].startswith(SAMPLE_DIR) for info in ds.image_info)
+
+
+def test_bundled_sample():
+    counts = {"train": 16, "val": 6, "stage1_test": 3}
+    sizes, colour = set(), 0
+    for subset, n in counts.items():
+        ds = NucleusDataset()
+        ds.load_nucleus(None, subset)
+        ds.prepare()
+        assert ds.num_images == n
+        ids = {info["id"] for info in ds.image_info}
+        if subset == "train":
+            assert ids <= set(TRAIN_IDS)
+        if subset == "val":
+            assert ids <= set(VAL_IDS)
+        for image_id in ds.image_ids:
+            image = ds.load_image(image_id)
+            masks, class_ids = ds.load_mask(image_id)
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            assert masks.shape[:2] == image.shape[:2] and masks.dtype == bool
+            assert (masks.shape[2] > 0) == (subset != "stage1_test")
+            assert masks.sum(axis=-1).max(initial=0) <= 1
+            assert np.all(masks.any(axis=(0, 1)))
+            assert class_ids.tolist() == [1] * masks.shape[2]
+            sizes.add(image.shape[:2])
+            if subset != "stage1_test":
+                colour += not (np.array_equal(image[..., 0], image[..., 1])
+                               and np.array_equal(image[..., 1], image[..., 2]))
+    assert {(256, 256), (256, 320), (360, 360), (520, 696)} <= sizes
+    assert colour >= 2

@@ -1,0 +1,183 @@
+"""FCN training on synthetic bright disks: it learns, checkpoints, resumes, evaluates, detects."""
+from __future__ import annotations
+
+import csv
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from mrcnn.utils import Dataset
+from nucleus.errors import InputError
+from nucleus.fcn.model import VGG_MEAN_BGR
+from nucleus.fcn.train import (FCNDetector, evaluate_fcn, find_last, make_crop_dataset,
+                               merged_foreground, random_crop, train_fcn, tune_radius)
+
+FC_WIDTH = 16
+
+
+class Disks(Dataset):
+    """Bright non-touching disks on a dark noisy background, one instance mask each."""
+
+    def __init__(self, n: int, size: int, seed: int):
+        super().__init__()
+        self.add_class("disks", 1, "disk")
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:size, :size]
+        self.items = []
+        for i in range(n):
+            masks = []
+            for _ in range(6):
+                r = rng.uniform(6, 12)
+                cy, cx = rng.uniform(r, size - r, 2)
+                disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+                grown = (yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 2) ** 2
+                if not masks or not np.any(np.any(masks, axis=0) & grown):
+                    masks.append(disk)
+            masks = np.stack(masks, axis=-1)
+            image = np.full((size, size, 3), 25.0)
+            image[masks.any(axis=-1)] = 190.0
+            image = np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+            self.items.append((image, masks))
+            self.add_image("disks", i, None)
+        self.prepare()
+
+    def load_image(self, image_id):
+        return self.items[image_id][0]
+
+    def load_mask(self, image_id):
+        masks = self.items[image_id][1]
+        return masks, np.ones(masks.shape[-1], np.int32)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    keras.utils.set_random_seed(0)
+    train, val = Disks(8, 64, seed=0), Disks(4, 64, seed=1)
+    result = train_fcn(train, val, logs, weights=None, epochs=2, steps_per_epoch=15,
+                       learning_rate=1e-4, augment=True, crop_size=64, batch_size=4, radius=1,
+                       eval_every=1, fc_width=FC_WIDTH, seed=0, verbose=0)
+    return result, logs, train, val
+
+
+def test_training_from_scratch_learns_the_foreground(trained):
+    result, logs, _, _ = trained
+    run_dir = result["run_dir"]
+    assert run_dir.parent == logs and run_dir.name.startswith("fcn")
+    assert result["epoch"] == 2
+    assert result["checkpoint"] == run_dir / "fcn_0002.weights.h5"
+    files = sorted(f.name for f in run_dir.iterdir())
+    assert files == ["fcn_0001.weights.h5", "fcn_0002.weights.h5", "losses.csv",
+                     "val_metrics.csv"], files  # no temporary file left behind
+
+    losses = read_csv(run_dir / "losses.csv")
+    assert [int(r["epoch"]) for r in losses] == [1, 2]
+    assert float(losses[1]["loss"]) < float(losses[0]["loss"])
+
+    val = read_csv(run_dir / "val_metrics.csv")
+    assert [int(r["epoch"]) for r in val] == [1, 2]
+    assert list(val[0]) == ["epoch", "pixel_iou", "map"]
+    assert float(val[-1]["pixel_iou"]) > 0.8
+    assert result["val_metrics"][-1]["pixel_iou"] == pytest.approx(float(val[-1]["pixel_iou"]))
+
+
+def test_evaluate_and_detect(trained):
+    result, _, _, val = trained
+    model = result["model"]
+    metrics = evaluate_fcn(model, val, radius=1)
+    assert set(metrics) == {"pixel_iou", "map"}
+    assert metrics["pixel_iou"] > 0.8
+    assert metrics["map"] > 0.3  # separated disks: the instances follow the foreground
+
+    image = val.load_image(0)
+    (r,) = FCNDetector(model, radius=1).detect([image])
+    masks, scores = r["masks"], r["scores"]
+    n = masks.shape[-1]
+    assert masks.dtype == bool and masks.shape[:2] == image.shape[:2] and n >= 1
+    assert masks.sum(axis=-1).max() <= 1
+    assert scores.shape == (n,) and np.all(scores > 0.5) and np.all(scores <= 1)
+    assert np.all(np.diff(scores) <= 0)
+    assert r["rois"].shape == (n, 4) and np.all(r["class_ids"] == 1)
+    for k in range(n):
+        ys, xs = np.nonzero(masks[..., k])
+        assert tuple(r["rois"][k]) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+    with pytest.raises(ValueError):
+        FCNDetector(model).detect(image)
+
+    best, scores_by_radius = tune_radius(model, val, radii=[0, 1, 2])
+    assert best in (0, 1, 2) and set(scores_by_radius) == {0, 1, 2}
+
+
+def test_resume_from_last_checkpoint(trained):
+    result, logs, train, val = trained
+    found = find_last(logs)
+    assert found == (result["run_dir"] / "fcn_0002.weights.h5", 2)
+
+    done = train_fcn(train, val, logs, weights="last", epochs=2, fc_width=FC_WIDTH, verbose=0)
+    assert done["epoch"] == 2 and done["run_dir"] == result["run_dir"]
+
+    more = train_fcn(train, None, logs, weights="last", epochs=3, steps_per_epoch=1,
+                     learning_rate=1e-4, augment=False, crop_size=64, batch_size=2,
+                     fc_width=FC_WIDTH, verbose=0)
+    assert more["run_dir"] == result["run_dir"] and more["epoch"] == 3
+    assert (result["run_dir"] / "fcn_0003.weights.h5").is_file()
+    assert [int(r["epoch"]) for r in read_csv(result["run_dir"] / "losses.csv")] == [1, 2, 3]
+    assert find_last(logs)[1] == 3
+
+
+def test_bad_weights(tmp_path, trained):
+    result, _, train, _ = trained
+    assert find_last(tmp_path) is None
+    with pytest.raises(InputError, match="no FCN checkpoint"):
+        train_fcn(train, None, tmp_path, weights="last", epochs=1, fc_width=FC_WIDTH)
+    checkpoint = result["run_dir"] / "fcn_0001.weights.h5"
+    with pytest.raises(InputError, match="fcn_0001.weights.h5"):
+        train_fcn(train, None, tmp_path, weights=checkpoint, epochs=1, fc_width=FC_WIDTH * 2)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        train_fcn(train, None, tmp_path, weights=None, epochs=1, crop_size=50,
+                  fc_width=FC_WIDTH)
+
+
+def test_random_crop_pads_small_images():
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 256, (40, 50, 3), dtype=np.uint8)
+    foreground = rng.random((40, 50)) > 0.5
+    crop, fg = random_crop(image, foreground, 64, rng)
+    assert crop.shape == (64, 64, 3) and fg.shape == (64, 64)
+    np.testing.assert_array_equal(crop[:40, :50], image)
+    np.testing.assert_array_equal(fg[:40, :50], foreground)
+    assert not crop[40:].any() and not fg[:, 50:].any()
+    big = rng.integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    crop, fg = random_crop(big, big[..., 0] > 128, 32, rng)
+    assert crop.shape == (32, 32, 3)
+    np.testing.assert_array_equal(fg, crop[..., 0] > 128)  # image and target cut alike
+
+
+def test_crop_batches_keep_image_and_target_aligned_under_augmentation():
+    from nucleus.augment import build_augmentation
+
+    data = Disks(3, 64, seed=5)
+    assert merged_foreground(data, 0).shape == (64, 64)
+    crops = make_crop_dataset(data, batch_size=3, crop_size=32, steps=4,
+                              augmenter=build_augmentation(), seed=1, workers=2)
+    assert len(crops) == 4
+    seen = []
+    for index in range(len(crops)):
+        x, y = crops[index]
+        assert x.shape == (3, 32, 32, 3) and x.dtype == np.float32
+        assert y.shape == (3, 32, 32) and set(np.unique(y)) <= {0, 1}
+        grey = (x + VGG_MEAN_BGR).mean(axis=-1)  # back to pixel values
+        if y.any() and (~y.astype(bool)).any():
+            assert grey[y == 1].mean() > grey[y == 0].mean() + 80
+        seen.append(x)
+    crops.on_epoch_end()
+    assert not np.array_equal(crops[0][0], seen[0])  # a new epoch draws new crops

@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucleus.errors import InputError
+from nucleus.metric import image_score, labels_to_masks
+from nucleus.rle import rle_encode
+from nucleus.submission import (SubmissionWriter, check_submission, read_solution, read_submission,
+                                score_submission, validate_submission, write_submission)
+
+
+def random_labels(rng, shape, n):
+    labels = np.zeros(shape, np.int32)
+    for k in range(1, n + 1):
+        y, x = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 2)
+        h, w = rng.integers(2, 7, size=2)
+        labels[y:y + h, x:x + w] = k
+    return labels
+
+
+@pytest.fixture
+def images():
+    """Three synthetic images of different sizes, one of them without nuclei."""
+    rng = np.random.default_rng(11)
+    return {"aaa": random_labels(rng, (20, 30), 6),
+            "bbb": random_labels(rng, (16, 16), 3),
+            "ccc": np.zeros((10, 12), np.int32)}
+
+
+def shapes_of(images):
+    return {k: v.shape for k, v in images.items()}
+
+
+def write_solution(path, images, usage=True):
+    lines = ["ImageId,EncodedPixels,Height,Width" + (",Usage" if usage else "")]
+    for image_id, labels in images.items():
+        masks = labels_to_masks(labels)
+        rles = [rle_encode(masks[:, :, k]) for k in range(masks.shape[2])] or [""]
+        for rle in rles:
+            lines.append(f"{image_id},{rle},{labels.shape[0]},{labels.shape[1]}"
+                         + (",Public" if usage else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_write_validate_read_round_trip(tmp_path, images):
+    path = tmp_path / "sub.csv"
+    # Three accepted forms: a stack, a list of masks, a label image (and an empty list).
+    rows = [("aaa", labels_to_masks(images["aaa"])),
+            ("bbb", list(labels_to_masks(images["bbb"]).transpose(2, 0, 1))),
+            ("ccc", [])]
+    write_submission(path, rows, progress=True)
+    text = path.read_text()
+    assert text.startswith("ImageId,EncodedPixels\n")
+    assert "\r" not in text and text.count("\nccc,\n") == 1 and text.endswith("ccc,\n")
+    assert validate_submission(path, shapes_of(images)) == []
+    check_submission(path, shapes_of(images))
+    back = read_submission(path, shapes_of(images))
+    assert set(back) == set(images)
+    for image_id, labels in images.items():
+        assert back[image_id].dtype == np.int32
+        assert image_score(labels, back[image_id]).score == 1.0
+        n = len(np.unique(labels)) - 1
+        assert back[image_id].max() == n
+    path2 = tmp_path / "sub2.csv"
+    write_submission(path2, [(k, v) for k, v in images.items()])        # label images
+    assert path2.read_text() == text
+
+
+def test_writer_skips_empty_masks_and_rejects_bad_input(tmp_path):
+    with SubmissionWriter(tmp_path / "s.csv") as writer:
+        assert writer.add("x", np.zeros((4, 4, 2), bool)) == 1         # all empty -> one empty row
+        masks = np.zeros((4, 4, 3), bool)
+        masks[0, 0, 0] = masks[3, 3, 2] = True
+        assert writer.add("y", masks) == 2
+        with pytest.raises(InputError, match="added twice"):
+            writer.add("x", [])
+        overlapping = np.ones((4, 4, 2), bool)
+        with pytest.raises(InputError, match="image z: masks overlap on 16 pixels"):
+            writer.add("z", overlapping)
+        with pytest.raises(InputError, match="bad image id"):
+            writer.add(" w", [])
+        with pytest.raises(InputError, match="expected a .H, W, N. mask stack"):
+            writer.add("w", np.ones((4, 4), bool))
+        with pytest.raises(InputError, match="mask 1 has shape"):
+            writer.add("w", [np.ones((4, 4), bool), np.ones((4, 5), bool)])
+    assert (tmp_path / "s.csv").read_text() == "ImageId,EncodedPixels\nx,\ny,1 1\ny,16 1\n"
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.add("q", [])
+
+
+def test_interrupted_write_leaves_existing_file(tmp_path):
+    path = tmp_path / "sub.csv"
+    path.write_text("precious\n")
+    with pytest.raises(RuntimeError, match="crash"):
+        with SubmissionWriter(path) as writer:
+            writer.add("a", np.ones((3, 3, 1), bool))
+            raise RuntimeError("crash")
+    assert path.read_text() == "precious\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
+
+    def rows():
+        yield "a", np.ones((3, 3, 1), bool)
+        raise KeyError("generator failed")
+    with pytest.raises(KeyError):
+        write_submission(path, rows())
+    assert path.read_text() == "precious\n"
+
+
+def write_rows(path, *rows, header="ImageId,EncodedPixels"):
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+SHAPES = {"a": (3, 3), "b": (4, 2), "c": (2, 2)}
+
+
+@pytest.mark.parametrize("rows, expected", [
+    (["a,1 2 6 1", "b,1 1", "c,"], []),
+    (["a,1 2", "b,1 1", "c,", "d,1 1"], [":5: unknown image id 'd'"]),
+    (["a,1 2", "b,1 1"], ["image c is missing"]),
+    (["a,1 2 3", "b,1 1", "c,"], [":2: image a: RLE has an odd number"]),
+    (["a,5 1 1 1", "b,1 1", "c,"], [":2: image a: RLE run 2 (start 1) is before run 1"]),
+    (["a,1 0", "b,1 1", "c,"], ["length 0 is not positive"]),
+    (["a,9 2", "b,1 1", "c,"], ["outside the 3x3 image"]),
+    (["a,1 x", "b,1 1", "c,"], ["'x' is not a non-negative integer"]),
+    (["a,1 3", "b,1 1", "a,3 2", "c,"], [":4: image a: mask overlaps the mask on line 2"]),
+    (["a,1 2", "b,1 1", "c,", "c,1 1"], [":4: image c has an empty row and 1 non-empty row(s)"]),
+    (["a,1 2", "b,1 1", "c,", "c,"], [":5: image c has 2 empty rows"]),
+    (["a,1 2,extra", "b,1 1", "c,"], [":2: expected 2 fields, found 3", "image a is missing"]),
+    (["a,1 x", "b,1 1", "b,1 2", "c,", "e,"], [":2: image a: RLE value 'x'",
+                                               ":6: unknown image id 'e'",
+                                               ":4: image b: mask overlaps the mask on line 3"]),
+])
+def test_validator_catches_each_problem(tmp_path, rows, expected):
+    problems = validate_submission(write_rows(tmp_path / "s.csv", *rows), SHAPES)
+    assert len(problems) == len(expected), problems
+    for problem, fragment in zip(problems, expected):
+        assert str(tmp_path / "s.csv") in problem and fragment in problem
+
+
+def test_validator_header_and_file_problems(tmp_path):
+    p = write_rows(tmp_path / "h.csv", "a,1 1", header="ImageId,Pixels")
+    assert validate_submission(p, SHAPES) == [
+        f"{p}:1: header is 'ImageId,Pixels', expected 'ImageId,EncodedPixels'"]
+    p.write_text("\ufeffImageId,EncodedPixels\na,1 1\n")            # a BOM is not the header
+    assert "header is" in validate_submission(p, SHAPES)[0]
+    (tmp_path / "e.csv").write_text("")
+    assert "empty file" in validate_submission(tmp_path / "e.csv", SHAPES)[0]
+    assert "file not found" in validate_submission(tmp_path / "none.csv", SHAPES)[0]
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00bad")
+    assert "not a UTF-8" in validate_submission(tmp_path / "bin.csv", SHAPES)[0]
+
+
+def test_overlap_detection_between_several_rows(tmp_path):
+    # Row on line 4 starts inside the long run of line 2, after line 3's run ended.
+    p = write_rows(tmp_path / "o.csv", "a,1 8", "a,9 1", "a,5 1", "b,1 1", "c,")
+    assert [q.split(": ", 1)[1] for q in validate_submission(p, SHAPES)] == [
+        "image a: mask overlaps the mask on line 2"]
+    assert ":4:" in validate_submission(p, SHAPES)[0]
+
+
+def test_check_submission_raises_with_first_problems(tmp_path):
+    shapes = {f"img{k}": (2, 2) for k in range(15)}
+    p = write_rows(tmp_path / "s.csv", "img0,")
+    with pytest.raises(InputError) as info:
+        check_submission(p, shapes)
+    message = str(info.value)
+    assert message.startswith(f"{p}: 14 problem(s)") and "img1 is missing" in message
+    assert "... and 4 more" in message
+    check_submission(p, {"img0": (2, 2)})
+
+
+def test_read_submission_errors(tmp_path):
+    with pytest.raises(InputError, match=r"s.csv:3: unknown image id 'zz'"):
+        read_submission(write_rows(tmp_path / "s.csv", "a,1 1", "zz,1 1"), SHAPES)
+    with pytest.raises(InputError, match=r"s.csv:2: image a: RLE run 1 .* outside the 3x3 image"):
+        read_submission(write_rows(tmp_path / "s.csv", "a,9 5"), SHAPES)
+    with pytest.raises(InputError, match=r"s.csv:3: image a: mask overlaps the mask on line 2"):
+        read_submission(write_rows(tmp_path / "s.csv", "a,1 3", "a,2 1"), SHAPES)
+    with pytest.raises(InputError, match=r"s.csv:1: missing column\(s\) EncodedPixels"):
+        read_submission(write_rows(tmp_path / "s.csv", "a,1 1", header="ImageId,Pixels"), SHAPES)
+    with pytest.raises(InputError, match=r"s.csv:2: expected 2 fields, found 1"):
+        read_submission(write_rows(tmp_path / "s.csv", "a"), SHAPES)
+    with pytest.raises(InputError, match="file not found"):
+        read_submission(tmp_path / "missing.csv", SHAPES)
+    labels = read_submission(write_rows(tmp_path / "s.csv", "a,1 2 6 1", "a,9 1", "c,"), SHAPES)
+    np.testing.assert_array_equal(labels["a"], [[1, 0, 0], [1, 0, 0], [0, 1, 2]])
+    assert labels["c"].shape == (2, 2) and not labels["c"].any() and "b" not in labels
+
+
+def test_read_solution(tmp_path, images):
+    write_solution(tmp_path / "sol.csv", images)
+    truth = read_solution(tmp_path / "sol.csv")
+    assert list(truth) == ["aaa", "bbb", "ccc"]
+    for image_id, labels in images.items():
+        assert truth[image_id].shape == labels.shape
+        assert image_score(labels, truth[image_id]).score == 1.0
+    write_solution(tmp_path / "nousage.csv", images, usage=False)
+    assert read_solution(tmp_path / "nousage.csv").keys() == truth.keys()
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["a,1 1,3"], ":2: expected 4 fields, found 3"),
+    (["a,1 1,3,x"], ":2: image a: Height and Width must be positive integers"),
+    (["a,1 1,0,3"], "must be positive"),
+    (["a,1 1,3,3", "a,5 1,4,3"], ":3: image a: size (4, 3) differs from (3, 3)"),
+    (["a,1 2,3,3", "a,2 2,3,3"], ":3: image a: mask overlaps the mask on line 2"),
+    (["a,1 -2,3,3"], ":2: image a: RLE value '-2'"),
+])
+def test_read_solution_errors(tmp_path, rows, message):
+    p = write_rows(tmp_path / "sol.csv", *rows, header="ImageId,EncodedPixels,Height,Width")
+    with pytest.raises(InputError) as info:
+        read_solution(p)
+    assert str(info.value).startswith(str(p)) and message in str(info.value)
+
+
+def test_read_solution_missing_columns(tmp_path):
+    p = write_rows(tmp_path / "sol.csv", "a,1 1,3", header="ImageId,EncodedPixels,Height")
+    with pytest.raises(InputError, match=r"sol.csv:1: missing column\(s\) Width"):
+        read_solution(p)
+
+
+def test_score_submission(tmp_path, images):
+    write_solution(tmp_path / "sol.csv", images)
+    write_submission(tmp_path / "perfect.csv", images.items())
+    mean, per_image = score_submission(tmp_path / "perfect.csv", tmp_path / "sol.csv")
+    assert mean == 1.0 and set(per_image) == set(images)
+    assert all(s.score == 1.0 for s in per_image.values())
+
+    # Drop image bbb, and give ccc (no nuclei) a false positive.
+    spurious = np.zeros((10, 12), bool)
+    spurious[0:2, 0:2] = True
+    write_submission(tmp_path / "partial.csv", [("aaa", images["aaa"]), ("ccc", spurious[:, :, None])])
+    mean, per_image = score_submission(tmp_path / "partial.csv", tmp_path / "sol.csv", progress=True)
+    assert per_image["aaa"].score == 1.0 and per_image["bbb"].score == 0.0
+    assert per_image["ccc"].score == 0.0 and (per_image["ccc"].fp == 1).all()
+    assert (per_image["bbb"].fn == 3).all() and per_image["bbb"].n_pred == 0
+    assert mean == pytest.approx(1 / 3)
+
+    write_rows(tmp_path / "bad.csv", "zzz,1 1")
+    with pytest.raises(InputError, match="bad.csv:2: unknown image id 'zzz'"):
+        score_submission(tmp_path / "bad.csv", tmp_path / "sol.csv")
+    write_rows(tmp_path / "nosol.csv", header="ImageId,EncodedPixels,Height,Width")
+    with pytest.raises(InputError, match="no images"):
+        score_submission(tmp_path / "perfect.csv", tmp_path / "nosol.csv")
