@@ -56,11 +56,24 @@ class MaskRCNNNet(keras.Model):
         heads.mask_head(self.mask_layers,
                         tf.zeros([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth]), False)
         self.built = True
-        train_anchors = anchors_for_shape(config, config.IMAGE_SHAPE)
-        self.train_anchors = train_anchors
-        self._train_anchors_norm = tf.constant(
-            utils.norm_boxes(train_anchors, config.IMAGE_SHAPE[:2]), tf.float32)
+        self._train_anchors = None
         self._infer_fn = None
+
+    @property
+    def train_anchors(self) -> np.ndarray:
+        """Pixel anchors of the fixed training image shape (IMAGE_SHAPE)."""
+        if self._train_anchors is None:
+            shape = self.config.IMAGE_SHAPE
+            if shape is None or any(s is None for s in shape[:2]):
+                raise ValueError("training needs a fixed IMAGE_SHAPE: use IMAGE_RESIZE_MODE "
+                                 "'square' or 'crop'")
+            self._train_anchors = anchors_for_shape(self.config, shape)
+        return self._train_anchors
+
+    @property
+    def _train_anchors_norm(self) -> tf.Tensor:
+        return tf.constant(utils.norm_boxes(self.train_anchors, self.config.IMAGE_SHAPE[:2]),
+                           tf.float32)
 
     # ------------------------------------------------------------------ shared stages
     @property

@@ -22,7 +22,7 @@ FC_WIDTH = 16
 class Disks(Dataset):
     """Bright non-touching disks on a dark noisy background, one instance mask each."""
 
-    def __init__(self, n: int, size: int, seed: int):
+    def __init__(self, n: int, size: int, seed: int, radii: tuple[float, float] = (6, 12)):
         super().__init__()
         self.add_class("disks", 1, "disk")
         rng = np.random.default_rng(seed)
@@ -31,7 +31,7 @@ class Disks(Dataset):
         for i in range(n):
             masks = []
             for _ in range(6):
-                r = rng.uniform(6, 12)
+                r = rng.uniform(*radii)
                 cy, cx = rng.uniform(r, size - r, 2)
                 disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
                 grown = (yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 2) ** 2

@@ -214,8 +214,8 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
               crop_size: int = 256, batch_size: int = DEFAULT_BATCH_SIZE,
               radius: int = DEFAULT_RADIUS, eval_every: int = 1,
               min_size: int = DEFAULT_MIN_SIZE, workers: int = 2, seed: int | None = None,
-              fc_width: int = 4096, keep_checkpoints: int | None = None,
-              verbose: int = 1) -> dict[str, Any]:
+              fc_width: int = 4096, dropout: float = 0.5,
+              keep_checkpoints: int | None = None, verbose: int = 1) -> dict[str, Any]:
     """Train the FCN-8s on the merged masks of ``train_dataset`` until epoch ``epochs``.
 
     ``weights``: ``"imagenet"``, a VGG16 no-top file, an FCN checkpoint (``.weights.h5``),
@@ -237,11 +237,11 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
         if found is None:
             raise InputError(f"{logs_dir}: no FCN checkpoint (fcn*/fcn_NNNN.weights.h5) to resume")
         checkpoint, initial_epoch = found
-        model = build_fcn8s(None, fc_width=fc_width)
+        model = build_fcn8s(None, dropout=dropout, fc_width=fc_width)
         load_fcn_weights(model, checkpoint)
         run_dir = checkpoint.parent
     else:
-        model = load_fcn(weights, fc_width=fc_width)
+        model = load_fcn(weights, dropout=dropout, fc_width=fc_width)
         run_dir = logs_dir / f"fcn{datetime.datetime.now():%Y%m%dT%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
 

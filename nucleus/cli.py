@@ -1,0 +1,422 @@
+"""Command line: ``python nucleus.py train|detect|evaluate|submit|crossval|pick-radius|curves|compare``.
+
+Also reachable as ``python -m nucleus`` and as the installed ``nucleus`` command. Every bad input
+ends in one line ``error: <file>: <problem>`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from nucleus.errors import InputError
+
+MODELS = ("mrcnn", "fcn")
+
+# Command-line spellings of configuration values: flag -> (Config attribute, type).
+CONFIG_FLAGS: dict[str, tuple[str, Callable]] = {
+    "--backbone": ("BACKBONE", str),
+    "--image-size": ("IMAGE_MAX_DIM", int),
+    "--images-per-gpu": ("IMAGES_PER_GPU", int),
+    "--gpu-count": ("GPU_COUNT", int),
+    "--rpn-anchors": ("RPN_TRAIN_ANCHORS_PER_IMAGE", int),
+    "--rpn-nms": ("RPN_NMS_THRESHOLD", float),
+    "--rois": ("TRAIN_ROIS_PER_IMAGE", int),
+    "--positive-ratio": ("ROI_POSITIVE_RATIO", float),
+    "--detection-nms": ("DETECTION_NMS_THRESHOLD", float),
+    "--min-confidence": ("DETECTION_MIN_CONFIDENCE", float),
+    "--max-detections": ("DETECTION_MAX_INSTANCES", int),
+    "--learning-rate": ("LEARNING_RATE", float),
+    "--validation-steps": ("VALIDATION_STEPS", int),
+}
+
+
+def _value(text: str) -> Any:
+    """``--set`` values: Python-like literals (numbers, tuples, True/None) or plain strings."""
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: str) -> None:
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="folder holding stage1_train/, stage1_test/ ... (default: the bundled "
+                        "sample)")
+    if subset is not None:
+        p.add_argument("--subset", default=subset,
+                       help=f"train, val, stage1_train, stage1_test, stage2_test_final "
+                            f"(default: {subset})")
+    p.add_argument("--weights", default=None, help=weights_help)
+    p.add_argument("--model", choices=MODELS, default="mrcnn",
+                   help="mrcnn (Mask R-CNN, default) or fcn (the FCN-8s baseline)")
+    p.add_argument("--logs", default="logs", metavar="DIR",
+                   help="folder for run folders with checkpoints and logs (default: ./logs)")
+    p.add_argument("--profile", choices=("study", "cpu"), default=None,
+                   help="configuration: the study's (ResNet-101, 512x512) or the CPU one; "
+                        "default: study for training, the weights file's own for inference")
+    for flag, (attr, typ) in CONFIG_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=f"config {attr}")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in bfloat16 (CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other configuration value, e.g. --set POST_NMS_ROIS_INFERENCE=1000")
+    p.add_argument("--radius", type=int, default=None,
+                   help="FCN: erosion radius of the instance split (default: the checkpoint's "
+                        "tuned radius, else 2)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nucleus", description="Nucleus instance segmentation: Mask R-CNN and the FCN-8s "
+                                    "baseline on the Kaggle 2018 Data Science Bowl data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (staged schedule of the study)")
+    _add_common(p, "train", "coco | imagenet | last | none | PATH (default: none for the CPU "
+                            "profile, coco otherwise; FCN: imagenet | none | last | PATH)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="last epoch of the schedule (default 150: heads to 100, then 4+)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="default 100")
+    p.add_argument("--layers", default=None,
+                   help="heads | 3+ | 4+ | 5+ | all | REGEX: one stage with these layers")
+    p.add_argument("--no-augment", action="store_true", help="no flips or brightness changes")
+    p.add_argument("--eval-every", type=int, default=10, help="validation mAP every N epochs")
+    p.add_argument("--eval-first", type=int, default=5, help="first epoch with validation mAP")
+    p.add_argument("--eval-limit", type=int, default=None, help="validation images used for mAP")
+    p.add_argument("--val-subset", default="val", help="subset for validation (default: val)")
+    p.add_argument("--crop-size", type=int, default=256, help="FCN: training crop size")
+    p.add_argument("--batch-size", type=int, default=4, help="FCN: crops per step")
+
+    p = sub.add_parser("detect", help="write overlay PNGs of the detected nuclei")
+    _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--out", default="detections", metavar="DIR", help="output folder")
+
+    p = sub.add_parser("evaluate", help="DSB mAP of a labelled subset, or of a submission CSV")
+    _add_common(p, "val", "weights file (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--submission", default=None, metavar="CSV", help="score this submission...")
+    p.add_argument("--solution", default=None, metavar="CSV",
+                   help="...against this solution (ImageId,EncodedPixels,Height,Width[,Usage])")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write ground truth beside prediction per image (TP/FP/misses)")
+
+    p = sub.add_parser("submit", help="write a Kaggle submission CSV for a subset")
+    _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--out", default="submission.csv", metavar="CSV", help="output CSV")
+
+    p = sub.add_parser("crossval", help="k-fold cross-validation (FCN baseline)")
+    _add_common(p, "stage1_train", "imagenet | none | PATH (default: imagenet)")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=4)
+
+    p = sub.add_parser("pick-radius", help="FCN: choose the erosion radius by validation mAP")
+    _add_common(p, "val", "FCN checkpoint (default: last under --logs)")
+    p.add_argument("--radii", default="0,1,2,3,4,5,6", help="comma-separated radii to try")
+
+    p = sub.add_parser("curves", help="PNG of losses and validation mAP from a run folder")
+    p.add_argument("run", help="run folder (holds history.csv and val_map.csv)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/training_curves.png)")
+
+    p = sub.add_parser("compare", help="FCN vs Mask R-CNN vs ground truth on the same images")
+    _add_common(p, "val", "Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--fcn-weights", required=True, help="FCN checkpoint")
+    p.add_argument("--out", default="comparison", metavar="DIR")
+    return parser
+
+
+# ---------------------------------------------------------------------------- helpers
+def overrides_from_args(args) -> dict[str, Any]:
+    """Configuration values given on the command line."""
+    values: dict[str, Any] = {}
+    for flag, (attr, _) in CONFIG_FLAGS.items():
+        v = getattr(args, flag[2:].replace("-", "_"), None)
+        if v is not None:
+            values[attr] = v
+    if getattr(args, "image_size", None):
+        values["IMAGE_MIN_DIM"] = args.image_size
+    if getattr(args, "mixed_precision", False):
+        values["MIXED_PRECISION"] = "mixed_bfloat16"
+    if getattr(args, "steps_per_epoch", None):
+        values["STEPS_PER_EPOCH"] = args.steps_per_epoch
+    for item in getattr(args, "set", []) or []:
+        if "=" not in item:
+            raise InputError(f"--set {item}: expected NAME=VALUE")
+        name, text = item.split("=", 1)
+        values[name.strip().upper()] = _value(text.strip())
+    return values
+
+
+def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None):
+    from nucleus.dataset import NucleusDataset
+
+    ds = NucleusDataset()
+    ds.load_nucleus(dataset_dir, subset)
+    if limit is not None:
+        ds.image_info = ds.image_info[:limit]
+    ds.prepare()
+    if not ds.image_ids.size:
+        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
+    return ds
+
+
+def default_weights() -> str:
+    from nucleus.training import SHIPPED_WEIGHTS
+
+    if not os.path.exists(SHIPPED_WEIGHTS):
+        raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
+                         "or train one with `nucleus train`")
+    return SHIPPED_WEIGHTS
+
+
+def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``detect(image) -> (masks [H, W, N] without overlaps, scores [N])`` for --model."""
+    if args.model == "fcn":
+        from nucleus.fcn.train import FCNDetector, find_last
+
+        weights = args.weights
+        if weights in (None, "last"):
+            found = find_last(args.logs)
+            if found is None:
+                raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
+            weights = str(found[0])
+        kwargs = {} if args.radius is None else {"radius": args.radius}
+        detector = FCNDetector.from_weights(weights, **kwargs)
+        return detector.detect_with_scores
+    from mrcnn import model as modellib
+    from nucleus.evaluation import detect_instances
+    from nucleus.training import config_from_weights
+
+    weights = args.weights or default_weights()
+    if weights == "last":
+        from nucleus.config import make_config
+        probe = modellib.MaskRCNN("inference", make_config(args.profile or "study", True),
+                                  args.logs)
+        weights = probe.find_last()
+    if not os.path.exists(weights):
+        raise InputError(f"{weights}: weights file not found")
+    overrides = overrides_from_args(args)
+    config = config_from_weights(weights, inference=True, overrides=overrides)
+    model = modellib.MaskRCNN("inference", config, args.logs)
+    model.load_weights(weights, by_name=True)
+    return lambda image: detect_instances(model, image)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    if args.model == "fcn":
+        from nucleus.fcn.train import train_fcn
+
+        train_ds = load_dataset(args.dataset, args.subset, args.limit)
+        val_ds = load_dataset(args.dataset, args.val_subset) if args.val_subset else None
+        result = train_fcn(train_ds, val_ds, args.logs, weights=args.weights or "imagenet",
+                           epochs=args.epochs or 10, steps_per_epoch=args.steps_per_epoch or 100,
+                           learning_rate=args.learning_rate or 1e-5,
+                           augment=not args.no_augment, crop_size=args.crop_size,
+                           batch_size=args.batch_size, eval_every=args.eval_every,
+                           **({} if args.radius is None else {"radius": args.radius}))
+        print(result)
+        return 0
+    from nucleus.plots import save_training_curves
+    from nucleus.training import train_nucleus
+
+    profile = args.profile or "study"
+    weights = args.weights or ("none" if profile == "cpu" else "coco")
+    model = train_nucleus(args.dataset, args.subset, weights, args.logs, epochs=args.epochs,
+                          layers=args.layers, augment=not args.no_augment, profile=profile,
+                          overrides=overrides_from_args(args), eval_every=args.eval_every,
+                          eval_first=args.eval_first, eval_limit=args.eval_limit,
+                          val_subset=args.val_subset)
+    history = os.path.join(model.log_dir, "history.csv")
+    if os.path.exists(history):
+        val_map = os.path.join(model.log_dir, "val_map.csv")
+        png = save_training_curves(os.path.join(model.log_dir, "training_curves.png"), history,
+                                   val_map if os.path.exists(val_map) else None)
+        print(f"training curves: {png}")
+    print(f"checkpoints: {model.log_dir}")
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from tqdm import tqdm
+
+    from nucleus.plots import save_overlay
+
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    detect = make_detector(args)
+    os.makedirs(args.out, exist_ok=True)
+    for image_id in tqdm(ds.image_ids, desc="detect"):
+        image = ds.load_image(image_id)
+        masks, scores = detect(image)
+        name = ds.image_info[image_id]["id"]
+        save_overlay(os.path.join(args.out, f"{name}.png"), image, masks, scores)
+    print(f"{len(ds.image_ids)} overlays written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from nucleus import metric
+
+    if args.submission or args.solution:
+        if not (args.submission and args.solution):
+            raise InputError("evaluate: --submission and --solution go together")
+        from nucleus.submission import score_submission
+
+        mean, per_image = score_submission(args.submission, args.solution, progress=True)
+        _print_precisions(metric.mean_precisions(list(per_image.values())))
+        print(f"images: {len(per_image)}")
+        print(f"mAP: {mean:.4f}")
+        return 0
+    from nucleus.evaluation import evaluate_dataset
+
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    detect = make_detector(args)
+    on_image = None
+    if args.plots:
+        from nucleus.plots import save_evaluation
+
+        os.makedirs(args.plots, exist_ok=True)
+
+        def on_image(image_id, image, gt, pred, scores, s):
+            name = ds.image_info[image_id]["id"]
+            save_evaluation(os.path.join(args.plots, f"{name}.png"), image, gt, pred, scores,
+                            title=f"{name}  DSB score {s.score:.3f}")
+    result = evaluate_dataset(detect, ds, on_image=on_image)
+    _print_precisions(result.precisions)
+    tp, fp, fn = result.mean_counts(0.5)
+    print(f"images: {len(result.scores)}  seconds/image: {result.seconds_per_image:.3f}  "
+          f"per image at IoU 0.5: TP {tp:.1f} FP {fp:.1f} FN {fn:.1f}")
+    print(f"mAP: {result.map:.4f}")
+    return 0
+
+
+def _print_precisions(precisions: Sequence[float]) -> None:
+    from nucleus.metric import THRESHOLDS
+
+    print("IoU threshold  precision")
+    for t, p in zip(THRESHOLDS, precisions):
+        print(f"    {t:.2f}       {p:.4f}")
+
+
+def cmd_submit(args) -> int:
+    from tqdm import tqdm
+
+    from nucleus.submission import SubmissionWriter, check_submission
+
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    detect = make_detector(args)
+    shapes = {}
+    with SubmissionWriter(args.out) as writer:
+        for image_id in tqdm(ds.image_ids, desc="submit"):
+            image = ds.load_image(image_id)
+            masks, _ = detect(image)
+            name = ds.image_info[image_id]["id"]
+            shapes[name] = image.shape[:2]
+            writer.add(name, masks)
+    check_submission(args.out, shapes)
+    print(f"submission written and validated: {args.out} ({len(shapes)} images)")
+    return 0
+
+
+def cmd_crossval(args) -> int:
+    if args.model != "fcn":
+        raise InputError("crossval: only --model fcn is supported (Mask R-CNN folds would take "
+                         "days on a CPU)")
+    from nucleus.fcn.crossval import run_crossval
+
+    kwargs = {} if args.radius is None else {"radius": args.radius}
+    out = run_crossval(args.dataset, args.subset, args.folds, args.logs, epochs=args.epochs,
+                       steps_per_epoch=args.steps_per_epoch, eval_every=args.eval_every,
+                       weights=args.weights or "imagenet", crop_size=args.crop_size,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate or 1e-5,
+                       limit=args.limit, **kwargs)
+    print(out)
+    return 0
+
+
+def cmd_pick_radius(args) -> int:
+    from nucleus.fcn.model import load_fcn
+    from nucleus.fcn.train import find_last, tune_radius
+
+    weights = args.weights
+    if weights in (None, "last"):
+        found = find_last(args.logs)
+        if found is None:
+            raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
+        weights = str(found[0])
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    radii = [int(r) for r in args.radii.split(",")]
+    best, scores = tune_radius(load_fcn(weights), ds, radii)
+    for r in radii:
+        print(f"radius {r}: mAP {scores[r]:.4f}")
+    print(f"best radius: {best}")
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from nucleus.plots import save_training_curves
+
+    history = os.path.join(args.run, "history.csv")
+    if not os.path.exists(history):
+        raise InputError(f"{history}: no training history in this run folder")
+    val_map = os.path.join(args.run, "val_map.csv")
+    out = args.out or os.path.join(args.run, "training_curves.png")
+    print(save_training_curves(out, history, val_map if os.path.exists(val_map) else None))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from tqdm import tqdm
+
+    from nucleus.plots import save_comparison
+
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    mrcnn_detect = make_detector(args)
+    fcn_args = argparse.Namespace(**{**vars(args), "model": "fcn", "weights": args.fcn_weights})
+    fcn_detect = make_detector(fcn_args)
+    os.makedirs(args.out, exist_ok=True)
+    for image_id in tqdm(ds.image_ids, desc="compare"):
+        image = ds.load_image(image_id)
+        gt, _ = ds.load_mask(image_id)
+        name = ds.image_info[image_id]["id"]
+        save_comparison(os.path.join(args.out, f"{name}.png"), image,
+                        {"Ground truth": gt, "FCN-8s": fcn_detect(image)[0],
+                         "Mask R-CNN": mrcnn_detect(image)[0]}, reference="Ground truth")
+    print(f"{len(ds.image_ids)} comparisons written to {args.out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "detect": cmd_detect, "evaluate": cmd_evaluate,
+            "submit": cmd_submit, "crossval": cmd_crossval, "pick-radius": cmd_pick_radius,
+            "curves": cmd_curves, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from mrcnn.weights import WeightsError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, WeightsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
