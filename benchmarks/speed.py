@@ -13,9 +13,10 @@ Usage::
         [--mixed-precision] [--mask-head positive|all] [--compare-mask-head] [--json out.json]
 
 Weights are random: speed does not depend on their values, except through the number of
-detections, which sets the cost of the inference mask head and of pasting masks. So ``detect``
-runs with ``DETECTION_MIN_CONFIDENCE`` 0 and ``DETECTION_MAX_INSTANCES`` = the number of nuclei in
-the benchmark image (``--detections`` changes it), as a trained model would find them.
+detections, which sets the cost of the inference mask head and of pasting masks. So for
+``detect`` the class-logit bias is set to call every ROI a confident nucleus and
+``DETECTION_MAX_INSTANCES`` is the number of nuclei in the benchmark image (``--detections``
+changes it): the workload of a trained model that finds them all.
 """
 from __future__ import annotations
 
@@ -197,10 +198,8 @@ def training_config(backbone: str, opts: argparse.Namespace):
 
 
 def inference_config(backbone: str, opts: argparse.Namespace, detections: int):
-    """Inference twin of :func:`training_config` that returns exactly ``detections`` boxes
-    (when the random network proposes that many)."""
+    """Inference twin of :func:`training_config` keeping at most ``detections`` boxes."""
     values = _overrides(backbone, opts)
-    values["DETECTION_MIN_CONFIDENCE"] = 0.0
     values["DETECTION_MAX_INSTANCES"] = detections
     return make_config("study", inference=True, overrides=values)
 
@@ -442,12 +441,24 @@ def bench_training(backbone: str, opts: argparse.Namespace, dataset: NucleusData
     return out
 
 
+def force_foreground(model: MaskRCNN, margin: float = 10.0) -> None:
+    """Bias the class logits so every ROI is a confident non-background class: random weights
+    would otherwise give anywhere from zero to hundreds of detections, and detection count is
+    what the inference mask head's cost depends on."""
+    layer = model.keras_model.box_layers["mrcnn_class_logits"]
+    kernel, bias = layer.get_weights()
+    bias = np.full_like(bias, margin)
+    bias[0] = -margin
+    layer.set_weights([np.zeros_like(kernel), bias])
+
+
 def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDataset,
                  image_id: int, model_dir: str, stages: list[dict] | None) -> dict:
     """Median seconds of ``detect`` on one size x size image, and of its graph alone."""
     detections = opts.detections or len(dataset.image_info[image_id]["mask_paths"])
     config = inference_config(backbone, opts, detections)
     model = MaskRCNN("inference", config, model_dir=model_dir)
+    force_foreground(model)
     image = utils.resize_image(dataset.load_image(image_id), min_dim=opts.size,
                                max_dim=opts.size, mode="square")[0]
     out: dict[str, Any] = {}
@@ -572,8 +583,8 @@ def format_report(results: dict) -> str:
                  "Peak RSS is per process, so a backbone measured after another includes "
                  "its leftovers: run one backbone at a time for a clean figure.")
     lines.append(f"Image: {s['image']} ({s['image_nuclei']} nuclei), square-resized. detect "
-                 f"keeps up to {s['detections']} detections (random weights, confidence "
-                 "threshold 0): its time grows with the number of detections.")
+                 f"keeps up to {s['detections']} detections (random weights, every ROI scored "
+                 "a nucleus): its time grows with the number of detections.")
 
     for name in names:
         stages = results["backbones"][name].get("stages")

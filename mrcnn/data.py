@@ -22,7 +22,9 @@ def mold_image(images: np.ndarray, config) -> np.ndarray:
 
 
 def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:
-    return (normalized_images + np.asarray(config.MEAN_PIXEL)).astype(np.uint8)
+    # Round, not truncate: float32 round-off would turn 163 into 162.999 and then 162.
+    images = np.asarray(normalized_images) + np.asarray(config.MEAN_PIXEL)
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
 def load_image_gt(dataset, config, image_id: int, augmentation=None):

@@ -70,11 +70,15 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
-        if config.MIXED_PRECISION:
-            keras.mixed_precision.set_global_policy(config.MIXED_PRECISION)
         self.strategy = _strategy(config)
-        with self.strategy.scope():
-            self.keras_model = MaskRCNNNet(config)
+        # The dtype policy is global in Keras: set it for this model's layers only.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(config.MIXED_PRECISION or "float32")
+        try:
+            with self.strategy.scope():
+                self.keras_model = MaskRCNNNet(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
         self._anchor_cache: dict[tuple, np.ndarray] = {}
         self.set_log_dir()
 

@@ -206,7 +206,8 @@ def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     if not os.path.exists(weights):
         raise InputError(f"{weights}: weights file not found")
     overrides = overrides_from_args(args)
-    config = config_from_weights(weights, inference=True, overrides=overrides)
+    config = config_from_weights(weights, inference=True, overrides=overrides,
+                                 profile=args.profile)
     model = modellib.MaskRCNN("inference", config, args.logs)
     model.load_weights(weights, by_name=True)
     return lambda image: detect_instances(model, image)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn.config import Config
+from nucleus.errors import InputError
 
 
 class NucleusConfig(Config):
@@ -88,14 +89,18 @@ PROFILES = {
 
 def make_config(profile: str = "study", inference: bool = False,
                 overrides: dict[str, Any] | None = None) -> Config:
-    """A configuration of ``profile`` with ``overrides`` (attribute name -> value) applied."""
+    """A configuration of ``profile`` with ``overrides`` (attribute name -> value) applied.
+
+    An override of ``None`` is a value like any other (``MIXED_PRECISION=None`` means float32).
+    """
     if profile not in PROFILES:
-        raise ValueError(f"unknown configuration {profile!r}: choose from {sorted(PROFILES)}")
+        raise InputError(f"unknown configuration {profile!r}: choose from {sorted(PROFILES)}")
     cls = PROFILES[profile][1 if inference else 0]
-    attrs = {k: v for k, v in (overrides or {}).items() if v is not None}
+    attrs = dict(overrides or {})
     for name in attrs:
         if not hasattr(cls, name):
-            raise ValueError(f"unknown configuration value {name}")
+            raise InputError(f"unknown configuration value {name} (see mrcnn/config.py and "
+                             "nucleus/config.py for the names)")
     if not attrs:
         return cls()
     # A subclass keeps the class defaults and lets __init__ derive IMAGE_SHAPE and friends.

@@ -6,6 +6,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 from mrcnn import model as modellib
 from mrcnn.weights import read_attrs
 from nucleus.augment import build_augmentation
@@ -85,11 +87,41 @@ def load_start_weights(model: modellib.MaskRCNN, weights: str) -> str | None:
         raise InputError(str(e)) from None
 
 
-def config_from_weights(path: str, inference: bool = True, overrides: dict | None = None):
-    """Rebuild the configuration stored in one of our weights files (profile + values)."""
+def check_start_weights(weights: str) -> None:
+    """Fail on a missing or unreadable start file before minutes go into building a model."""
+    if weights == "coco":
+        find_coco_weights()
+    elif weights not in ("none", "imagenet", "last"):
+        try:
+            read_attrs(weights)
+        except (FileNotFoundError, ValueError) as e:
+            raise InputError(str(e)) from None
+
+
+def check_images(dataset: NucleusDataset, subset: str) -> None:
+    """Decode every image and its masks once, before training starts.
+
+    A bad file met later, inside Keras' data pipeline, surfaces as a TensorFlow traceback hours
+    into a run; here it is an InputError naming the file. The masks land in the dataset's label
+    cache, so training does not read them again.
+    """
+    for image_id in tqdm(dataset.image_ids, desc=f"check {subset}", unit="image", disable=None,
+                         leave=False):
+        dataset.load_image(image_id)
+        dataset.load_labels(image_id)
+
+
+def config_from_weights(path: str, inference: bool = True, overrides: dict | None = None,
+                        profile: str | None = None):
+    """Rebuild the configuration stored in one of our weights files (profile + values).
+
+    ``profile`` (the command line's ``--profile``) wins over the one the file names; files
+    without a stored configuration (matterport's) fall back to the study profile.
+    """
     attrs = read_attrs(path)
     stored = json.loads(attrs["mrcnn_config"]) if "mrcnn_config" in attrs else {}
-    profile = "cpu" if stored.get("NAME", "").startswith("nucleus_cpu") else "study"
+    if profile is None:
+        profile = "cpu" if stored.get("NAME", "").startswith("nucleus_cpu") else "study"
     keep = ("BACKBONE", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TOP_DOWN_PYRAMID_SIZE",
             "FPN_CLASSIF_FC_LAYERS_SIZE", "NUM_CLASSES", "RPN_CONV_SIZE",
             "MASK_HEAD_CONV_SIZE", "MEAN_PIXEL", "TRAIN_BN",
@@ -110,11 +142,13 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     from nucleus.evaluation import MapCallback
 
     config = make_config(profile, overrides=overrides)
+    check_start_weights(weights)
     train_ds = NucleusDataset()
     train_ds.load_nucleus(dataset_dir, subset)
     train_ds.prepare()
     if not train_ds.image_ids.size:
         raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
+    check_images(train_ds, subset)
     val_ds = None
     if val_subset:
         val_ds = NucleusDataset()
@@ -122,6 +156,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         val_ds.prepare()
         if not val_ds.image_ids.size:
             val_ds = None
+        else:
+            check_images(val_ds, val_subset)
     model = modellib.MaskRCNN("training", config, logs)
     start = load_start_weights(model, weights)
     log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)

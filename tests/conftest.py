@@ -22,6 +22,13 @@ import pytest  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 
+def pytest_configure(config) -> None:
+    # Keras 3 converts variables with np.array(copy=False), which NumPy 2 warns about at length.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
 class TinyConfig(Config):
     """The smallest configuration that still learns: 64x64 images, thin heads, one class.
 

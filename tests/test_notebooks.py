@@ -108,7 +108,7 @@ def test_data_notebook_runs(monkeypatch):
     assert positives and int(positives.group(1)) > 0 and int(positives.group(2)) > 0
     assert re.search(r"sampled ROIs: [1-9]\d* positive", text)
     assert "randomly initialised" in text
-    assert _pictures(notebook) >= 12
+    assert _pictures(notebook) >= 10   # 2 samples + one or more per section
 
 
 @pytest.fixture(scope="module")

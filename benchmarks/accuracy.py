@@ -1,0 +1,64 @@
+"""Accuracy benchmark: DSB mAP and friends of Mask R-CNN weights (and the FCN-8s baseline) on a
+labelled subset, printed as one table.
+
+    python benchmarks/accuracy.py --dataset ~/.cache/dsb2018 [--weights W] [--fcn-weights F]
+
+Columns: DSB mAP (IoU 0.50-0.95), precision at IoU 0.5 and 0.75 (DSB definition,
+TP / (TP + FP + FN)), mean true and false positives per image at IoU 0.5, seconds per image
+(detection and post-processing, image loading excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _row(name: str, result) -> str:
+    tp, fp, _ = result.mean_counts(0.5)
+    return (f"| {name} | {result.map:.4f} | {result.precision_at(0.5):.4f} | "
+            f"{result.precision_at(0.75):.4f} | {tp:.1f} | {fp:.1f} | "
+            f"{result.seconds_per_image:.3f} |")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default=None, help="folder with stage1_train/ (default: sample)")
+    p.add_argument("--subset", default="val")
+    p.add_argument("--weights", default=None,
+                   help="Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--fcn-weights", default=None, help="FCN-8s checkpoint for the baseline row")
+    p.add_argument("--radius", type=int, default=None, help="FCN erosion radius")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="inference configuration values, e.g. DETECTION_MIN_CONFIDENCE=0.5")
+    args = p.parse_args(argv)
+
+    from nucleus.cli import load_dataset, make_detector
+    from nucleus.evaluation import evaluate_dataset
+
+    ds = load_dataset(args.dataset, args.subset, args.limit)
+    rows = []
+    common = dict(dataset=args.dataset, subset=args.subset, logs="logs", profile=None,
+                  mixed_precision=False, set=args.set, radius=args.radius, limit=args.limit)
+    mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, **common)
+    rows.append(("Mask R-CNN " + os.path.basename(args.weights or "mask_rcnn_nucleus.h5"),
+                 evaluate_dataset(make_detector(mrcnn), ds)))
+    if args.fcn_weights:
+        fcn = argparse.Namespace(model="fcn", weights=args.fcn_weights, **common)
+        rows.append(("FCN-8s " + os.path.basename(args.fcn_weights),
+                     evaluate_dataset(make_detector(fcn), ds)))
+    print(f"\n{len(ds.image_ids)} images of subset '{args.subset}' "
+          f"({args.dataset or 'bundled sample'})\n")
+    print("| model | DSB mAP | P@0.5 | P@0.75 | TP/image | FP/image | s/image |")
+    print("|---|---|---|---|---|---|---|")
+    for name, result in rows:
+        print(_row(name, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

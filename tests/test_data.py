@@ -1,0 +1,155 @@
+"""mrcnn.data: ground truth loading, RPN targets and the training batch generator."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrcnn import data, utils
+from synthetic import EllipseDataset
+
+from conftest import TinyConfig
+
+
+def tiny_anchors(config) -> np.ndarray:
+    shapes = [(64 // s, 64 // s) for s in config.BACKBONE_STRIDES]
+    return utils.generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+                                          shapes, config.BACKBONE_STRIDES,
+                                          config.RPN_ANCHOR_STRIDE)
+
+
+GT = np.array([[10, 10, 30, 25], [40, 40, 50, 58], [5, 50, 8, 53]])  # the last one is tiny
+
+
+def test_every_gt_box_gets_a_positive_anchor_and_deltas_invert():
+    config = TinyConfig()
+    anchors = tiny_anchors(config)
+    np.random.seed(0)
+    match, bbox = data.build_rpn_targets(anchors, np.ones(3, np.int32), GT, config)
+    assert match.shape == (len(anchors),) and bbox.shape == (64, 4)
+    positive = np.where(match == 1)[0]
+    overlaps = utils.compute_overlaps(anchors, GT)
+    best_gt = overlaps[positive].argmax(1)
+    assert set(best_gt) == {0, 1, 2}
+    # Positives: IoU >= 0.7 or the best anchor of some gt box; negatives: IoU < 0.3.
+    best_of_gt = set(np.where((overlaps == overlaps.max(0)).any(1))[0])  # ties included
+    assert all(overlaps[i].max() >= 0.7 or i in best_of_gt for i in positive)
+    assert (overlaps[match == -1].max(1) < 0.3).all()
+    n = len(positive)
+    refined = utils.apply_box_deltas(anchors[positive], bbox[:n] * config.RPN_BBOX_STD_DEV)
+    np.testing.assert_allclose(refined, GT[best_gt], atol=1e-3)
+    np.testing.assert_array_equal(bbox[n:], 0)
+
+
+def test_anchor_counts_respect_rpn_train_anchors_per_image():
+    class Few(TinyConfig):
+        RPN_TRAIN_ANCHORS_PER_IMAGE = 8
+
+    config = Few()
+    anchors = tiny_anchors(config)
+    big = np.array([[0, 0, 64, 64], [0, 0, 48, 48], [16, 16, 64, 64], [0, 16, 48, 64]])
+    for seed in range(5):
+        np.random.seed(seed)
+        match, bbox = data.build_rpn_targets(anchors, np.ones(4, np.int32), big, config)
+        positives = (match == 1).sum()
+        assert 1 <= positives <= 4            # at most half the sample
+        assert (match != 0).sum() == 8        # filled up with negatives
+        assert bbox.shape == (8, 4)
+        np.testing.assert_array_equal(bbox[positives:], 0)
+    np.random.seed(0)
+    match, _ = data.build_rpn_targets(anchors, np.ones(3, np.int32), GT, TinyConfig())
+    assert (match != 0).sum() == 64 and (match == 1).sum() <= 32
+
+
+def test_image_without_objects_gets_negatives_only():
+    config = TinyConfig()
+    anchors = tiny_anchors(config)
+    match, bbox = data.build_rpn_targets(anchors, np.zeros(0, np.int32), np.zeros((0, 4)),
+                                         config)
+    assert (match == -1).sum() == 64 and (match == 1).sum() == 0
+    assert not bbox.any()
+
+
+def test_load_image_gt_resizes_and_stores_mini_masks():
+    class Big(TinyConfig):
+        IMAGE_MIN_DIM = 128
+        IMAGE_MAX_DIM = 128
+
+    config = Big()
+    ds = EllipseDataset(2, seed=7)
+    image, meta, class_ids, bbox, mask = data.load_image_gt(ds, config, 1)
+    original_masks, original_ids = ds.load_mask(1)
+    n = original_masks.shape[-1]
+    assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(class_ids, original_ids)
+    assert bbox.shape == (n, 4) and mask.shape == (28, 28, n) and mask.dtype == bool
+    # Boxes are the scaled originals (within a pixel of rounding).
+    np.testing.assert_allclose(bbox, utils.extract_bboxes(original_masks) * 2, atol=2)
+    parsed = utils.parse_image_meta(meta[None])
+    assert parsed["image_id"][0] == 1
+    np.testing.assert_array_equal(parsed["original_image_shape"][0], [64, 64, 3])
+    np.testing.assert_array_equal(parsed["image_shape"][0], [128, 128, 3])
+    np.testing.assert_array_equal(parsed["window"][0], [0, 0, 128, 128])
+    assert parsed["scale"][0] == 2.0
+    # The mini masks expand back to the resized masks.
+    full = utils.expand_mask(bbox, mask, image.shape)
+    resized = utils.resize_mask(original_masks, 2.0, [(0, 0)] * 3)
+    assert (np.diag(utils.compute_overlaps_masks(full, resized)) > 0.85).all()
+
+
+def test_mold_and_unmold_image():
+    config = TinyConfig()
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    molded = data.mold_image(image, config)
+    assert molded.dtype == np.float32
+    np.testing.assert_allclose(molded[0, 0], image[0, 0] - config.MEAN_PIXEL, rtol=1e-5)
+    np.testing.assert_array_equal(data.unmold_image(molded, config), image)
+
+
+class SparseEllipses(EllipseDataset):
+    """Even images have no objects: the generator must replace them."""
+
+    def load_mask(self, image_id):
+        mask, ids = super().load_mask(image_id)
+        if image_id % 2 == 0:
+            return mask[..., :0], ids[:0]
+        return mask, ids
+
+
+def test_data_generator_batches_have_fixed_shapes_and_dtypes():
+    config = TinyConfig()
+    anchors = tiny_anchors(config)
+    gen = data.DataGenerator(SparseEllipses(6, seed=2), config, anchors, steps=3, seed=0)
+    assert len(gen) == 3
+    (batch,) = gen[1]
+    b, g, a = config.BATCH_SIZE, config.MAX_GT_INSTANCES, len(anchors)
+    expected = {
+        "input_image": ((b, 64, 64, 3), np.float32),
+        "input_image_meta": ((b, config.IMAGE_META_SIZE), np.float32),
+        "input_rpn_match": ((b, a, 1), np.int32),
+        "input_rpn_bbox": ((b, config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), np.float32),
+        "input_gt_class_ids": ((b, g), np.int32),
+        "input_gt_boxes": ((b, g, 4), np.float32),
+        "input_gt_masks": ((b, 28, 28, g), bool),
+    }
+    assert set(batch) == set(expected)
+    for key, (shape, dtype) in expected.items():
+        assert batch[key].shape == shape, key
+        assert batch[key].dtype == dtype, key
+    # Every image of the batch has objects (empty ones were replaced) with matching masks.
+    image_ids = batch["input_image_meta"][:, 0].astype(int)
+    assert (image_ids % 2 == 1).all()
+    for i in range(b):
+        n = int((batch["input_gt_class_ids"][i] > 0).sum())
+        assert n > 0
+        assert batch["input_gt_masks"][i, ..., :n].any(axis=(0, 1)).all()
+        assert not batch["input_gt_masks"][i, ..., n:].any()
+        assert not batch["input_gt_boxes"][i, n:].any()
+    gen.on_epoch_end()
+    assert len(gen) == 3
+
+
+def test_data_generator_refuses_an_empty_dataset():
+    empty = utils.Dataset()
+    empty.prepare()
+    with pytest.raises(ValueError, match="no images"):
+        data.DataGenerator(empty, TinyConfig(), np.zeros((1, 4)), steps=1)

@@ -1,0 +1,85 @@
+"""mrcnn.detection: background and weak scores dropped, per-class NMS, clipping to the window."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from mrcnn.config import Config
+from mrcnn.detection import refine_detections
+
+
+class DetConfig(Config):
+    NUM_CLASSES = 3
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+    DETECTION_MAX_INSTANCES = 100
+
+
+ROIS = np.array([
+    [0.1, 0.1, 0.3, 0.3],    # 0: class 1, 0.9, shifted down by its deltas
+    [0.11, 0.1, 0.3, 0.3],   # 1: class 1, 0.8, overlaps 0: suppressed
+    [0.1, 0.1, 0.3, 0.3],    # 2: class 2, 0.85, same place as 0 but another class: kept
+    [0.5, 0.5, 0.7, 0.7],    # 3: background
+    [0.6, 0.1, 0.8, 0.3],    # 4: class 1 below the confidence threshold
+    [0.7, 0.7, 1.1, 0.95],   # 5: class 2, 0.75, crosses the window's bottom edge
+    [0.0, 0.0, 0.0, 0.0],    # 6: zero padding, high score: dropped (no area)
+], np.float32)
+PROBS = np.array([
+    [0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.15, 0.0, 0.85], [0.9, 0.05, 0.05],
+    [0.3, 0.6, 0.1], [0.2, 0.05, 0.75], [0.0, 0.99, 0.01],
+], np.float32)
+WINDOW = np.array([0.0, 0.0, 0.9, 1.0], np.float32)
+
+
+def run(config=None, deltas=None):
+    deltas = np.zeros((len(ROIS), 3, 4), np.float32) if deltas is None else deltas
+    return refine_detections(tf.constant(ROIS), tf.constant(PROBS), tf.constant(deltas),
+                             tf.constant(WINDOW), config or DetConfig()).numpy()
+
+
+def test_drops_background_weak_and_empty_and_applies_per_class_nms():
+    deltas = np.zeros((len(ROIS), 3, 4), np.float32)
+    deltas[0, 1] = [1.0, 0.0, 0.0, 0.0]   # class 1 delta of ROI 0: dy 1 * std 0.1 * h 0.2
+    deltas[0, 2] = [0.0, 5.0, 0.0, 0.0]   # another class's delta: must be ignored
+    out = run(deltas=deltas)
+    assert out.shape == (3, 6)
+    np.testing.assert_allclose(out[:, 4], [1, 2, 2])
+    np.testing.assert_allclose(out[:, 5], [0.9, 0.85, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(out[0, :4], [0.12, 0.1, 0.32, 0.3], atol=1e-6)
+    np.testing.assert_allclose(out[1, :4], ROIS[2], atol=1e-6)
+    np.testing.assert_allclose(out[2, :4], [0.7, 0.7, 0.9, 0.95], atol=1e-6)  # clipped
+
+
+def test_without_the_stronger_box_the_duplicate_survives():
+    probs_backup = PROBS.copy()
+    try:
+        PROBS[0] = [0.95, 0.05, 0.0]  # ROI 0 becomes background
+        out = run()
+    finally:
+        PROBS[:] = probs_backup
+    np.testing.assert_allclose(out[:, 5], [0.85, 0.8, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(out[1, :4], ROIS[1], atol=1e-6)
+
+
+def test_max_instances_and_no_confidence_threshold():
+    class Loose(DetConfig):
+        DETECTION_MIN_CONFIDENCE = 0
+        DETECTION_MAX_INSTANCES = 2
+
+    out = run(Loose())
+    np.testing.assert_allclose(out[:, 5], [0.9, 0.85], rtol=1e-6)
+
+    class NoLimit(DetConfig):
+        DETECTION_MIN_CONFIDENCE = 0
+
+    out = run(NoLimit())
+    # The weak class-1 box (0.6) now survives; background and the empty box still do not.
+    np.testing.assert_allclose(out[:, 5], [0.9, 0.85, 0.75, 0.6], rtol=1e-6)
+
+
+def test_nothing_to_detect_gives_an_empty_array():
+    background = np.tile([[1.0, 0.0, 0.0]], (len(ROIS), 1)).astype(np.float32)
+    out = refine_detections(tf.constant(ROIS), tf.constant(background),
+                            tf.constant(np.zeros((len(ROIS), 3, 4), np.float32)),
+                            tf.constant(WINDOW), DetConfig()).numpy()
+    assert out.shape == (0, 6)

@@ -1,0 +1,217 @@
+"""mrcnn.model.MaskRCNN: checkpoints, resuming, layer groups and detect's output format."""
+from __future__ import annotations
+
+import csv
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from mrcnn import model as modellib
+from mrcnn import weights as weights_io
+from synthetic import EllipseDataset, ellipse_image
+
+RUN = "tiny20240102T0930"
+
+
+def touch(path) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb"):
+        pass
+
+
+@pytest.fixture
+def fresh(training_model, tmp_path, monkeypatch):
+    """The shared training model with its model_dir in tmp_path; state restored afterwards."""
+    monkeypatch.setattr(training_model, "model_dir", str(tmp_path))
+    training_model.set_log_dir()
+    yield training_model
+    training_model.set_trainable(".*")
+    monkeypatch.undo()
+    training_model.set_log_dir()
+
+
+def unit_names(model):
+    return [u.name for u in weights_io.weight_units(model.keras_model)]
+
+
+# ----------------------------------------------------------------------------- files
+def test_find_last_picks_the_last_checkpoint_of_the_latest_run(fresh, tmp_path):
+    for epoch in range(1, 6):
+        touch(tmp_path / "tiny20240101T0000" / f"mask_rcnn_tiny_{epoch:04d}.h5")
+    touch(tmp_path / RUN / "mask_rcnn_tiny_0001.h5")
+    touch(tmp_path / RUN / "mask_rcnn_tiny_0002.h5")
+    touch(tmp_path / RUN / "mask_rcnn_tiny_0003.h5.tmp4242")   # an interrupted write
+    touch(tmp_path / RUN / "events.out.tfevents")
+    os.makedirs(tmp_path / "tiny20240103T0000")                  # a run that saved nothing
+    touch(tmp_path / "other20250101T0000" / "mask_rcnn_other_0009.h5")
+    assert fresh.find_last() == str(tmp_path / RUN / "mask_rcnn_tiny_0002.h5")
+
+
+def test_find_last_without_checkpoints_raises(fresh, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="tiny"):
+        fresh.find_last()
+    monkeypatch.setattr(fresh, "model_dir", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fresh.find_last()
+
+
+def test_set_log_dir_takes_run_folder_and_epoch_from_a_checkpoint_path(fresh, tmp_path):
+    fresh.set_log_dir(str(tmp_path / RUN / "mask_rcnn_tiny_0002.h5"))
+    assert fresh.epoch == 2
+    assert fresh.log_dir == str(tmp_path / RUN)
+    assert fresh.checkpoint_path.format(epoch=3) == str(tmp_path / RUN / "mask_rcnn_tiny_0003.h5")
+    fresh.set_log_dir(str(tmp_path / "somewhere" / "weights.h5"))  # not a checkpoint: new run
+    assert fresh.epoch == 0
+    assert os.path.basename(fresh.log_dir).startswith("tiny")
+    assert os.path.dirname(fresh.log_dir) == str(tmp_path)
+
+
+def test_interrupted_checkpoint_write_leaves_no_file(fresh, tmp_path, monkeypatch):
+    good = tmp_path / RUN / "mask_rcnn_tiny_0001.h5"
+    fresh.save_weights(str(good))
+    fresh.set_log_dir(str(good))
+    target = fresh.checkpoint_path.format(epoch=2)
+    real_create = h5py.Group.create_dataset
+    calls = []
+
+    def failing_create(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("name"))
+        if len(calls) > 20:
+            raise OSError("disk full (simulated)")
+        return real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing_create)
+    with pytest.raises(OSError, match="simulated"):
+        modellib.CheckpointCallback(fresh).on_epoch_end(1)
+    monkeypatch.setattr(h5py.Group, "create_dataset", real_create)
+    assert len(calls) > 20                       # the write really was under way
+    assert not os.path.exists(target)
+    assert sorted(os.listdir(tmp_path / RUN)) == ["mask_rcnn_tiny_0001.h5"]  # no temp left
+    assert fresh.find_last() == str(good)
+    # A temporary file left by a killed process is ignored as well.
+    touch(target + ".tmp999")
+    assert fresh.find_last() == str(good)
+
+
+# ----------------------------------------------------------------------------- layer groups
+def test_heads_group_freezes_the_resnet(fresh):
+    trainable = set(fresh.set_trainable(modellib.LAYER_REGEX["heads"]))
+    names = unit_names(fresh)
+    for name in names:
+        if name.startswith(("mrcnn_", "rpn_", "fpn_")):
+            assert name in trainable, name
+        else:
+            assert name.startswith(("res", "bn", "conv1")) and name not in trainable, name
+    assert {"rpn_model", "fpn_p2", "mrcnn_mask", "mrcnn_class_logits"} <= trainable
+    expected = sum(len(u.trainable_weights) for u in weights_io.weight_units(fresh.keras_model)
+                   if u.name in trainable)
+    assert len(fresh.keras_model.trainable_weights) == expected
+    frozen = {id(w) for u in weights_io.weight_units(fresh.keras_model)
+              if u.name.startswith(("res", "bn")) for w in u.weights}
+    assert not [w for w in fresh.keras_model.trainable_weights if id(w) in frozen]
+
+
+def test_4_plus_group_adds_stages_4_and_5(fresh):
+    trainable = set(fresh.set_trainable(modellib.LAYER_REGEX["4+"]))
+    assert {"res4a_branch2a", "bn4a_branch2a", "res4f_branch2c", "res5c_branch2c",
+            "bn5a_branch1", "fpn_p5", "mrcnn_class_conv1"} <= trainable
+    assert not {"conv1", "bn_conv1", "res2a_branch2a", "res3d_branch2c", "bn3a_branch1"} \
+        & trainable
+    all_ = set(fresh.set_trainable(modellib.LAYER_REGEX["all"]))
+    assert all_ == set(unit_names(fresh))
+
+
+def test_any_regular_expression_selects_layers(fresh):
+    trainable = fresh.set_trainable(r"fpn_p[23]|conv1")
+    assert sorted(trainable) == ["conv1", "fpn_p2", "fpn_p3"]
+    assert len(fresh.keras_model.trainable_weights) == 6
+
+
+# ----------------------------------------------------------------------------- resuming
+def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path):
+    checkpoint = tmp_path / RUN / "mask_rcnn_tiny_0002.h5"
+    fresh.save_weights(str(checkpoint))
+    fresh.load_weights(str(checkpoint), by_name=True)
+    assert fresh.epoch == 2
+    conv1_before = fresh.keras_model.backbone.get_layer("conv1").kernel.numpy()
+    bn_before = fresh.keras_model.backbone.get_layer("bn_conv1").moving_mean.numpy()
+    head_before = fresh.keras_model.mrcnn_class_conv1.kernel.numpy()
+
+    history = fresh.train(EllipseDataset(8, seed=4), None, learning_rate=0.01, epochs=3,
+                          layers="heads", verbose=0)
+    assert history.epoch == [2]                  # exactly one epoch: the third
+    assert len(history.history["loss"]) == 1
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    files = sorted(f for f in os.listdir(tmp_path / RUN) if f.endswith(".h5"))
+    assert files == ["mask_rcnn_tiny_0002.h5", "mask_rcnn_tiny_0003.h5"]
+    assert fresh.epoch == 3
+    assert weights_io.read_attrs(str(tmp_path / RUN / "mask_rcnn_tiny_0003.h5"))["epoch"] == 3
+    assert fresh.find_last() == str(tmp_path / RUN / "mask_rcnn_tiny_0003.h5")
+    with open(tmp_path / RUN / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [2]
+    # Only the heads moved.
+    np.testing.assert_array_equal(fresh.keras_model.backbone.get_layer("conv1").kernel.numpy(),
+                                  conv1_before)
+    np.testing.assert_array_equal(
+        fresh.keras_model.backbone.get_layer("bn_conv1").moving_mean.numpy(), bn_before)
+    assert not np.array_equal(fresh.keras_model.mrcnn_class_conv1.kernel.numpy(), head_before)
+    # Asking again for epoch 3 trains nothing.
+    listing = sorted(os.listdir(tmp_path / RUN))
+    assert fresh.train(EllipseDataset(2, seed=4), None, 0.01, epochs=3, layers="heads") is None
+    assert sorted(os.listdir(tmp_path / RUN)) == listing
+
+
+def test_modes_guard_their_methods(training_model, inference_model):
+    with pytest.raises(AssertionError):
+        training_model.detect([np.zeros((64, 64, 3), np.uint8)])
+    with pytest.raises(AssertionError):
+        inference_model.train(None, None, 0.01, 1, "heads")
+
+
+# ----------------------------------------------------------------------------- detect
+@pytest.fixture
+def confident(inference_model):
+    """The untrained inference model with a classifier that calls every ROI an object."""
+    logits = inference_model.keras_model.mrcnn_class_logits
+    saved = [w.numpy() for w in logits.weights]
+    logits.kernel.assign(np.zeros(logits.kernel.shape, np.float32))
+    logits.bias.assign(np.array([-6.0, 6.0], np.float32))
+    yield inference_model
+    for w, v in zip(logits.weights, saved):
+        w.assign(v)
+
+
+@pytest.mark.parametrize("mode,shape", [("pad64", (50, 70)), ("square", (100, 90))])
+def test_detect_returns_original_size_results(confident, monkeypatch, mode, shape):
+    monkeypatch.setattr(confident.config, "IMAGE_RESIZE_MODE", mode)
+    image, _ = ellipse_image(np.random.default_rng(0), size=max(shape))
+    image = image[:shape[0], :shape[1]]
+    results = confident.detect([image])
+    assert len(results) == 1
+    r = results[0]
+    assert set(r) == {"rois", "class_ids", "scores", "masks"}
+    n = len(r["scores"])
+    assert 0 < n <= confident.config.DETECTION_MAX_INSTANCES
+    assert r["rois"].shape == (n, 4) and np.issubdtype(r["rois"].dtype, np.integer)
+    assert r["class_ids"].shape == (n,) and np.issubdtype(r["class_ids"].dtype, np.integer)
+    assert (r["class_ids"] == 1).all()
+    assert r["scores"].shape == (n,) and (r["scores"] >= 0.5).all() and (r["scores"] <= 1).all()
+    assert (np.diff(r["scores"]) <= 1e-6).all()  # best first
+    assert r["masks"].shape == shape + (n,) and r["masks"].dtype == bool
+    rois = r["rois"]
+    assert (rois[:, :2] >= 0).all() and (rois[:, 2] <= shape[0]).all()
+    assert (rois[:, 3] <= shape[1]).all() and (rois[:, 2] > rois[:, 0]).all()
+    for k in range(n):                                   # every mask lies inside its box
+        y1, x1, y2, x2 = rois[k]
+        outside = r["masks"][..., k].copy()
+        outside[y1:y2, x1:x2] = False
+        assert not outside.any()
+
+
+def test_detect_refuses_crop_mode(confident, monkeypatch):
+    monkeypatch.setattr(confident.config, "IMAGE_RESIZE_MODE", "crop")
+    with pytest.raises(ValueError, match="crop"):
+        confident.detect([np.zeros((64, 64, 3), np.uint8)])

@@ -1,0 +1,256 @@
+"""mrcnn.weights: Keras 2 layout HDF5 files (matterport's COCO file, ImageNet ResNet-50, ours).
+
+The Keras 2 files are written here with h5py directly, so the test does not trust the writer it
+is testing the reader against.
+"""
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from mrcnn import weights as weights_io
+from mrcnn.weights import WeightsError
+
+COCO_HEADS_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
+RPN_WEIGHT_NAMES = ["rpn_conv_shared/kernel:0", "rpn_conv_shared/bias:0",
+                    "rpn_class_raw/kernel:0", "rpn_class_raw/bias:0",
+                    "rpn_bbox_pred/kernel:0", "rpn_bbox_pred/bias:0"]
+BN_NAMES = ["gamma", "beta", "moving_mean", "moving_variance"]
+
+
+@pytest.fixture(scope="module")
+def model(inference_model):
+    """The shared tiny model; its weights are put back after this module."""
+    saved = inference_model.keras_model.get_weights()
+    yield inference_model
+    inference_model.keras_model.set_weights(saved)
+
+
+def layer(model, name):
+    for unit in weights_io.weight_units(model.keras_model):
+        if unit.name == name:
+            return unit
+    raise KeyError(name)
+
+
+def values_of(model, name):
+    return [w.numpy() for w in layer(model, name).weights]
+
+
+def keras2_names(model, name) -> list[str]:
+    """Weight names as Keras 2 wrote them ('conv1/kernel:0', 'bn_conv1/moving_mean:0' ...)."""
+    if name == "rpn_model":
+        return RPN_WEIGHT_NAMES
+    unit = layer(model, name)
+    if len(unit.weights) == 4:
+        return [f"{name}/{w}:0" for w in BN_NAMES]
+    return [f"{name}/kernel:0", f"{name}/bias:0"][:len(unit.weights)]
+
+
+def random_like(rng, shapes, names):
+    out = []
+    for shape, wname in zip(shapes, names):
+        v = rng.normal(0, 0.05, shape).astype(np.float32)
+        if "variance" in wname:
+            v = np.abs(v) + 0.5
+        out.append(v)
+    return out
+
+
+def write_keras2(path, layers: list[tuple[str, list[str], list[np.ndarray]]]) -> None:
+    """A weights file exactly as Keras 2's ``save_weights`` laid it out."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode("utf8") for n, _, _ in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for name, wnames, values in layers:
+            g = f.create_group(name)
+            g.attrs["weight_names"] = np.array([w.encode("utf8") for w in wnames])
+            for wname, value in zip(wnames, values):
+                g.create_dataset(wname, data=value)  # "conv1/kernel:0" nests as Keras 2 did
+
+
+LOADED = ["conv1", "bn_conv1", "res2a_branch2a", "fpn_p2", "rpn_model", "mrcnn_class_conv1",
+          "mrcnn_mask_conv1"]
+EXCLUDED = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]
+
+
+def coco_like_file(model, path, seed=0, overrides=None):
+    """Model layers (loaded and excluded ones), layers the model lacks, a weightless layer."""
+    rng = np.random.default_rng(seed)
+    overrides = overrides or {}
+    layers, expected = [], {}
+    for name in LOADED + EXCLUDED:
+        wnames = keras2_names(model, name)
+        shapes = overrides.get(name, [w.shape for w in layer(model, name).weights])
+        values = random_like(rng, shapes, wnames)
+        layers.append((name, wnames, values))
+        expected[name] = values
+    layers.insert(1, ("input_image", [], []))
+    layers.append(("mrcnn_bbox", [], []))
+    layers.append(("extra_dense", ["extra_dense/kernel:0", "extra_dense/bias:0"],
+                   [np.ones((3, 5), np.float32), np.ones(5, np.float32)]))
+    layers.append(("res4w_branch2a", ["res4w_branch2a/kernel:0"],
+                   [np.ones((1, 1, 8, 8), np.float32)]))
+    write_keras2(path, layers)
+    return expected
+
+
+def test_keras2_file_loads_by_name_into_the_right_layers(model, tmp_path):
+    path = tmp_path / "mask_rcnn_coco_like.h5"
+    expected = coco_like_file(model, path)
+    before = {name: values_of(model, name) for name in EXCLUDED}
+    loaded = model.load_weights(str(path), by_name=True, exclude=COCO_HEADS_EXCLUDE)
+    assert sorted(loaded) == sorted(LOADED)
+    for name in LOADED:
+        for got, want in zip(values_of(model, name), expected[name]):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    bn = layer(model, "bn_conv1")
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), expected["bn_conv1"][2])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), expected["bn_conv1"][3])
+    rpn = model.keras_model.rpn_model
+    np.testing.assert_array_equal(rpn.get_layer("rpn_bbox_pred").kernel.numpy(),
+                                  expected["rpn_model"][4])
+    for name in EXCLUDED:
+        for got, old in zip(values_of(model, name), before[name]):
+            np.testing.assert_array_equal(got, old, err_msg=f"{name} should be untouched")
+
+
+def test_exclude_accepts_regular_expressions(model, tmp_path):
+    path = tmp_path / "w.h5"
+    expected = coco_like_file(model, path, seed=3)
+    before = values_of(model, "mrcnn_class_conv1")
+    loaded = model.load_weights(str(path), by_name=True, exclude=[r"mrcnn_.*"])
+    assert sorted(loaded) == ["bn_conv1", "conv1", "fpn_p2", "res2a_branch2a", "rpn_model"]
+    np.testing.assert_array_equal(values_of(model, "conv1")[0], expected["conv1"][0])
+    np.testing.assert_array_equal(values_of(model, "mrcnn_class_conv1")[0], before[0])
+
+
+def test_shape_mismatch_names_file_and_layer_and_changes_nothing(model, tmp_path):
+    path = tmp_path / "bad.h5"
+    kernel, bias = [w.shape for w in layer(model, "fpn_p2").weights]
+    coco_like_file(model, path, seed=1,
+                   overrides={"fpn_p2": [(3, 3, kernel[2], kernel[3] + 1), (bias[0] + 1,)]})
+    before = model.keras_model.get_weights()
+    with pytest.raises(WeightsError) as info:
+        model.load_weights(str(path), by_name=True, exclude=COCO_HEADS_EXCLUDE)
+    message = str(info.value)
+    assert str(path) in message and "fpn_p2" in message
+    after = model.keras_model.get_weights()
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)  # conv1 etc. came first in the file, yet unchanged
+
+
+def test_missing_coco_file_says_where_to_get_it(model, tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        model.load_weights(str(tmp_path / "mask_rcnn_coco.h5"), by_name=True)
+    assert "mask_rcnn_coco.h5" in str(info.value)
+    assert weights_io.COCO_WEIGHTS_URL in str(info.value)
+
+
+def test_not_a_weights_file_is_a_weights_error(model, tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not hdf5")
+    with pytest.raises(WeightsError, match="notes.h5"):
+        model.load_weights(str(path))
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(WeightsError, match="layer_names"):
+        model.load_weights(str(tmp_path / "empty.h5"))
+
+
+def perturb(model, seed):
+    rng = np.random.default_rng(seed)
+    model.keras_model.set_weights([rng.normal(0, 0.01, w.shape).astype(w.dtype) + 0.5
+                                   for w in model.keras_model.get_weights()])
+
+
+def test_save_load_round_trip_float32_exact_and_float16(model, tmp_path):
+    perturb(model, 10)
+    original = model.keras_model.get_weights()
+    path32, path16 = tmp_path / "w32.h5", tmp_path / "w16.h5"
+    model.save_weights(str(path32))
+    model.save_weights(str(path16), dtype="float16")
+    assert os.path.getsize(path16) < 0.6 * os.path.getsize(path32)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+    perturb(model, 11)
+    model.load_weights(str(path32))          # by_name=False: matched in order
+    for got, want in zip(model.keras_model.get_weights(), original):
+        np.testing.assert_array_equal(got, want)
+
+    perturb(model, 12)
+    model.load_weights(str(path16), by_name=True)
+    for got, want in zip(model.keras_model.get_weights(), original):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
+
+    attrs = weights_io.read_attrs(str(path32))
+    assert "mrcnn_config" in attrs and '"NAME": "tiny"' in attrs["mrcnn_config"]
+
+
+def test_saved_file_has_keras2_layout_and_no_pickled_objects(model, tmp_path):
+    path = tmp_path / "w.h5"
+    model.save_weights(str(path))
+    datasets, attributes = [], []
+    with h5py.File(path, "r") as f:
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        assert names == [u.name for u in weights_io.weight_units(model.keras_model)]
+        assert "conv1" in names and "rpn_model" in names and "mrcnn_mask" in names
+        rpn_names = [n.decode() for n in f["rpn_model"].attrs["weight_names"]]
+        assert rpn_names == RPN_WEIGHT_NAMES
+        assert [n.decode() for n in f["bn_conv1"].attrs["weight_names"]] == \
+            [f"bn_conv1/{w}:0" for w in BN_NAMES]
+        assert f["conv1"]["conv1/kernel:0"].shape == (7, 7, 3, 64)
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                datasets.append((name, obj.dtype))
+            attributes.extend((name, k, v) for k, v in obj.attrs.items())
+
+        f.visititems(visit)
+        attributes.extend(("/", k, v) for k, v in f.attrs.items())
+    assert len(datasets) == len(model.keras_model.weights)
+    for name, dtype in datasets:
+        assert dtype.kind in "fiu", (name, dtype)  # plain numbers: nothing to unpickle
+    for name, key, value in attributes:
+        value = np.asarray(value)
+        assert value.dtype.kind in "SUfiub", (name, key, value.dtype)
+
+
+def test_by_name_false_needs_the_same_layer_count(model, tmp_path):
+    path = tmp_path / "few.h5"
+    coco_like_file(model, path)
+    with pytest.raises(WeightsError, match="by_name=True"):
+        model.load_weights(str(path), by_name=False)
+
+
+def test_imagenet_resnet50_file_loads_into_the_backbone_by_name(model, tmp_path):
+    """Keras 2 ResNet-50 'notop' layout: conv1, bn_conv1, res2a_branch2a ... res5c_branch2c."""
+    backbone = [u for u in model.keras_model.backbone.layers
+                if u.weights and not u.name.startswith("fpn_")]
+    assert len(backbone) == 53 * 2  # 53 convolutions, each with its BatchNorm
+    rng = np.random.default_rng(5)
+    layers = [("input_1", [], []), ("zero_padding2d_1", [], [])]
+    expected = {}
+    for unit in backbone:
+        wnames = keras2_names(model, unit.name)
+        values = random_like(rng, [w.shape for w in unit.weights], wnames)
+        layers.append((unit.name, wnames, values))
+        expected[unit.name] = values
+    layers.append(("avg_pool", [], []))
+    path = tmp_path / weights_io.IMAGENET_RESNET50_FILE
+    write_keras2(path, layers)
+    fpn_before = values_of(model, "fpn_p2")
+    loaded = model.load_weights(str(path), by_name=True)
+    assert sorted(loaded) == sorted(expected)
+    for name in ("conv1", "bn_conv1", "res2a_branch2a", "res3b_branch2b", "bn4f_branch2c",
+                 "res5c_branch2c", "res5a_branch1"):
+        for got, want in zip(values_of(model, name), expected[name]):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    for got, old in zip(values_of(model, "fpn_p2"), fpn_before):
+        np.testing.assert_array_equal(got, old)
