@@ -9,8 +9,11 @@ records peak memory. It prints markdown tables and can write the same figures as
 
 Usage::
 
-    python benchmarks/speed.py [--backbones resnet50 resnet101] [--repeats 5] [--size 512]
-        [--mixed-precision] [--mask-head positive|all] [--compare-mask-head] [--json out.json]
+    python benchmarks/speed.py [--backbones resnet50 resnet101] [--repeats 5] [--warmup 1]
+        [--size 512] [--layers all heads] [--mixed-precision] [--mask-head positive|all]
+        [--compare-mask-head] [--no-stages] [--no-detect] [--detections N] [--json out.json]
+
+Run it on an otherwise idle machine: every figure is wall time.
 
 Weights are random: speed does not depend on their values, except through the number of
 detections, which sets the cost of the inference mask head and of pasting masks. So for
@@ -113,6 +116,12 @@ def current_rss_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _compile(fn: Callable) -> Callable:
+    """tf.function without AutoGraph: these small graphs have no tensor-dependent Python
+    control flow, and AutoGraph cannot read the source of lambdas."""
+    return tf.function(fn, autograph=False)
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls, after one tracing call and ``warmup``
     more. ``fn`` must return only once its work is done (read a small result back)."""
@@ -137,7 +146,7 @@ def conv_throughput(dtype: tf.DType, repeats: int, warmup: int = 1) -> float:
     size, channels = CONV_BENCH_SHAPE
     x = tf.cast(tf.random.normal([1, size, size, channels]), dtype)
     w = tf.cast(tf.random.normal([3, 3, channels, channels], stddev=0.05), dtype)
-    conv = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.nn.conv2d(a, b, 1, "SAME"),
+    conv = _compile(lambda a, b: tf.reduce_sum(tf.cast(tf.nn.conv2d(a, b, 1, "SAME"),
                                                           tf.float32)))
     seconds = median_seconds(lambda: _value(conv(x, w)), max(3, repeats), warmup)
     return size * size * 9 * channels * channels / seconds / 1e9
@@ -173,7 +182,7 @@ def _scaled(per_roi: float | None, count: int) -> float | None:
 
 def graph_gmacs(fn: Callable, *specs) -> float | None:
     """GMACs of the conv/deconv/matmul ops of ``fn`` traced on fixed-shape ``specs``."""
-    concrete = tf.function(fn).get_concrete_function(*specs)
+    concrete = _compile(fn).get_concrete_function(*specs)
     total = 0
     for op in concrete.graph.get_operations():
         macs = _op_macs(op)
@@ -205,8 +214,8 @@ def inference_config(backbone: str, opts: argparse.Namespace, detections: int):
 
 
 def pick_image(dataset: NucleusDataset) -> int:
-    """The sample image with the most nuclei (56; stage1_train averages ~44): a busy image,
-    so positive ROIs and detections are plentiful rather than flattering."""
+    """The bundled sample image with the most nuclei (stage1_train averages ~44 per image):
+    a busy image, so positive ROIs and detections are plentiful rather than flattering."""
     counts = [len(dataset.image_info[i]["mask_paths"]) for i in dataset.image_ids]
     return int(dataset.image_ids[int(np.argmax(counts))])
 
@@ -259,8 +268,8 @@ def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> l
             loss = _mean_of(net.features(x, True))
         return _grad_norm(tape.gradient(loss, net.backbone.trainable_variables))
 
-    fwd = tf.function(lambda x: _mean_of(net.features(x, True)))
-    fb = tf.function(backbone_fb)
+    fwd = _compile(lambda x: _mean_of(net.features(x, True)))
+    fb = _compile(backbone_fb)
     rows.append({
         "stage": STAGE_BACKBONE, "inputs": f"1 image {size}x{size}",
         "forward_s": median_seconds(lambda: _value(fwd(images)), reps, warm),
@@ -287,8 +296,8 @@ def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> l
         grads = tape.gradient(loss, variables + list(feature_maps))
         return _grad_norm(grads) + tf.reduce_sum(proposals)
 
-    rpn_fwd = tf.function(rpn_forward)
-    fb = tf.function(rpn_fb)
+    rpn_fwd = _compile(rpn_forward)
+    fb = _compile(rpn_fb)
     rows.append({
         "stage": STAGE_RPN, "inputs": f"P2-P6, {config.POST_NMS_ROIS_TRAINING} proposals",
         "forward_s": median_seconds(lambda: _value(tf.reduce_sum(rpn_fwd(maps)[2])), reps, warm),
@@ -302,7 +311,7 @@ def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> l
     gt_ids = tf.cast(batch["input_gt_class_ids"], tf.int32)
     gt_boxes = box_ops.norm_boxes(tf.cast(batch["input_gt_boxes"], tf.float32), image_shape)
     gt_masks = tf.cast(batch["input_gt_masks"], tf.float32)
-    targets = tf.function(lambda p: detection_targets(p, gt_ids, gt_boxes, gt_masks, config))
+    targets = _compile(lambda p: detection_targets(p, gt_ids, gt_boxes, gt_masks, config))
     rows.append({
         "stage": STAGE_TARGETS, "inputs": f"-> {config.TRAIN_ROIS_PER_IMAGE} ROIs",
         "forward_s": median_seconds(lambda: _value(tf.reduce_sum(targets(proposals)[0])),
@@ -335,8 +344,8 @@ def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> l
                     + losses.mrcnn_bbox_loss(flat_deltas, flat_ids, deltas))
         return _grad_norm(tape.gradient(loss, variables + list(feature_maps)))
 
-    fwd = tf.function(lambda m: tf.reduce_sum(box_forward(m)[0]))
-    fb = tf.function(box_fb)
+    fwd = _compile(lambda m: tf.reduce_sum(box_forward(m)[0]))
+    fb = _compile(box_fb)
     box_gmac_per_roi = graph_gmacs(lambda p: heads.box_head(net.box_layers, p, False),
                                    tf.TensorSpec([1, config.POOL_SIZE, config.POOL_SIZE, depth],
                                                  dtype))
@@ -371,8 +380,8 @@ def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> l
                 loss = losses.mrcnn_mask_loss(pos_masks, pos_ids, pred)
             return _grad_norm(tape.gradient(loss, variables + list(feature_maps)))
 
-        fwd = tf.function(lambda m, p=positive_only: tf.reduce_sum(mask_forward(m, p)))
-        fb = tf.function(mask_fb)
+        fwd = _compile(lambda m, p=positive_only: tf.reduce_sum(mask_forward(m, p)))
+        fb = _compile(mask_fb)
         rows.append({
             "stage": label, "inputs": f"{count} ROIs ({n_pos} positive)",
             "forward_s": median_seconds(lambda: _value(fwd(head_maps)), reps, warm),
@@ -413,17 +422,18 @@ def bench_training(backbone: str, opts: argparse.Namespace, dataset: NucleusData
     default_positive = opts.mask_head == "positive"
     out: dict[str, Any] = {}
 
-    bar.set_description(f"{backbone}: train step, layers all")
-    out["step_all"] = train_step_seconds(model, batch, "all", default_positive, opts)
-    bar.update()
-    bar.set_description(f"{backbone}: train step, layers heads")
-    out["step_heads"] = train_step_seconds(model, batch, "heads", default_positive, opts)
-    bar.update()
+    for layers in opts.layers:
+        bar.set_description(f"{backbone}: train step, layers {layers}")
+        out[f"step_{layers}"] = train_step_seconds(model, batch, layers, default_positive, opts)
+        bar.update()
     if opts.compare_mask_head:
         bar.set_description(f"{backbone}: train step, other mask-head mode")
+        same = out.get("step_all")
+        if same is None:
+            same = train_step_seconds(model, batch, "all", default_positive, opts)
         other = train_step_seconds(model, batch, "all", not default_positive, opts)
-        out["step_all_mask_positive"] = out["step_all"] if default_positive else other
-        out["step_all_mask_all"] = other if default_positive else out["step_all"]
+        out["step_all_mask_positive"] = same if default_positive else other
+        out["step_all_mask_all"] = other if default_positive else same
         model.config.MASK_HEAD_POSITIVE_ONLY = default_positive
     bar.update()
     if opts.stages:
@@ -611,6 +621,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed calls after the tracing call")
     parser.add_argument("--size", type=int, default=512, help="image side (multiple of 64)")
+    parser.add_argument("--layers", nargs="+", choices=("all", "heads"), default=["all", "heads"],
+                        help="trainable layer groups to time the training step with")
     parser.add_argument("--mixed-precision", action="store_true",
                         help='MIXED_PRECISION="mixed_bfloat16" (and a bfloat16 conv yardstick)')
     parser.add_argument("--mask-head", choices=("positive", "all"), default="positive",
@@ -667,7 +679,7 @@ def run(opts: argparse.Namespace) -> dict:
             conv["bfloat16"] = conv_throughput(tf.bfloat16, opts.repeats, opts.warmup)
         results["conv_gmacs_per_s"] = conv
         with tempfile.TemporaryDirectory() as model_dir, \
-                tqdm(total=5 * len(opts.backbones), desc="speed", unit="part",
+                tqdm(total=(len(opts.layers) + 3) * len(opts.backbones), desc="speed", unit="part",
                      leave=False) as bar:
             for backbone in opts.backbones:
                 out = bench_training(backbone, opts, dataset, image_id, model_dir, bar)

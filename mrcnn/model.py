@@ -102,8 +102,9 @@ class MaskRCNN:
         if not os.path.isdir(self.model_dir):
             raise FileNotFoundError(f"{self.model_dir}: no such folder, so no checkpoint to "
                                     "resume from")
+        run_name = re.compile(re.escape(name) + r"\d{8}T\d{4}")
         runs = sorted(d for d in os.listdir(self.model_dir)
-                      if d.startswith(name) and os.path.isdir(os.path.join(self.model_dir, d)))
+                      if run_name.fullmatch(d) and os.path.isdir(os.path.join(self.model_dir, d)))
         for run in reversed(runs):
             folder = os.path.join(self.model_dir, run)
             checkpoints = sorted(f for f in os.listdir(folder)

@@ -161,6 +161,12 @@ class MaskRCNNNet(keras.Model):
         self.loss_trackers["loss"].update_state(total)
         return {m.name: m.result() for m in self.metrics}
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under tf.distribute Keras first averages a batch over the replicas to build the model
+        # symbolically; that MEAN reduce fails on the boolean gt masks. The network is built in
+        # __init__, so build (the optimizer) without a batch.
+        super()._maybe_symbolic_build(iterator=None, data_batch=data_batch)
+
     @staticmethod
     def _unpack(data):
         return data[0] if isinstance(data, (tuple, list)) else data
@@ -211,9 +217,13 @@ class MaskRCNNNet(keras.Model):
         detections = refine_detections(rois, class_probs, deltas, window, config)
         det_boxes = detections[:, :4]
         det_ids = tf.cast(detections[:, 4], tf.int32)
-        pooled_masks = pyramid_roi_align(det_boxes, tf.zeros([tf.shape(det_boxes)[0]], tf.int32),
+        # TF's CPU Conv2D returns its input unchanged for an empty batch, which breaks the mask
+        # head on an image without detections: run it on one extra box and drop that again.
+        count = tf.shape(det_boxes)[0]
+        mask_boxes = tf.concat([det_boxes, tf.constant([[0., 0., 1., 1.]])], axis=0)
+        pooled_masks = pyramid_roi_align(mask_boxes, tf.zeros([count + 1], tf.int32),
                                          head_maps, config.MASK_POOL_SIZE, image_shape)
-        all_masks = heads.mask_head(self.mask_layers, pooled_masks, False)
+        all_masks = heads.mask_head(self.mask_layers, pooled_masks, False)[:count]
         masks = tf.gather(tf.transpose(all_masks, [0, 3, 1, 2]), det_ids, axis=1, batch_dims=1)
         return {
             "rpn_class_logits": rpn_logits, "rpn_class": rpn_probs, "rpn_bbox": rpn_deltas,

@@ -316,15 +316,26 @@ def cmd_submit(args) -> int:
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detect = make_detector(args)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir) or os.path.isdir(args.out):
+        raise InputError(f"{args.out}: cannot write the submission there (no such folder, or it "
+                         "is a folder)")
     shapes = {}
-    with SubmissionWriter(args.out) as writer:
-        for image_id in tqdm(ds.image_ids, desc="submit"):
-            image = ds.load_image(image_id)
-            masks, _ = detect(image)
-            name = ds.image_info[image_id]["id"]
-            shapes[name] = image.shape[:2]
-            writer.add(name, masks)
-    check_submission(args.out, shapes)
+    # Write and validate a side file first, so a bad run never replaces a good submission.
+    pending = f"{args.out}.pending"
+    try:
+        with SubmissionWriter(pending) as writer:
+            for image_id in tqdm(ds.image_ids, desc="submit"):
+                image = ds.load_image(image_id)
+                masks, _ = detect(image)
+                name = ds.image_info[image_id]["id"]
+                shapes[name] = image.shape[:2]
+                writer.add(name, masks)
+        check_submission(pending, shapes)
+        os.replace(pending, args.out)
+    finally:
+        if os.path.exists(pending):
+            os.remove(pending)
     print(f"submission written and validated: {args.out} ({len(shapes)} images)")
     return 0
 
@@ -411,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (InputError, WeightsError, FileNotFoundError) as e:
+    except (InputError, WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

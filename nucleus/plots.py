@@ -362,6 +362,9 @@ def load_training_history(history_csv: str | os.PathLike | Sequence[str | os.Pat
         frame = _read_csv(p, "training history")
         if "epoch" not in frame.columns:
             frame["epoch"] = np.arange(len(frame))
+        # CSVLogger counts epochs from 0; checkpoints and val_map.csv count completed epochs
+        # from 1. Plot completed epochs so that both curves share one axis.
+        frame["epoch"] = frame["epoch"] + 1
         # A stage logged by a fresh CSVLogger restarts at 0: shift it after the previous one.
         if next_epoch is not None and frame["epoch"].min() < next_epoch:
             frame["epoch"] += next_epoch - frame["epoch"].min()

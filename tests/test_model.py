@@ -211,6 +211,15 @@ def test_detect_returns_original_size_results(confident, monkeypatch, mode, shap
         assert not outside.any()
 
 
+def test_detect_without_detections_returns_empty_results(confident):
+    logits = confident.keras_model.mrcnn_class_logits
+    logits.bias.assign(np.array([6.0, -6.0], np.float32))   # everything is background now
+    r = confident.detect([np.full((40, 100, 3), 30, np.uint8)])[0]
+    assert r["rois"].shape == (0, 4) and r["class_ids"].shape == (0,)
+    assert r["scores"].shape == (0,)
+    assert r["masks"].shape == (40, 100, 0) and r["masks"].dtype == bool
+
+
 def test_detect_refuses_crop_mode(confident, monkeypatch):
     monkeypatch.setattr(confident.config, "IMAGE_RESIZE_MODE", "crop")
     with pytest.raises(ValueError, match="crop"):

@@ -192,7 +192,7 @@ def test_load_histories_shifts_a_stage_that_restarts_at_epoch_zero(tmp_path):
     first = _history(tmp_path / "a.csv", 3)
     second = _history(tmp_path / "b.csv", 2)
     history, losses, starts = plots.load_training_history([first, second])
-    assert list(history["epoch"]) == [0, 1, 2, 3, 4] and starts == [3.0]
+    assert list(history["epoch"]) == [1, 2, 3, 4, 5] and starts == [4.0]  # completed epochs
     assert losses == LOSSES
 
 

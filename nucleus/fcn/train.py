@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import itertools
 import os
 import re
 import threading
@@ -77,7 +78,7 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
                       seed: int | None = None, workers: int = 2, cache: bool = True):
     """A ``keras.utils.PyDataset`` of (preprocessed crops [B, S, S, 3], labels [B, S, S]).
 
-    Threads only (``use_multiprocessing=False``). Each epoch draws new crops; images and
+    Threads only (``use_multiprocessing=False``). Every batch draws new crops; images and
     foregrounds are cached in memory after the first load when ``cache`` is true (loading the
     many per-nucleus mask files is the slow part).
     """
@@ -91,16 +92,15 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
             if len(self.ids) == 0:
                 raise InputError("the training dataset has no images")
             self.seed = int(np.random.SeedSequence(seed).entropy % (2 ** 63))
-            self.epoch = 0
+            # Every batch draws from its own stream, numbered in request order: worker threads
+            # prefetch across epoch ends, so (epoch, index) would repeat crops.
+            self._draws = itertools.count()
             self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             self._cache_lock = threading.Lock()
             self._augment_lock = threading.Lock()
 
         def __len__(self) -> int:
             return steps
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
 
         def _load(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
             with self._cache_lock:
@@ -117,7 +117,9 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
             return image, foreground
 
         def __getitem__(self, index: int):
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            with self._cache_lock:
+                draw = next(self._draws)
+            rng = np.random.default_rng([self.seed, draw])
             images, labels = [], []
             for image_id in rng.choice(self.ids, size=batch_size):
                 image, foreground = self._load(int(image_id))
@@ -152,15 +154,28 @@ def find_last(logs_dir: str | os.PathLike) -> tuple[Path, int] | None:
     return None
 
 
+def _new_run_dir(logs_dir: Path) -> Path:
+    """``logs_dir/fcn<timestamp>``, a second later if that name is taken."""
+    now = datetime.datetime.now()
+    while (run_dir := logs_dir / f"fcn{now:%Y%m%dT%H%M%S}").exists():
+        now += datetime.timedelta(seconds=1)
+    return run_dir
+
+
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"fcn_{epoch:04d}.weights.h5"
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV this module wrote, epoch as int and the other columns as float."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        try:
+            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+                    for row in csv.DictReader(f)]
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{path}: not a CSV written by FCN training ({error})") from error
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
@@ -242,7 +257,7 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
         run_dir = checkpoint.parent
     else:
         model = load_fcn(weights, dropout=dropout, fc_width=fc_width)
-        run_dir = logs_dir / f"fcn{datetime.datetime.now():%Y%m%dT%H%M%S}"
+        run_dir = _new_run_dir(logs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     val_rows = [r for r in _read_csv(run_dir / VAL_METRICS_CSV)
@@ -336,9 +351,9 @@ class FCNDetector:
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, radius: int = DEFAULT_RADIUS,
-                     **kwargs: Any) -> "FCNDetector":
+                     fc_width: int = 4096, **kwargs: Any) -> "FCNDetector":
         """Load an FCN checkpoint file (or ``"imagenet"``/VGG16 file for an untrained head)."""
-        return cls(load_fcn(weights), radius=radius, **kwargs)
+        return cls(load_fcn(weights, fc_width=fc_width), radius=radius, **kwargs)
 
     def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
         from mrcnn.utils import extract_bboxes

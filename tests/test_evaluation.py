@@ -1,0 +1,141 @@
+"""nucleus.evaluation: dataset mAP with stand-in detectors, and the validation-mAP callback.
+
+The detectors here are plain functions over the ground truth, so the expected scores are known
+exactly and no network is built.
+"""
+from __future__ import annotations
+
+import csv
+import types
+
+import numpy as np
+import pytest
+
+from nucleus.evaluation import Evaluation, MapCallback, detect_instances, evaluate_dataset
+from synthetic import EllipseDataset
+
+
+@pytest.fixture(scope="module")
+def dataset() -> EllipseDataset:
+    return EllipseDataset(5, seed=11)
+
+
+def _truth_lookup(dataset):
+    """detect(image) -> the image's own ground-truth masks, score 1 each."""
+    truth = {}
+    for image_id in dataset.image_ids:
+        masks, _ = dataset.load_mask(image_id)
+        truth[dataset.load_image(image_id).tobytes()] = masks
+
+    def detect(image):
+        masks = truth[image.tobytes()]
+        return masks, np.ones(masks.shape[-1])
+    return detect
+
+
+def test_ground_truth_scores_one(dataset):
+    seen = []
+    result = evaluate_dataset(_truth_lookup(dataset), dataset, progress=False,
+                              on_image=lambda image_id, image, gt, pred, scores, s:
+                              seen.append((image_id, s.score, gt.shape == pred.shape)))
+    assert isinstance(result, Evaluation)
+    assert result.map == 1.0
+    assert [s.score for s in result.scores] == [1.0] * 5
+    np.testing.assert_array_equal(result.precisions, np.ones(10))
+    assert result.precision_at(0.5) == 1.0 and result.precision_at(0.95) == 1.0
+    n_true = np.mean([dataset.load_mask(i)[0].shape[-1] for i in dataset.image_ids])
+    assert result.mean_counts(0.5) == (pytest.approx(n_true), 0.0, 0.0)
+    assert result.image_ids == [dataset.image_info[i]["id"] for i in dataset.image_ids]
+    assert seen == [(i, 1.0, True) for i in dataset.image_ids]
+    assert result.seconds_per_image >= 0
+
+
+def test_no_detections_score_zero_and_limit(dataset):
+    def nothing(image):
+        return np.zeros(image.shape[:2] + (0,), bool), np.zeros(0)
+
+    result = evaluate_dataset(nothing, dataset, limit=2, progress=False)
+    assert result.map == 0.0
+    assert len(result.scores) == 2 and len(result.image_ids) == 2
+    tp, fp, fn = result.mean_counts(0.5)
+    assert tp == 0 and fp == 0 and fn > 0
+
+
+def test_half_the_objects_found(dataset):
+    """One image, only its first object detected: precision 1/n at every threshold."""
+    detect_all = _truth_lookup(dataset)
+    masks, _ = dataset.load_mask(0)
+    n = masks.shape[-1]
+    assert n >= 2, "the seed must give an image with several ellipses"
+
+    def first_only(image):
+        found, scores = detect_all(image)
+        return found[..., :1], scores[:1]
+
+    result = evaluate_dataset(first_only, dataset, limit=1, progress=False)
+    assert result.map == pytest.approx(1 / n)
+    assert result.mean_counts(0.5) == (1.0, 0.0, n - 1.0)
+
+
+def test_detect_instances_removes_overlaps():
+    masks = np.zeros((20, 20, 2), bool)
+    masks[2:12, 2:12, 0] = True     # big
+    masks[8:14, 8:14, 1] = True     # small, overlapping the big one
+    model = types.SimpleNamespace(
+        detect=lambda images, verbose=0: [{"masks": masks, "scores": np.array([0.6, 0.9]),
+                                           "rois": None, "class_ids": np.array([1, 1])}])
+    out, scores = detect_instances(model, np.zeros((20, 20, 3), np.uint8))
+    assert out.shape[:2] == (20, 20)
+    assert out.sum(axis=-1).max() == 1             # no pixel claimed twice
+    assert out[..., 0].sum() == 100                # the biggest keeps the shared pixels
+    assert len(scores) == out.shape[-1] == 2
+    np.testing.assert_allclose(scores, [0.6, 0.9])
+
+
+# ----------------------------------------------------------------------------- callback
+def test_due_every_ten_from_five():
+    callback = MapCallback(None, None, None, every=10, first=5)
+    due = [epoch for epoch in range(1, 60) if callback.due(epoch)]
+    assert due == [5, 15, 25, 35, 45, 55]
+    every_epoch = MapCallback(None, None, None, every=1, first=1)
+    assert all(every_epoch.due(e) for e in range(1, 5))
+    assert not every_epoch.due(0)
+
+
+class _FakeKerasModel:
+    def __init__(self, weights):
+        self.weights = weights
+
+    def get_weights(self):
+        return list(self.weights)
+
+    def set_weights(self, weights):
+        self.weights = list(weights)
+
+
+def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
+    detect = _truth_lookup(dataset)
+    training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([1, 2]),
+                                           log_dir=str(tmp_path))
+
+    def model_detect(images, verbose=0):
+        masks, scores = detect(images[0])
+        return [{"masks": masks, "scores": scores}]
+
+    inference_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]),
+                                            detect=model_detect)
+    callback = MapCallback(training_model, inference_model, dataset, every=10, first=5, limit=3)
+    logs_by_epoch = {}
+    for index in range(16):  # Keras passes 0-based epoch indices
+        logs_by_epoch[index + 1] = logs = {}
+        callback.on_epoch_end(index, logs)
+    assert inference_model.keras_model.weights == [1, 2]  # the training weights were copied
+    with open(tmp_path / "val_map.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["epoch", "map", "hours", "ap50", "ap75"]
+    assert [r[0] for r in rows[1:]] == ["5", "15"]
+    assert [r[1] for r in rows[1:]] == ["1.0000", "1.0000"]
+    assert [r[3:] for r in rows[1:]] == [["1.0000", "1.0000"]] * 2
+    assert logs_by_epoch[5] == {"val_map": 1.0} and logs_by_epoch[15] == {"val_map": 1.0}
+    assert logs_by_epoch[6] == {}
+    assert (tmp_path / "val_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
