@@ -432,3 +432,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def reference_markdown() -> str:
+    """Every command and flag as Markdown (the README's command reference is this text)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    lines = []
+    for name, command in sub.choices.items():
+        lines += [f"### `{name}`: {helps.get(name, '')}", "", "| flag | meaning |", "|---|---|"]
+        for action in command._actions:
+            if not action.option_strings or "-h" in action.option_strings:
+                continue
+            flag = ", ".join(action.option_strings)
+            if action.metavar or (action.nargs != 0 and not isinstance(
+                    action, argparse._StoreTrueAction)):
+                flag += f" {action.metavar or action.dest.upper()}"
+            text = (action.help or "").replace("|", "\\|")
+            if action.choices:
+                choices = " \\| ".join(map(str, action.choices))
+                text += f" ({choices})"
+            lines.append(f"| `{flag}` | {text} |")
+        for action in command._actions:
+            if not action.option_strings and action.dest != "help":
+                lines.append(f"| `{action.dest}` (positional) | {action.help} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
