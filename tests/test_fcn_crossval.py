@@ -54,6 +54,24 @@ def test_crossval_on_the_sample(tmp_path):
     assert len(list((tmp_path / "fold0").glob("fcn*"))) == 1
 
 
+def test_load_fold_with_limit():
+    from nucleus.dataset import NucleusDataset
+
+    full = NucleusDataset()
+    full.load_nucleus(None, "stage1_train")
+    first = [info["id"] for info in full.image_info[:6]]
+    parts = [load_fold(None, "stage1_train", fold, 3, part, limit=6)
+             for fold in range(3) for part in ("train", "val")]
+    val_ids = [i for d in parts[1::2] for i in (info["id"] for info in d.image_info)]
+    assert sorted(val_ids) == sorted(first)  # every one of the first 6 validated once
+    for train, val in zip(parts[::2], parts[1::2]):
+        train_ids = {info["id"] for info in train.image_info}
+        assert len(train_ids) == 4 and len(val.image_ids) == 2
+        assert train_ids | {info["id"] for info in val.image_info} == set(first)
+    with pytest.raises(InputError, match="3 folds"):
+        load_fold(None, "stage1_train", 0, 3, "train", limit=2)
+
+
 def test_summarize_and_bad_folds(tmp_path):
     rows = [{"fold": 0, "epoch": 2, "pixel_iou": 0.5, "map": 0.2},
             {"fold": 1, "epoch": 2, "pixel_iou": 0.7, "map": 0.4},

@@ -41,6 +41,12 @@ def write_vgg16_notop_file(path) -> keras.Model:
     return vgg
 
 
+def _datasets(group):
+    found = []
+    group.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
 def test_preprocess_matches_keras_vgg16_convention():
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     expected = keras.applications.vgg16.preprocess_input(image.astype(np.float32).copy())
@@ -143,7 +149,12 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, small_model):
         kernel, bias = small_model.get_layer(layer).get_weights()
         small_model.get_layer(layer).set_weights([rng.normal(size=kernel.shape), bias])
     path = tmp_path / "fcn_0003.weights.h5"
-    small_model.save_weights(str(path))
+    small_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
+    small_model.optimizer.build(small_model.trainable_variables)
+    assert fcn_model.save_fcn_weights(small_model, path) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fcn_0003.weights.h5"]
+    with h5py.File(path, "r") as f:  # the optimizer's state is left out
+        assert "optimizer" not in f or not any(True for _ in _datasets(f["optimizer"]))
     assert fcn_model.is_fcn_checkpoint(path)
 
     loaded = load_fcn(path, fc_width=SMALL)
@@ -157,6 +168,8 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, small_model):
         load_fcn_weights(other, path)
     with pytest.raises(InputError, match="missing.weights.h5"):
         load_fcn_weights(other, tmp_path / "missing.weights.h5")
+    with pytest.raises(ValueError, match="weights.h5"):
+        fcn_model.save_fcn_weights(small_model, tmp_path / "fcn.h5")
 
 
 def test_vgg_file_is_not_an_fcn_checkpoint(tmp_path):

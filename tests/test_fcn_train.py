@@ -114,6 +114,9 @@ def test_evaluate_and_detect(trained):
         assert tuple(r["rois"][k]) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
     with pytest.raises(ValueError):
         FCNDetector(model).detect(image)
+    masks2, scores2 = FCNDetector(model, radius=1).detect_with_scores(image)
+    np.testing.assert_array_equal(masks2, masks)
+    np.testing.assert_array_equal(scores2, scores)
 
     best, scores_by_radius = tune_radius(model, val, radii=[0, 1, 2])
     assert best in (0, 1, 2) and set(scores_by_radius) == {0, 1, 2}

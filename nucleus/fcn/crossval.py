@@ -26,12 +26,28 @@ SUMMARY_FIELDS = ("epoch", "n_folds", "pixel_iou_mean", "pixel_iou_std", "map_me
 
 
 def load_fold(dataset_dir: str | os.PathLike | None, subset: str, fold: int, n_folds: int,
-              part: str):
-    """The ``part`` ("train" or "val") of fold ``fold`` of ``subset``, prepared."""
+              part: str, limit: int | None = None):
+    """The ``part`` ("train" or "val") of fold ``fold`` of ``subset``, prepared.
+
+    ``limit`` keeps only the first N images of the subset (in id order) before the folds are
+    dealt, for quick runs.
+    """
     from nucleus.dataset import NucleusDataset
+    from nucleus.split import kfold_split
 
     dataset = NucleusDataset()
-    dataset.load_nucleus(dataset_dir, subset, fold=fold, n_folds=n_folds, fold_part=part)
+    if limit is None:
+        dataset.load_nucleus(dataset_dir, subset, fold=fold, n_folds=n_folds, fold_part=part)
+    else:
+        dataset.load_nucleus(dataset_dir, subset)
+        ids = [info["id"] for info in dataset.image_info[:limit]]
+        try:
+            train_ids, val_ids = kfold_split(ids, n_folds)[fold]
+        except ValueError as error:
+            raise InputError(f"{dataset_dir or 'bundled sample'}: cannot make {n_folds} folds "
+                             f"of the first {len(ids)} {subset} images ({error})") from error
+        keep = set(train_ids if part == "train" else val_ids)
+        dataset.image_info = [info for info in dataset.image_info if info["id"] in keep]
     dataset.prepare()
     return dataset
 
@@ -68,13 +84,14 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
                  radius: int = DEFAULT_RADIUS, augment: Any = True,
                  fold_ids: Iterable[int] | None = None, resume: bool = True,
                  keep_checkpoints: int | None = 1, plot: bool = True,
-                 **train_kwargs: Any) -> Path:
+                 limit: int | None = None, **train_kwargs: Any) -> Path:
     """Cross-validate the FCN over ``folds`` folds of ``subset``; returns the per-fold CSV path.
 
     ``fold_ids`` runs only those folds (e.g. to spread folds over machines); the CSVs and plot
     cover every fold found in ``logs_dir``. With ``resume`` a fold that has checkpoints
     continues from its last one (a finished fold is not retrained). ``keep_checkpoints`` keeps
-    only the newest N checkpoint files per fold (None keeps all). Other keyword arguments go
+    only the newest N checkpoint files per fold (None keeps all). ``limit`` uses only the
+    first N images of the subset (see :func:`load_fold`). Other keyword arguments go
     to :func:`nucleus.fcn.train.train_fcn` (``fc_width``, ``workers``, ``seed`` ...).
     """
     import keras
@@ -91,8 +108,8 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
     for fold in fold_ids:
         fold_dir = logs_dir / f"fold{fold}"
         print(f"cross-validation: fold {fold + 1} of {folds} ({fold_dir})")
-        train = load_fold(dataset_dir, subset, fold, folds, "train")
-        val = load_fold(dataset_dir, subset, fold, folds, "val")
+        train = load_fold(dataset_dir, subset, fold, folds, "train", limit)
+        val = load_fold(dataset_dir, subset, fold, folds, "val", limit)
         start = "last" if resume and find_last(fold_dir) is not None else weights
         result = train_fcn(train, val, fold_dir, weights=start, epochs=epochs,
                            steps_per_epoch=steps_per_epoch, learning_rate=learning_rate,

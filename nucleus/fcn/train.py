@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from nucleus.errors import InputError
 from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
-                               preprocess_image)
+                               preprocess_image, save_fcn_weights)
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, labels_to_masks
 from nucleus.io_utils import atomic_write
 
@@ -210,10 +210,7 @@ def _callbacks(run_dir: Path, initial_epoch: int, epochs: int, keep_checkpoints:
             self._save(number)
 
         def _save(self, number: int) -> None:
-            final = checkpoint_path(run_dir, number)
-            partial = run_dir / f".fcn_{number:04d}.partial.weights.h5"
-            self.model.save_weights(str(partial))
-            os.replace(partial, final)
+            save_fcn_weights(self.model, checkpoint_path(run_dir, number))
             if keep_checkpoints:
                 old = sorted(f for f in run_dir.iterdir() if CHECKPOINT_RE.match(f.name))
                 for f in old[:-keep_checkpoints]:
@@ -356,6 +353,7 @@ class FCNDetector:
         return cls(load_fcn(weights, fc_width=fc_width), radius=radius, **kwargs)
 
     def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The result dict of :meth:`detect` for one uint8 RGB image."""
         from mrcnn.utils import extract_bboxes
 
         probability = predict_foreground(self.model, image)
@@ -370,6 +368,11 @@ class FCNDetector:
                 "class_ids": np.ones(n, dtype=np.int32),
                 "scores": scores[order],
                 "masks": masks}
+
+    def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(masks bool [H, W, N], scores [N])`` for one image: the command line's interface."""
+        result = self.detect_one(image)
+        return result["masks"], result["scores"]
 
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
         """One result dict per image (uint8 RGB, any size), like ``MaskRCNN.detect``."""
