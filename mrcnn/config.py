@@ -84,6 +84,8 @@ class Config:
     }
     USE_RPN_ROIS = True               # False feeds external ROIs (kept for API compatibility)
     TRAIN_BN = False                  # False: BatchNorm frozen (small batches); True: trained
+    BATCH_NORM_MOMENTUM = 0.99        # moving-statistics momentum when TRAIN_BN; from scratch
+                                      # 0.9 keeps inference statistics up with the weights
     MIXED_PRECISION = None            # None or "mixed_bfloat16" (CPUs with AVX512-BF16/AMX)
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import box_ops, heads, losses, utils
-from mrcnn.backbone import build_backbone, compute_backbone_shapes
+from mrcnn.backbone import BatchNorm, build_backbone, compute_backbone_shapes
 from mrcnn.detection import refine_detections
 from mrcnn.proposals import propose
 from mrcnn.roi_align import pyramid_roi_align
@@ -56,8 +56,15 @@ class MaskRCNNNet(keras.Model):
         heads.mask_head(self.mask_layers,
                         tf.zeros([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth]), False)
         self.built = True
+        for layer in self._batch_norm_layers():
+            layer.momentum = float(config.BATCH_NORM_MOMENTUM)
         self._train_anchors = None
         self._infer_fn = None
+
+    def _batch_norm_layers(self) -> list[BatchNorm]:
+        layers = [l for l in self.backbone.layers if isinstance(l, BatchNorm)]
+        return layers + [l for l in {**self.box_layers, **self.mask_layers}.values()
+                         if isinstance(l, BatchNorm)]
 
     @property
     def train_anchors(self) -> np.ndarray:

@@ -67,6 +67,7 @@ class NucleusCPUConfig(NucleusConfig):
     FPN_CLASSIF_FC_LAYERS_SIZE = 512
     MASK_HEAD_CONV_SIZE = 128
     TRAIN_BN = True                   # from scratch: BatchNorm statistics must learn
+    BATCH_NORM_MOMENTUM = 0.9         # inference statistics follow the weights within ~10 steps
     MIXED_PRECISION = "mixed_bfloat16"  # 1.5x faster steps on AVX512-BF16 CPUs (measured)
     LEARNING_RATE = 0.01
     MINI_MASK_SHAPE = (28, 28)

@@ -16,7 +16,6 @@ for _path in (os.path.dirname(_HERE), _HERE):  # the repository (mrcnn, nucleus)
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mrcnn.config import Config  # noqa: E402
@@ -84,21 +83,8 @@ def training_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def inference_model(tmp_path_factory):
-    """An untrained MaskRCNN in inference mode."""
+    """A MaskRCNN in inference mode (built untrained; tests may load weights into it)."""
     from mrcnn import model as modellib
 
     return modellib.MaskRCNN("inference", TinyInferenceConfig(),
                              str(tmp_path_factory.mktemp("logs")))
-
-
-@pytest.fixture
-def ellipse_dataset():
-    from synthetic import EllipseDataset
-
-    return EllipseDataset(8, seed=3)
-
-
-def ellipse_mask(shape, center, radii) -> np.ndarray:
-    """A filled axis-aligned ellipse as a boolean [H, W] mask."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return ((yy - center[0]) / radii[0]) ** 2 + ((xx - center[1]) / radii[1]) ** 2 <= 1.0

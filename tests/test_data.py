@@ -20,8 +20,8 @@ def tiny_anchors(config) -> np.ndarray:
 GT = np.array([[10, 10, 30, 25], [40, 40, 50, 58], [5, 50, 8, 53]])  # the last one is tiny
 
 
-def test_every_gt_box_gets_a_positive_anchor_and_deltas_invert():
-    config = TinyConfig()
+def test_every_gt_box_gets_a_positive_anchor_and_deltas_invert(tiny_config):
+    config = tiny_config
     anchors = tiny_anchors(config)
     np.random.seed(0)
     match, bbox = data.build_rpn_targets(anchors, np.ones(3, np.int32), GT, config)
@@ -60,8 +60,8 @@ def test_anchor_counts_respect_rpn_train_anchors_per_image():
     assert (match != 0).sum() == 64 and (match == 1).sum() <= 32
 
 
-def test_image_without_objects_gets_negatives_only():
-    config = TinyConfig()
+def test_image_without_objects_gets_negatives_only(tiny_config):
+    config = tiny_config
     anchors = tiny_anchors(config)
     match, bbox = data.build_rpn_targets(anchors, np.zeros(0, np.int32), np.zeros((0, 4)),
                                          config)
@@ -96,8 +96,8 @@ def test_load_image_gt_resizes_and_stores_mini_masks():
     assert (np.diag(utils.compute_overlaps_masks(full, resized)) > 0.85).all()
 
 
-def test_mold_and_unmold_image():
-    config = TinyConfig()
+def test_mold_and_unmold_image(tiny_config):
+    config = tiny_config
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
     molded = data.mold_image(image, config)
     assert molded.dtype == np.float32
@@ -115,8 +115,8 @@ class SparseEllipses(EllipseDataset):
         return mask, ids
 
 
-def test_data_generator_batches_have_fixed_shapes_and_dtypes():
-    config = TinyConfig()
+def test_data_generator_batches_have_fixed_shapes_and_dtypes(tiny_config):
+    config = tiny_config
     anchors = tiny_anchors(config)
     gen = data.DataGenerator(SparseEllipses(6, seed=2), config, anchors, steps=3, seed=0)
     assert len(gen) == 3

@@ -46,6 +46,7 @@ def test_find_last_picks_the_last_checkpoint_of_the_latest_run(fresh, tmp_path):
     touch(tmp_path / RUN / "events.out.tfevents")
     os.makedirs(tmp_path / "tiny20240103T0000")                  # a run that saved nothing
     touch(tmp_path / "other20250101T0000" / "mask_rcnn_other_0009.h5")
+    touch(tmp_path / "tinybig20250101T0000" / "mask_rcnn_tinybig_0009.h5")  # another NAME
     assert fresh.find_last() == str(tmp_path / RUN / "mask_rcnn_tiny_0002.h5")
 
 
@@ -174,13 +175,21 @@ def test_modes_guard_their_methods(training_model, inference_model):
 # ----------------------------------------------------------------------------- detect
 @pytest.fixture
 def confident(inference_model):
-    """The untrained inference model with a classifier that calls every ROI an object."""
-    logits = inference_model.keras_model.mrcnn_class_logits
-    saved = [w.numpy() for w in logits.weights]
-    logits.kernel.assign(np.zeros(logits.kernel.shape, np.float32))
+    """The untrained inference model with a classifier that calls every ROI an object.
+
+    Box deltas are zeroed too, so detections are the (clipped) anchors that survive NMS
+    whatever the random initialisation: an untrained regressor can push every box out.
+    """
+    net = inference_model.keras_model
+    logits = net.mrcnn_class_logits
+    zeroed = [net.mrcnn_bbox_fc, net.rpn_model.get_layer("rpn_bbox_pred")]
+    variables = list(logits.weights) + [w for layer in zeroed for w in layer.weights]
+    saved = [w.numpy() for w in variables]
+    for w in variables:
+        w.assign(np.zeros(w.shape, np.float32))
     logits.bias.assign(np.array([-6.0, 6.0], np.float32))
     yield inference_model
-    for w, v in zip(logits.weights, saved):
+    for w, v in zip(variables, saved):
         w.assign(v)
 
 
