@@ -237,7 +237,7 @@ def cmd_train(args) -> int:
                           layers=args.layers, augment=not args.no_augment, profile=profile,
                           overrides=overrides_from_args(args), eval_every=args.eval_every,
                           eval_first=args.eval_first, eval_limit=args.eval_limit,
-                          val_subset=args.val_subset)
+                          val_subset=args.val_subset, limit=args.limit)
     history = os.path.join(model.log_dir, "history.csv")
     if os.path.exists(history):
         val_map = os.path.join(model.log_dir, "val_map.csv")

@@ -82,6 +82,7 @@ class MapCallback(keras.callbacks.Callback):
         self.first = first
         self.limit = limit
         self.start = time.time()
+        self.hours_before: float | None = None
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.first and (epoch - self.first) % self.every == 0
@@ -96,7 +97,9 @@ class MapCallback(keras.callbacks.Callback):
         log_dir = self.training_model.log_dir
         path = os.path.join(log_dir, "val_map.csv")
         new = not os.path.exists(path)
-        hours = (time.time() - self.start) / 3600
+        if self.hours_before is None:  # a resumed run continues the hours of the first
+            self.hours_before = _last_hours(path)
+        hours = self.hours_before + (time.time() - self.start) / 3600
         with open(path, "a", newline="") as f:  # append-only log; a row is written whole
             w = csv.writer(f)
             if new:
@@ -117,3 +120,13 @@ class MapCallback(keras.callbacks.Callback):
         except Exception as e:  # a plotting problem must not stop training
             print(f"could not draw val_map.png: {e}")
         print(f"\nepoch {epoch}: validation DSB mAP {result.map:.4f}")
+
+
+def _last_hours(path: str) -> float:
+    """Training hours recorded on the last row of an existing ``val_map.csv`` (0 if none)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1]["hours"]) if rows else 0.0
+    except (OSError, KeyError, ValueError):
+        return 0.0

@@ -137,6 +137,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   epochs: int | None = None, layers: str | None = None, augment: bool = True,
                   profile: str = "study", overrides: dict | None = None, eval_every: int = 10,
                   eval_first: int = 5, eval_limit: int | None = None,
+                  limit: int | None = None,
                   val_subset: str = "val") -> modellib.MaskRCNN:
     """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP."""
     from nucleus.evaluation import MapCallback
@@ -145,6 +146,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     check_start_weights(weights)
     train_ds = NucleusDataset()
     train_ds.load_nucleus(dataset_dir, subset)
+    if limit is not None:
+        train_ds.image_info = train_ds.image_info[:limit]
     train_ds.prepare()
     if not train_ds.image_ids.size:
         raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
