@@ -158,16 +158,9 @@ def overrides_from_args(args) -> dict[str, Any]:
 
 
 def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None):
-    from nucleus.dataset import NucleusDataset
+    from nucleus.dataset import load_subset
 
-    ds = NucleusDataset()
-    ds.load_nucleus(dataset_dir, subset)
-    if limit is not None:
-        ds.image_info = ds.image_info[:limit]
-    ds.prepare()
-    if not ds.image_ids.size:
-        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
-    return ds
+    return load_subset(dataset_dir, subset, limit)
 
 
 def default_weights() -> str:
@@ -288,10 +281,11 @@ def cmd_evaluate(args) -> int:
 
         os.makedirs(args.plots, exist_ok=True)
 
-        def on_image(image_id, image, gt, pred, scores, s):
+        def save_plot(image_id, image, gt, pred, scores, s):
             name = ds.image_info[image_id]["id"]
             save_evaluation(os.path.join(args.plots, f"{name}.png"), image, gt, pred, scores,
                             title=f"{name}  DSB score {s.score:.3f}")
+        on_image = save_plot
     result = evaluate_dataset(detect, ds, on_image=on_image)
     _print_precisions(result.precisions)
     tp, fp, fn = result.mean_counts(0.5)

@@ -233,3 +233,16 @@ class NucleusDataset(Dataset):
         masks = np.zeros(labels.shape + (len(present),), dtype=bool)
         masks[ys, xs, channel[labels[ys, xs]]] = True
         return masks, np.ones(len(present), np.int32)
+
+
+def load_subset(dataset_dir: str | os.PathLike | None, subset: str,
+                limit: int | None = None) -> NucleusDataset:
+    """A prepared dataset of ``subset`` (its first ``limit`` images); an empty one is an error."""
+    dataset = NucleusDataset()
+    dataset.load_nucleus(dataset_dir, subset)
+    if limit is not None:
+        dataset.image_info = dataset.image_info[:limit]
+    dataset.prepare()
+    if not dataset.image_ids.size:
+        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
+    return dataset

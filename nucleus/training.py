@@ -12,7 +12,7 @@ from mrcnn import model as modellib
 from mrcnn.weights import read_attrs
 from nucleus.augment import build_augmentation
 from nucleus.config import make_config
-from nucleus.dataset import NucleusDataset
+from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -144,20 +144,13 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
 
     config = make_config(profile, overrides=overrides)
     check_start_weights(weights)
-    train_ds = NucleusDataset()
-    train_ds.load_nucleus(dataset_dir, subset)
-    if limit is not None:
-        train_ds.image_info = train_ds.image_info[:limit]
-    train_ds.prepare()
-    if not train_ds.image_ids.size:
-        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
+    train_ds = load_subset(dataset_dir, subset, limit)
     check_images(train_ds, subset)
     val_ds = None
     if val_subset:
-        val_ds = NucleusDataset()
-        val_ds.load_nucleus(dataset_dir, val_subset)
-        val_ds.prepare()
-        if not val_ds.image_ids.size:
+        try:
+            val_ds = load_subset(dataset_dir, val_subset)
+        except InputError:  # no validation images here: train without validation
             val_ds = None
         else:
             check_images(val_ds, val_subset)
