@@ -67,8 +67,8 @@ def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: st
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other configuration value, e.g. --set POST_NMS_ROIS_INFERENCE=1000")
     p.add_argument("--radius", type=int, default=None,
-                   help="FCN: erosion radius of the instance split (default: the checkpoint's "
-                        "tuned radius, else 2)")
+                   help="FCN: erosion radius of the instance split (default 2; choose one with "
+                        "pick-radius)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
