@@ -79,7 +79,7 @@ class NucleusCPUInferenceConfig(NucleusCPUConfig):
     IMAGE_RESIZE_MODE = "pad64"
     IMAGE_MIN_DIM = None
     IMAGE_MAX_DIM = None
-    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_MIN_CONFIDENCE = 0.5    # chosen on 40 training images: 0.416 mAP vs 0.400 at 0.7
 
 
 PROFILES = {
