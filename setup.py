@@ -16,6 +16,7 @@ setup(
     packages=find_packages(include=["mrcnn", "mrcnn.*", "nucleus", "nucleus.*"]),
     package_data={"nucleus": ["data/*.txt", "sample/README.md", "sample/*/*/images/*.png",
                               "sample/*/*/masks/*.png"]},
+    data_files=[("share/nucleus-mrcnn/weights", ["weights/mask_rcnn_nucleus.h5"])],
     install_requires=requirements,
     extras_require={"test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]},
     entry_points={"console_scripts": ["nucleus=nucleus.cli:main"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -20,7 +21,19 @@ log = logging.getLogger(__name__)
 COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 REPO_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "weights")
-SHIPPED_WEIGHTS = os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_nucleus.h5")
+SHIPPED_NAME = "mask_rcnn_nucleus.h5"
+# ``pip install .`` puts the shipped model under <prefix>/share (setup.py data_files); a
+# checkout or an editable install has it in weights/ beside the packages.
+INSTALLED_WEIGHTS_DIR = os.path.join(sys.prefix, "share", "nucleus-mrcnn", "weights")
+
+
+def _shipped_weights() -> str:
+    candidates = [os.path.join(REPO_WEIGHTS_DIR, SHIPPED_NAME),
+                  os.path.join(INSTALLED_WEIGHTS_DIR, SHIPPED_NAME)]
+    return next((c for c in candidates if os.path.exists(c)), candidates[0])
+
+
+SHIPPED_WEIGHTS = _shipped_weights()
 
 
 @dataclass
