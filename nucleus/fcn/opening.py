@@ -15,6 +15,8 @@ import skimage.morphology
 import skimage.segmentation
 from tqdm import tqdm
 
+from nucleus.metric import labels_to_masks  # re-exported: opening gives consecutive labels
+
 DEFAULT_MIN_SIZE = 10
 
 
@@ -49,12 +51,6 @@ def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     new_ids = np.zeros(len(areas), dtype=np.int32)
     new_ids[keep] = np.arange(1, keep.sum() + 1, dtype=np.int32)
     return new_ids[labels]
-
-
-def labels_to_masks(labels: np.ndarray) -> np.ndarray:
-    """Label image [H, W] (1..N) -> bool stack [H, W, N]."""
-    n = int(labels.max()) if labels.size else 0
-    return labels[..., None] == np.arange(1, n + 1, dtype=labels.dtype)
 
 
 def instances_by_opening(foreground: np.ndarray, radius: int,
