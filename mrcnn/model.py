@@ -42,6 +42,24 @@ def _strategy(config) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in devices[:config.GPU_COUNT]])
 
 
+def find_last_checkpoint(model_dir: str, name: str | None) -> str:
+    """Last checkpoint of the latest run named ``<name><timestamp>`` under ``model_dir``
+    (no model needed, so callers can look before building one)."""
+    name = (name or "model").lower()
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{model_dir}: no such folder, so no checkpoint to resume from")
+    run_name = re.compile(re.escape(name) + r"\d{8}T\d{4}")
+    runs = sorted(d for d in os.listdir(model_dir)
+                  if run_name.fullmatch(d) and os.path.isdir(os.path.join(model_dir, d)))
+    for run in reversed(runs):
+        folder = os.path.join(model_dir, run)
+        checkpoints = sorted(f for f in os.listdir(folder)
+                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        if checkpoints:
+            return os.path.join(folder, checkpoints[-1])
+    raise FileNotFoundError(f"Could not find a checkpoint of '{name}' in {model_dir}")
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Save weights after every epoch, atomically, with the configuration inside the file."""
 
@@ -98,20 +116,7 @@ class MaskRCNN:
 
     def find_last(self) -> str:
         """Path of the last checkpoint of the latest run of this configuration's NAME."""
-        name = (self.config.NAME or "model").lower()
-        if not os.path.isdir(self.model_dir):
-            raise FileNotFoundError(f"{self.model_dir}: no such folder, so no checkpoint to "
-                                    "resume from")
-        run_name = re.compile(re.escape(name) + r"\d{8}T\d{4}")
-        runs = sorted(d for d in os.listdir(self.model_dir)
-                      if run_name.fullmatch(d) and os.path.isdir(os.path.join(self.model_dir, d)))
-        for run in reversed(runs):
-            folder = os.path.join(self.model_dir, run)
-            checkpoints = sorted(f for f in os.listdir(folder)
-                                 if f.startswith("mask_rcnn") and f.endswith(".h5"))
-            if checkpoints:
-                return os.path.join(folder, checkpoints[-1])
-        raise FileNotFoundError(f"Could not find a checkpoint of '{name}' in {self.model_dir}")
+        return find_last_checkpoint(self.model_dir, self.config.NAME)
 
     def load_weights(self, filepath: str, by_name: bool = False,
                      exclude: Iterable[str] | None = None) -> list[str]:

@@ -172,17 +172,24 @@ def default_weights() -> str:
     return SHIPPED_WEIGHTS
 
 
+def fcn_weights(args) -> str:
+    """``--weights`` for the FCN: a path, or (none / "last") the newest checkpoint in --logs."""
+    from nucleus.fcn.train import find_last
+
+    if args.weights not in (None, "last"):
+        return args.weights
+    found = find_last(args.logs)
+    if found is None:
+        raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
+    return str(found[0])
+
+
 def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``detect(image) -> (masks [H, W, N] without overlaps, scores [N])`` for --model."""
     if args.model == "fcn":
-        from nucleus.fcn.train import FCNDetector, find_last
+        from nucleus.fcn.train import FCNDetector
 
-        weights = args.weights
-        if weights in (None, "last"):
-            found = find_last(args.logs)
-            if found is None:
-                raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
-            weights = str(found[0])
+        weights = fcn_weights(args)
         kwargs = {} if args.radius is None else {"radius": args.radius}
         detector = FCNDetector.from_weights(weights, **kwargs)
         return detector.detect_with_scores
@@ -193,9 +200,8 @@ def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     weights = args.weights or default_weights()
     if weights == "last":
         from nucleus.config import make_config
-        probe = modellib.MaskRCNN("inference", make_config(args.profile or "study", True),
-                                  args.logs)
-        weights = probe.find_last()
+        name = make_config(args.profile or "study", inference=True).NAME
+        weights = modellib.find_last_checkpoint(args.logs, name)
     if not os.path.exists(weights):
         raise InputError(f"{weights}: weights file not found")
     overrides = overrides_from_args(args)
@@ -352,14 +358,9 @@ def cmd_crossval(args) -> int:
 
 def cmd_pick_radius(args) -> int:
     from nucleus.fcn.model import load_fcn
-    from nucleus.fcn.train import find_last, tune_radius
+    from nucleus.fcn.train import tune_radius
 
-    weights = args.weights
-    if weights in (None, "last"):
-        found = find_last(args.logs)
-        if found is None:
-            raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
-        weights = str(found[0])
+    weights = fcn_weights(args)
     ds = load_dataset(args.dataset, args.subset, args.limit)
     radii = [int(r) for r in args.radii.split(",")]
     best, scores = tune_radius(load_fcn(weights), ds, radii)
