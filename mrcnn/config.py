@@ -55,6 +55,8 @@ class Config:
     IMAGE_MIN_SCALE = 0
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])  # COCO mean, subtracted from RGB input
+    IMAGE_NORMALIZATION = None        # None | "stretch": per-image inversion + contrast stretch
+                                      # before resizing (utils.normalize_image)
 
     # --- second stage (heads)
     TRAIN_ROIS_PER_IMAGE = 200        # ROIs sampled per image for the heads

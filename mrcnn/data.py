@@ -33,7 +33,7 @@ def load_image_gt(dataset, config, image_id: int, augmentation=None):
     Returns ``image [H, W, 3] uint8, image_meta, class_ids [N], bbox [N, 4] (pixels),
     mask [h, w, N]`` where the mask is a mini mask when ``USE_MINI_MASK``.
     """
-    image = dataset.load_image(image_id)
+    image = utils.normalize_image(dataset.load_image(image_id), config.IMAGE_NORMALIZATION)
     mask, class_ids = dataset.load_mask(image_id)
     original_shape = image.shape
     image, window, scale, padding, crop = utils.resize_image(

@@ -239,6 +239,34 @@ def resize(image: np.ndarray, output_shape: tuple[int, int], order: int = 1,
                                     anti_aliasing=anti_aliasing)
 
 
+def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
+    """Per-image intensity normalisation of a uint8 RGB image, before resizing.
+
+    ``None`` returns the image as it is (matterport's behaviour). ``"stretch"`` makes images of
+    one kind look alike: an image whose median grey level is above the middle (bright-field,
+    stained tissue: dark objects on a light background) is inverted, then the grey levels
+    between the 0.5th and 99.5th percentiles are stretched linearly to 0-255 (one map for all
+    channels, so the differences between channels survive). Dim fluorescence images and light ones then reach the
+    network on the same scale.
+    """
+    if mode is None:
+        return image
+    if mode != "stretch":
+        raise ValueError(f"unknown IMAGE_NORMALIZATION {mode!r}: use None or 'stretch'")
+    image = np.asarray(image)
+    grey = image.mean(axis=-1)
+    sample = grey[::2, ::2] if grey.size > 65536 else grey
+    out = image.astype(np.float32)
+    if np.median(sample) > 127.5:
+        out = 255.0 - out
+        sample = 255.0 - sample
+    lo, hi = np.percentile(sample, (0.5, 99.5))
+    if hi - lo < 1.0:  # flat image: nothing to stretch
+        return np.clip(out, 0, 255).astype(np.uint8)
+    out = (out - lo) * (255.0 / (hi - lo))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
                  min_scale: float | None = None, mode: str = "square"):
     """Resize and pad an image, keeping its aspect ratio.

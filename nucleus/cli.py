@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None,
                    help="heads | 3+ | 4+ | 5+ | all | REGEX: one stage with these layers")
     p.add_argument("--no-augment", action="store_true", help="no flips or brightness changes")
+    p.add_argument("--rotate90", action="store_true",
+                   help="Mask R-CNN: quarter turns besides the flips (all 8 orientations)")
+    p.add_argument("--lr-drop", type=int, default=None, metavar="EPOCH",
+                   help="Mask R-CNN: a tenth of the learning rate from this epoch on")
     p.add_argument("--eval-every", type=int, default=10, help="validation mAP every N epochs")
     p.add_argument("--eval-first", type=int, default=5, help="first epoch with validation mAP")
     p.add_argument("--eval-limit", type=int, default=None, help="validation images used for mAP")
@@ -236,7 +240,8 @@ def cmd_train(args) -> int:
                           layers=args.layers, augment=not args.no_augment, profile=profile,
                           overrides=overrides_from_args(args), eval_every=args.eval_every,
                           eval_first=args.eval_first, eval_limit=args.eval_limit,
-                          val_subset=args.val_subset, limit=args.limit)
+                          val_subset=args.val_subset, limit=args.limit,
+                          rotate90=args.rotate90, lr_drop=args.lr_drop)
     history = os.path.join(model.log_dir, "history.csv")
     if os.path.exists(history):
         val_map = os.path.join(model.log_dir, "val_map.csv")

@@ -28,6 +28,7 @@ class NucleusConfig(Config):
     IMAGE_MIN_DIM = 512
     IMAGE_MAX_DIM = 512
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+    IMAGE_NORMALIZATION = None        # the study feeds images as they are
     RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
     RPN_ANCHOR_RATIOS = [0.5, 1, 2]
     RPN_NMS_THRESHOLD = 0.7
@@ -57,6 +58,7 @@ class NucleusCPUConfig(NucleusConfig):
     IMAGE_RESIZE_MODE = "crop"        # random 256x256 crops at native resolution
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
+    IMAGE_NORMALIZATION = "stretch"   # invert light backgrounds, stretch dim images (README)
     RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)  # nuclei are 5-80 px at native resolution
     TRAIN_ROIS_PER_IMAGE = 128
     POST_NMS_ROIS_TRAINING = 1000

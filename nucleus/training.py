@@ -138,8 +138,11 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
     keep = ("BACKBONE", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TOP_DOWN_PYRAMID_SIZE",
             "FPN_CLASSIF_FC_LAYERS_SIZE", "NUM_CLASSES", "RPN_CONV_SIZE",
             "MASK_HEAD_CONV_SIZE", "MEAN_PIXEL", "TRAIN_BN",
-            "BACKBONE_STRIDES", "POOL_SIZE", "MASK_POOL_SIZE", "MASK_SHAPE")
+            "BACKBONE_STRIDES", "POOL_SIZE", "MASK_POOL_SIZE", "MASK_SHAPE",
+            "IMAGE_NORMALIZATION")
     values = {k: stored[k] for k in keep if k in stored}
+    if stored and "IMAGE_NORMALIZATION" not in stored:  # written before the option existed
+        values["IMAGE_NORMALIZATION"] = None
     if "RPN_ANCHOR_SCALES" in values:
         values["RPN_ANCHOR_SCALES"] = tuple(values["RPN_ANCHOR_SCALES"])
     values.update(overrides or {})
@@ -151,8 +154,13 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   profile: str = "study", overrides: dict | None = None, eval_every: int = 10,
                   eval_first: int = 5, eval_limit: int | None = None,
                   limit: int | None = None,
-                  val_subset: str = "val") -> modellib.MaskRCNN:
-    """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP."""
+                  val_subset: str = "val", rotate90: bool = False,
+                  lr_drop: int | None = None) -> modellib.MaskRCNN:
+    """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP.
+
+    ``lr_drop``: from this epoch on the learning rate is a tenth of ``LEARNING_RATE`` (the
+    last stage is split there); ``rotate90`` adds quarter turns to the flips.
+    """
     from nucleus.evaluation import MapCallback
 
     config = make_config(profile, overrides=overrides)
@@ -177,12 +185,38 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         inference_model = modellib.MaskRCNN("inference", inference_config, logs)
         callbacks.append(MapCallback(model, inference_model, val_ds, every=eval_every,
                                      first=eval_first, limit=eval_limit))
-    augmentation = build_augmentation() if augment else None
-    for stage in default_schedule(weights, epochs, layers):
+    augmentation = build_augmentation(rotate90=rotate90) if augment else None
+    for stage, learning_rate in _with_lr_drop(default_schedule(weights, epochs, layers),
+                                              config.LEARNING_RATE, lr_drop):
+        if model.epoch >= stage.until_epoch:
+            continue
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
-                    learning_rate=config.LEARNING_RATE, epochs=stage.until_epoch,
+                    learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
     return model
+
+
+def _with_lr_drop(stages: list[Stage], learning_rate: float,
+                  lr_drop: int | None) -> list[tuple[Stage, float]]:
+    """(stage, learning rate) pairs: a tenth of the rate from epoch ``lr_drop`` on.
+
+    A stage that spans ``lr_drop`` is split in two with the same layers.
+    """
+    if lr_drop is None:
+        return [(stage, learning_rate) for stage in stages]
+    if lr_drop < 1:
+        raise InputError(f"--lr-drop must be an epoch number of 1 or more, got {lr_drop}")
+    out, start = [], 0
+    for stage in stages:
+        if stage.until_epoch <= lr_drop - 1:
+            out.append((stage, learning_rate))
+        elif start >= lr_drop - 1:
+            out.append((stage, learning_rate / 10))
+        else:
+            out.append((Stage(stage.layers, lr_drop - 1), learning_rate))
+            out.append((stage, learning_rate / 10))
+        start = stage.until_epoch
+    return out
 
 
 def _shape_overrides(overrides: dict | None) -> dict:

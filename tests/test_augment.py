@@ -52,6 +52,29 @@ def test_draws_vary_per_image_and_masks_follow():
     assert len(levels) > 10  # brightness drawn per image
 
 
+def test_rotate90_draws_all_eight_orientations_and_masks_follow():
+    ia.seed(1)
+    aug = build_augmentation(brightness=None, rotate90=True)
+    assert [type(a) for a in aug] == [iaa.Fliplr, iaa.Flipud, iaa.Rot90]
+    mask = np.zeros((24, 24, 1), dtype=bool)
+    mask[2:6, 3:12, 0] = True                      # no symmetry: every orientation differs
+    mask[6:9, 3:5, 0] = True
+    image = np.where(mask, 200, 10).astype(np.uint8).repeat(3, axis=-1)
+    orientations = []
+    m = mask
+    for _ in range(4):
+        orientations += [m, m[:, ::-1]]
+        m = np.rot90(m)
+    seen = set()
+    for _ in range(80):
+        image_aug, mask_aug = apply_augmentation(aug, image, mask)
+        hits = [i for i, o in enumerate(orientations) if np.array_equal(mask_aug, o)]
+        assert len(hits) == 1
+        np.testing.assert_array_equal(image_aug[..., 0] == 200, mask_aug[..., 0])
+        seen.add(hits[0])
+    assert seen == set(range(8))
+
+
 def test_bad_brightness():
     with pytest.raises(ValueError, match="0 < low <= high"):
         build_augmentation(brightness=(1.5, 0.8))

@@ -43,6 +43,22 @@ def test_epochs_truncate_or_extend_the_schedule():
     assert default_schedule("none", epochs=3) == [Stage("all", 3)]
 
 
+def test_lr_drop_splits_the_stage_that_spans_it():
+    stages = default_schedule("none", 50)
+    assert training._with_lr_drop(stages, 0.01, None) == [(Stage("all", 50), 0.01)]
+    assert training._with_lr_drop(stages, 0.01, 41) == [(Stage("all", 40), 0.01),
+                                                        (Stage("all", 50), 0.001)]
+    assert training._with_lr_drop(stages, 0.01, 1) == [(Stage("all", 50), 0.001)]
+    assert training._with_lr_drop(stages, 0.01, 60) == [(Stage("all", 50), 0.01)]
+    coco = default_schedule("coco", 150)
+    assert training._with_lr_drop(coco, 0.01, 121) == [
+        (Stage("heads", 100), 0.01), (Stage("4+", 120), 0.01), (Stage("4+", 150), 0.001)]
+    assert training._with_lr_drop(coco, 0.01, 101) == [
+        (Stage("heads", 100), 0.01), (Stage("4+", 150), 0.001)]
+    with pytest.raises(InputError, match="lr-drop"):
+        training._with_lr_drop(stages, 0.01, 0)
+
+
 def test_layers_force_one_stage():
     assert default_schedule("coco", layers="all") == [Stage("all", 150)]
     assert default_schedule("coco", epochs=7, layers="heads") == [Stage("heads", 7)]
@@ -144,6 +160,23 @@ def test_config_from_weights_restores_cpu_profile_and_network(tmp_path):
     assert c.IMAGE_RESIZE_MODE == "pad64" and c.BATCH_SIZE == 1
     training_config = config_from_weights(path, inference=False)
     assert training_config.IMAGE_RESIZE_MODE == "crop"
+
+
+def test_config_from_weights_keeps_the_normalisation_the_weights_were_trained_with(tmp_path):
+    assert make_config("cpu").IMAGE_NORMALIZATION == "stretch"
+    assert make_config("study").IMAGE_NORMALIZATION is None
+    stretched = _weights_file(tmp_path / "new.h5", make_config("cpu"))
+    assert config_from_weights(stretched).IMAGE_NORMALIZATION == "stretch"
+    plain = _weights_file(tmp_path / "plain.h5",
+                          make_config("cpu", overrides={"IMAGE_NORMALIZATION": None}))
+    assert config_from_weights(plain).IMAGE_NORMALIZATION is None
+    # A file written before the option existed was trained on raw images.
+    old = make_config("cpu").to_dict()
+    del old["IMAGE_NORMALIZATION"]
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs["layer_names"] = []
+        f.attrs["mrcnn_config"] = json.dumps(old, default=str)
+    assert config_from_weights(str(tmp_path / "old.h5")).IMAGE_NORMALIZATION is None
 
 
 def test_config_from_weights_study_profile_and_overrides(tmp_path):
