@@ -2,6 +2,9 @@
 labelled subset, printed as one table.
 
     python benchmarks/accuracy.py --dataset ~/.cache/dsb2018 [--weights W] [--fcn-weights F]
+                                  [--tta]
+
+``--tta`` adds a row for Mask R-CNN with flip test-time augmentation (nucleus/tta.py).
 
 Columns: DSB mAP (IoU 0.50-0.95), precision at IoU 0.5 and 0.75 (DSB definition,
 TP / (TP + FP + FN)), mean true and false positives per image at IoU 0.5, seconds per image
@@ -33,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--fcn-weights", default=None, help="FCN-8s checkpoint for the baseline row")
     p.add_argument("--radius", type=int, default=None, help="FCN erosion radius")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--tta", action="store_true", help="also Mask R-CNN voted over 4 flips")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="inference configuration values, e.g. DETECTION_MIN_CONFIDENCE=0.5")
     args = p.parse_args(argv)
@@ -44,9 +48,12 @@ def main(argv=None) -> int:
     rows = []
     common = dict(dataset=args.dataset, subset=args.subset, logs="logs", profile=None,
                   mixed_precision=False, set=args.set, radius=args.radius, limit=args.limit)
-    mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, **common)
-    rows.append(("Mask R-CNN " + os.path.basename(args.weights or "mask_rcnn_nucleus.h5"),
-                 evaluate_dataset(make_detector(mrcnn), ds)))
+    name = "Mask R-CNN " + os.path.basename(args.weights or "mask_rcnn_nucleus.h5")
+    mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, tta=False, **common)
+    rows.append((name, evaluate_dataset(make_detector(mrcnn), ds)))
+    if args.tta:
+        mrcnn.tta = True
+        rows.append((name + " + flip TTA", evaluate_dataset(make_detector(mrcnn), ds)))
     if args.fcn_weights:
         fcn = argparse.Namespace(model="fcn", weights=args.fcn_weights, **common)
         rows.append(("FCN-8s " + os.path.basename(args.fcn_weights),

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="write overlay PNGs of the detected nuclei")
     _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--out", default="detections", metavar="DIR", help="output folder")
+    p.add_argument("--tta", action="store_true",
+                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
+                        "(4x slower)")
 
     p = sub.add_parser("evaluate", help="DSB mAP of a labelled subset, or of a submission CSV")
     _add_common(p, "val", "weights file (default: weights/mask_rcnn_nucleus.h5)")
@@ -110,10 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="...against this solution (ImageId,EncodedPixels,Height,Width[,Usage])")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write ground truth beside prediction per image (TP/FP/misses)")
+    p.add_argument("--tta", action="store_true",
+                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
+                        "(4x slower)")
 
     p = sub.add_parser("submit", help="write a Kaggle submission CSV for a subset")
     _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--out", default="submission.csv", metavar="CSV", help="output CSV")
+    p.add_argument("--tta", action="store_true",
+                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
+                        "(4x slower)")
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (FCN baseline)")
     _add_common(p, "stage1_train", "imagenet | none | PATH (default: imagenet)")
@@ -136,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "val", "Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--fcn-weights", required=True, help="FCN checkpoint")
     p.add_argument("--out", default="comparison", metavar="DIR")
+    p.add_argument("--tta", action="store_true",
+                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
+                        "(4x slower)")
     return parser
 
 
@@ -196,9 +208,9 @@ def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
         weights = fcn_weights(args)
         kwargs = {} if args.radius is None else {"radius": args.radius}
         detector = FCNDetector.from_weights(weights, **kwargs)
-        return detector.detect_with_scores
+        return _with_tta(args, detector.detect_with_scores)
     from mrcnn import model as modellib
-    from nucleus.evaluation import detect_instances
+    from nucleus.evaluation import detect_instances, raw_detections
     from nucleus.training import config_from_weights
 
     weights = args.weights or default_weights()
@@ -213,7 +225,17 @@ def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
                                  profile=args.profile)
     model = modellib.MaskRCNN("inference", config, args.logs)
     model.load_weights(weights, by_name=True)
+    if getattr(args, "tta", False):
+        return _with_tta(args, lambda image: raw_detections(model, image))
     return lambda image: detect_instances(model, image)
+
+
+def _with_tta(args, detect: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``detect`` voted over the four flips of each image when --tta is given."""
+    if not getattr(args, "tta", False):
+        return detect
+    from nucleus.tta import detect_with_flips
+    return lambda image: detect_with_flips(detect, image)
 
 
 # ---------------------------------------------------------------------------- commands

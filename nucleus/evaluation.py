@@ -40,11 +40,17 @@ class Evaluation:
         return float(tp), float(fp), float(fn)
 
 
+def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks [H, W, N] (they may overlap) and scores of a Mask R-CNN on one image."""
+    result = model.detect([image], verbose=0)[0]
+    return result["masks"], np.asarray(result["scores"])
+
+
 def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks [H, W, N] without overlaps (the biggest mask keeps shared pixels) and their scores."""
-    result = model.detect([image], verbose=0)[0]
-    masks, kept = eliminate_overlaps(result["masks"])
-    return masks, np.asarray(result["scores"])[kept]
+    masks, scores = raw_detections(model, image)
+    masks, kept = eliminate_overlaps(masks)
+    return masks, scores[kept]
 
 
 def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset,

@@ -123,6 +123,33 @@ def test_evaluate_prints_map_last_and_writes_plots(capsys, trained, workdir):
     assert len(plots) == 2 and all(is_png(p) for p in plots)
 
 
+def test_evaluate_with_tta_votes_over_four_flips(capsys, trained, monkeypatch):
+    from nucleus import tta
+
+    calls = []
+    real = tta.detect_with_flips
+
+    def counting(detect, image, *args, **kwargs):
+        flips_seen = []
+
+        def spy(flipped):
+            flips_seen.append(flipped.copy())
+            return detect(flipped)
+
+        result = real(spy, image, *args, **kwargs)
+        calls.append(flips_seen)
+        return result
+
+    monkeypatch.setattr(tta, "detect_with_flips", counting)
+    code, out, _ = run(capsys, "evaluate", "--weights", trained["weights"], "--subset", "val",
+                       "--limit", "2", "--tta", *FAST_INFERENCE)
+    assert code == 0
+    assert re.fullmatch(r"mAP: (\d\.\d{4})", out.strip().splitlines()[-1])
+    assert len(calls) == 2 and all(len(seen) == 4 for seen in calls)
+    first = calls[0]
+    np.testing.assert_array_equal(first[1], first[0][:, ::-1])   # the left-right flip
+
+
 def _ground_truth_rows(dataset: NucleusDataset) -> list[list]:
     rows = []
     for image_id in dataset.image_ids:
