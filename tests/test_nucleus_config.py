@@ -40,6 +40,8 @@ def test_inference_variants_keep_the_network_and_take_one_image():
     assert study.BATCH_SIZE == 1 and cpu.BATCH_SIZE == 1
     assert study.IMAGE_RESIZE_MODE == "square" and study.BACKBONE == "resnet101"
     assert cpu.IMAGE_RESIZE_MODE == "pad64"
+    assert cpu.IMAGE_NORMALIZATION == "stretch" and study.IMAGE_NORMALIZATION is None
+    assert cpu.DETECTION_NMS_THRESHOLD == 0.2 and study.DETECTION_NMS_THRESHOLD == 0.3
     for name in ("BACKBONE", "TOP_DOWN_PYRAMID_SIZE", "RPN_CONV_SIZE", "RPN_ANCHOR_SCALES",
                  "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_SIZE", "NAME"):
         assert getattr(cpu, name) == getattr(NucleusCPUConfig, name)
