@@ -316,8 +316,9 @@ def cmd_evaluate(args) -> int:
 
         def save_plot(image_id, image, gt, pred, scores, s):
             name = ds.image_info[image_id]["id"]
+            # The plot adds the DSB score; a 64-character id would not fit the title.
             save_evaluation(os.path.join(args.plots, f"{name}.png"), image, gt, pred, scores,
-                            title=f"{name}  DSB score {s.score:.3f}")
+                            title=name[:12])
         on_image = save_plot
     result = evaluate_dataset(detect, ds, on_image=on_image)
     _print_precisions(result.precisions)
