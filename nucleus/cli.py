@@ -73,6 +73,12 @@ def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: st
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
+def _add_tta(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", action="store_true",
+                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
+                        "(4x slower)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nucleus", description="Nucleus instance segmentation: Mask R-CNN and the FCN-8s "
@@ -102,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="write overlay PNGs of the detected nuclei")
     _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--out", default="detections", metavar="DIR", help="output folder")
-    p.add_argument("--tta", action="store_true",
-                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
-                        "(4x slower)")
+    _add_tta(p)
 
     p = sub.add_parser("evaluate", help="DSB mAP of a labelled subset, or of a submission CSV")
     _add_common(p, "val", "weights file (default: weights/mask_rcnn_nucleus.h5)")
@@ -113,16 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="...against this solution (ImageId,EncodedPixels,Height,Width[,Usage])")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write ground truth beside prediction per image (TP/FP/misses)")
-    p.add_argument("--tta", action="store_true",
-                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
-                        "(4x slower)")
+    _add_tta(p)
 
     p = sub.add_parser("submit", help="write a Kaggle submission CSV for a subset")
     _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--out", default="submission.csv", metavar="CSV", help="output CSV")
-    p.add_argument("--tta", action="store_true",
-                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
-                        "(4x slower)")
+    _add_tta(p)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (FCN baseline)")
     _add_common(p, "stage1_train", "imagenet | none | PATH (default: imagenet)")
@@ -145,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "val", "Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--fcn-weights", required=True, help="FCN checkpoint")
     p.add_argument("--out", default="comparison", metavar="DIR")
-    p.add_argument("--tta", action="store_true",
-                   help="detect on the 4 flips of each image and keep the nuclei most agree on "
-                        "(4x slower)")
+    _add_tta(p)
     return parser
 
 
@@ -202,13 +200,15 @@ def fcn_weights(args) -> str:
 
 def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``detect(image) -> (masks [H, W, N] without overlaps, scores [N])`` for --model."""
+    tta = getattr(args, "tta", False)  # commands without the flag never vote
     if args.model == "fcn":
         from nucleus.fcn.train import FCNDetector
 
         weights = fcn_weights(args)
         kwargs = {} if args.radius is None else {"radius": args.radius}
         detector = FCNDetector.from_weights(weights, **kwargs)
-        return _with_tta(args, detector.detect_with_scores)
+        return _voted_over_flips(detector.detect_with_scores) if tta else \
+            detector.detect_with_scores
     from mrcnn import model as modellib
     from nucleus.evaluation import detect_instances, raw_detections
     from nucleus.training import config_from_weights
@@ -225,15 +225,13 @@ def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
                                  profile=args.profile)
     model = modellib.MaskRCNN("inference", config, args.logs)
     model.load_weights(weights, by_name=True)
-    if getattr(args, "tta", False):
-        return _with_tta(args, lambda image: raw_detections(model, image))
+    if tta:
+        return _voted_over_flips(lambda image: raw_detections(model, image))
     return lambda image: detect_instances(model, image)
 
 
-def _with_tta(args, detect: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``detect`` voted over the four flips of each image when --tta is given."""
-    if not getattr(args, "tta", False):
-        return detect
+def _voted_over_flips(detect: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``detect`` run on the four flips of each image, the results voted (--tta)."""
     from nucleus.tta import detect_with_flips
     return lambda image: detect_with_flips(detect, image)
 

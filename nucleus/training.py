@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from mrcnn import model as modellib
+from mrcnn.config import Config
 from mrcnn.weights import read_attrs
 from nucleus.augment import build_augmentation
 from nucleus.config import make_config
@@ -140,9 +141,9 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
             "MASK_HEAD_CONV_SIZE", "MEAN_PIXEL", "TRAIN_BN",
             "BACKBONE_STRIDES", "POOL_SIZE", "MASK_POOL_SIZE", "MASK_SHAPE",
             "IMAGE_NORMALIZATION")
-    values = {k: stored[k] for k in keep if k in stored}
-    if stored and "IMAGE_NORMALIZATION" not in stored:  # written before the option existed
-        values["IMAGE_NORMALIZATION"] = None
+    # A value the file does not record had the library's default when the file was written
+    # (IMAGE_NORMALIZATION, say, is newer than the first checkpoints).
+    values = {k: stored.get(k, getattr(Config, k)) for k in keep} if stored else {}
     if "RPN_ANCHOR_SCALES" in values:
         values["RPN_ANCHOR_SCALES"] = tuple(values["RPN_ANCHOR_SCALES"])
     values.update(overrides or {})
@@ -188,8 +189,6 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     augmentation = build_augmentation(rotate90=rotate90) if augment else None
     for stage, learning_rate in _with_lr_drop(default_schedule(weights, epochs, layers),
                                               config.LEARNING_RATE, lr_drop):
-        if model.epoch >= stage.until_epoch:
-            continue
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)

@@ -106,11 +106,9 @@ def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]], image_shape: tuple
         votes = np.zeros((y2 - y1, x2 - x1), np.int32)
         for m in cluster.members:
             votes[m.box[0] - y1:m.box[2] - y1, m.box[1] - x1:m.box[3] - x1] += m.crop
-        keep = votes * 2 >= len(cluster.members)
-        if not keep.any():
-            continue
+        # Every member overlaps the first by IoU > 0.5, so some pixel always wins the vote.
         mask = np.zeros((height, width), bool)
-        mask[y1:y2, x1:x2] = keep
+        mask[y1:y2, x1:x2] = votes * 2 >= len(cluster.members)
         masks.append(mask)
         scores.append(sum(m.score for m in cluster.members) / n_runs)
     if not masks:
