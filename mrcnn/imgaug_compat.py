@@ -1,6 +1,6 @@
 """The one place that imports imgaug: it makes imgaug 0.4.0 (its last release) work on NumPy 2.
 
-Import ``ia`` and ``iaa`` from here, never ``import imgaug`` directly, so the shims below always
+Import ``ia``, ``iaa`` and ``iap`` from here, never ``import imgaug`` directly, so the shims below always
 run before imgaug's own code does. Each shim is applied only when the thing it replaces is
 missing or broken, so a fixed imgaug release or an old NumPy is left untouched.
 
@@ -50,6 +50,7 @@ except AttributeError:
 
 import imgaug as ia  # noqa: E402
 import imgaug.augmenters as iaa  # noqa: E402
+import imgaug.parameters as iap  # noqa: E402
 from imgaug.augmenters import geometric as _geometric  # noqa: E402
 from imgaug.augmenters.base import SuspiciousSingleImageShapeWarning  # noqa: E402
 

@@ -1,31 +1,122 @@
-"""The study's training augmentation: random flips and random brightness (quarter turns optional).
+"""Training augmentation: the study's flips and brightness, plus appearance and scale jitter.
 
-Each image gets its own draw: a left-right flip with probability 1/2, an up-down flip with
-probability 1/2, and a brightness factor drawn uniformly from ``brightness``. Flips are
-geometric, so :func:`mrcnn.augmentation.apply_augmentation` applies them to the masks as well;
-brightness touches the image only.
+Each image gets its own draw. The study's augmentation is a left-right flip with probability
+1/2, an up-down flip with probability 1/2, and a brightness factor drawn uniformly from
+``brightness``. Flips, quarter turns and rescaling are geometric, so
+:func:`mrcnn.augmentation.apply_augmentation` applies them to the masks as well; every other
+step touches the image only.
+
+``appearance`` and ``scale`` exist for images unlike the training set (other microscopes, stains
+and magnifications; README, "How the CPU profile was chosen"). They act on the image as the
+network sees it: after ``IMAGE_NORMALIZATION`` (light backgrounds already inverted) and after
+the training crop.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from mrcnn.imgaug_compat import iaa
+import numpy as np
+from skimage.color import hed2rgb, rgb2hed
+
+from mrcnn.imgaug_compat import iaa, iap
+
+
+def jitter_stains(image: np.ndarray, rng: np.random.Generator, alpha: float = 0.15,
+                  beta: float = 0.03, inverted: bool = True) -> np.ndarray:
+    """One random change of the haematoxylin, eosin and DAB amounts of a uint8 RGB image.
+
+    The image is split into stain densities (Ruifrok-Johnston colour deconvolution, skimage's
+    ``rgb2hed``); each density is scaled by a factor in ``1 +- alpha`` and shifted by up to
+    ``beta``, then recombined. ``inverted`` says the image has a dark background (as
+    ``IMAGE_NORMALIZATION="stretch"`` leaves bright-field and tissue images): it is inverted
+    back for the deconvolution, which is defined on transmitted light.
+    """
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        return rgb
+    light = 255 - rgb if inverted else rgb
+    hed = rgb2hed(light)
+    hed = hed * rng.uniform(1 - alpha, 1 + alpha, 3) + rng.uniform(-beta, beta, 3)
+    out = np.clip(hed2rgb(hed) * 255.0, 0, 255)
+    out = 255.0 - out if inverted else out
+    return np.round(out).astype(np.uint8)
+
+
+def _stain_augmenter(probability: float) -> Any:
+    def apply(images, random_state, parents, hooks):
+        # imgaug hands a frozen random state per call, so image and replay agree.
+        seed = int(random_state.randint(0, 2 ** 31 - 1))
+        rng = np.random.default_rng(seed)
+        return [jitter_stains(im, rng) if rng.random() < probability else im for im in images]
+    return iaa.Lambda(func_images=apply, name="StainJitter")
+
+
+def appearance_steps() -> list[Any]:
+    """Image-only steps that change how nuclei look, not where they are.
+
+    Stain amounts (H&E-like colour), hue and saturation, random greyscale and channel order
+    (colour that carries no information about nuclei), rare inversion, gamma and contrast,
+    blur and noise. Probabilities keep most crops close to the original.
+    """
+    return [
+        _stain_augmenter(0.3),
+        iaa.Sometimes(0.3, iaa.MultiplyHueAndSaturation(mul_hue=(0.8, 1.2),
+                                                        mul_saturation=(0.5, 1.5))),
+        iaa.Sometimes(0.2, iaa.Grayscale(alpha=1.0)),
+        iaa.Sometimes(0.2, iaa.ChannelShuffle(1.0)),
+        iaa.Sometimes(0.05, iaa.Invert(1.0)),
+        iaa.Sometimes(0.3, iaa.GammaContrast((0.6, 1.6))),
+        iaa.Sometimes(0.3, iaa.LinearContrast((0.7, 1.4))),
+        iaa.Sometimes(0.15, iaa.GaussianBlur(sigma=(0.0, 1.2))),
+        iaa.Sometimes(0.15, iaa.AdditiveGaussianNoise(scale=(0, 0.04 * 255))),
+    ]
+
+
+class LogUniform(iap.StochasticParameter):
+    """imgaug parameter: factors drawn so that 1/2 and 2 are equally likely around 1."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        self.low, self.high = float(low), float(high)
+
+    def _draw_samples(self, size, random_state):
+        return np.exp(random_state.uniform(np.log(self.low), np.log(self.high), size))
+
+
+def scale_step(scale: tuple[float, float], probability: float = 0.5) -> Any:
+    """Rescale a crop by a factor drawn log-uniformly from ``scale`` (image and masks alike).
+
+    Nuclei then appear at other magnifications than the training images'. Shrinking leaves a
+    black border, which after normalisation is what background looks like.
+    """
+    try:
+        low, high = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a (low, high) pair of numbers, got {scale!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"scale range must satisfy 0 < low <= high, got {scale!r}")
+    return iaa.Sometimes(probability, iaa.Affine(scale=LogUniform(low, high), order=1))
 
 
 def build_augmentation(flip: bool = True,
                        brightness: tuple[float, float] | None = (0.8, 1.5),
-                       rotate90: bool = False) -> Any | None:
+                       rotate90: bool = False, appearance: bool = False,
+                       scale: tuple[float, float] | None = None) -> Any | None:
     """An imgaug augmenter for training; ``None`` if it would do nothing.
 
     ``brightness`` is the (low, high) range of the factor that multiplies pixel values.
     ``rotate90`` adds a quarter turn by 0-3 steps; with both flips that draws each of the
     eight orientations of the square equally (nuclei have no preferred direction).
+    ``appearance`` adds :func:`appearance_steps`; ``scale`` (low, high) rescales half the crops
+    by a factor in that range (:func:`scale_step`).
     """
     steps = []
     if flip:
         steps += [iaa.Fliplr(0.5), iaa.Flipud(0.5)]
     if rotate90:
         steps.append(iaa.Rot90((0, 3)))
+    if scale is not None:
+        steps.append(scale_step(scale))
     if brightness is not None:
         try:
             low, high = (float(v) for v in brightness)
@@ -35,6 +126,8 @@ def build_augmentation(flip: bool = True,
         if not 0 < low <= high:
             raise ValueError(f"brightness range must satisfy 0 < low <= high, got {brightness!r}")
         steps.append(iaa.Multiply((low, high)))
+    if appearance:
+        steps += appearance_steps()
     if not steps:
         return None
     return iaa.Sequential(steps)

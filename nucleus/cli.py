@@ -73,6 +73,28 @@ def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: st
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
+def _float_pair(text: str) -> tuple[float, float]:
+    """``LOW,HIGH`` -> (low, high)."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}")
+    return low, high
+
+
+def _kind_factors(items: Sequence[str]) -> dict[str, int]:
+    """``--oversample KIND=N`` values -> {kind: N}."""
+    out = {}
+    for item in items:
+        kind, _, n = item.partition("=")
+        try:
+            out[kind.strip()] = int(n)
+        except ValueError:
+            raise InputError(f"--oversample {item}: expected KIND=N with N a whole "
+                             "number") from None
+    return out
+
+
 def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="detect on the 4 flips of each image and keep the nuclei most agree on "
@@ -98,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Mask R-CNN: quarter turns besides the flips (all 8 orientations)")
     p.add_argument("--lr-drop", type=int, default=None, metavar="EPOCH",
                    help="Mask R-CNN: a tenth of the learning rate from this epoch on")
+    p.add_argument("--appearance", action="store_true",
+                   help="Mask R-CNN: stain, hue, greyscale, channel, inversion, gamma, "
+                        "contrast, blur and noise jitter (for unseen microscopes and stains)")
+    p.add_argument("--scale", type=_float_pair, default=None, metavar="LOW,HIGH",
+                   help="Mask R-CNN: rescale half the training crops by a factor in this "
+                        "range, e.g. 0.6,1.7 (for unseen magnifications)")
+    p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
+                   help="Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
+                        "colour) N times an epoch")
+    p.add_argument("--exclude-kind", action="append", default=[], metavar="KIND",
+                   help="Mask R-CNN: train without images of KIND (leave-a-kind-out)")
     p.add_argument("--eval-every", type=int, default=10, help="validation mAP every N epochs")
     p.add_argument("--eval-first", type=int, default=5, help="first epoch with validation mAP")
     p.add_argument("--eval-limit", type=int, default=None, help="validation images used for mAP")
@@ -261,7 +294,10 @@ def cmd_train(args) -> int:
                           overrides=overrides_from_args(args), eval_every=args.eval_every,
                           eval_first=args.eval_first, eval_limit=args.eval_limit,
                           val_subset=args.val_subset, limit=args.limit,
-                          rotate90=args.rotate90, lr_drop=args.lr_drop)
+                          rotate90=args.rotate90, lr_drop=args.lr_drop,
+                          appearance=args.appearance, scale=args.scale,
+                          oversample_kinds=_kind_factors(args.oversample),
+                          exclude=args.exclude_kind)
     history = os.path.join(model.log_dir, "history.csv")
     if os.path.exists(history):
         val_map = os.path.join(model.log_dir, "val_map.csv")

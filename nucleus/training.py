@@ -156,11 +156,17 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   eval_first: int = 5, eval_limit: int | None = None,
                   limit: int | None = None,
                   val_subset: str = "val", rotate90: bool = False,
-                  lr_drop: int | None = None) -> modellib.MaskRCNN:
+                  lr_drop: int | None = None, appearance: bool = False,
+                  scale: tuple[float, float] | None = None,
+                  oversample_kinds: dict[str, int] | None = None,
+                  exclude: list[str] | None = None) -> modellib.MaskRCNN:
     """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP.
 
     ``lr_drop``: from this epoch on the learning rate is a tenth of ``LEARNING_RATE`` (the
-    last stage is split there); ``rotate90`` adds quarter turns to the flips.
+    last stage is split there); ``rotate90`` adds quarter turns to the flips; ``appearance``
+    and ``scale`` add :mod:`nucleus.augment`'s appearance and rescaling steps.
+    ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
+    ``exclude`` drops kinds from training (:mod:`nucleus.sampling`).
     """
     from nucleus.evaluation import MapCallback
 
@@ -168,6 +174,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
     check_images(train_ds, subset)
+    if exclude or oversample_kinds:
+        train_ds = _resample(train_ds, oversample_kinds, exclude)
     val_ds = None
     if val_subset:
         try:
@@ -186,13 +194,28 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         inference_model = modellib.MaskRCNN("inference", inference_config, logs)
         callbacks.append(MapCallback(model, inference_model, val_ds, every=eval_every,
                                      first=eval_first, limit=eval_limit))
-    augmentation = build_augmentation(rotate90=rotate90) if augment else None
+    augmentation = (build_augmentation(rotate90=rotate90, appearance=appearance, scale=scale)
+                    if augment else None)
     for stage, learning_rate in _with_lr_drop(default_schedule(weights, epochs, layers),
                                               config.LEARNING_RATE, lr_drop):
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
     return model
+
+
+def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,
+              exclude: list[str] | None) -> NucleusDataset:
+    """The training set with ``exclude``'d kinds dropped and rare kinds repeated."""
+    from nucleus.sampling import exclude_kinds, kind_counts, oversample
+
+    log.info("training images by kind: %s", kind_counts(train_ds))
+    if exclude:
+        train_ds = exclude_kinds(train_ds, exclude)
+    if oversample_kinds:
+        train_ds = oversample(train_ds, oversample_kinds)
+    log.info("training entries by kind after resampling: %s", kind_counts(train_ds))
+    return train_ds
 
 
 def _with_lr_drop(stages: list[Stage], learning_rate: float,
