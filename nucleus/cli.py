@@ -1,4 +1,4 @@
-"""Command line: ``python nucleus.py train|detect|evaluate|submit|crossval|pick-radius|curves|compare``.
+"""Command line: ``python nucleus.py train|detect|evaluate|submit|crossval|pick-radius|curves|compare|segment``.
 
 Also reachable as ``python -m nucleus`` and as the installed ``nucleus`` command. Every bad input
 ends in one line ``error: <file>: <problem>`` and exit status 2.
@@ -179,7 +179,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fcn-weights", required=True, help="FCN checkpoint")
     p.add_argument("--out", default="comparison", metavar="DIR")
     _add_tta(p)
+
+    _add_segment(sub)
     return parser
+
+
+def _add_segment(sub) -> None:
+    from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    p = sub.add_parser("segment", help="label image, overlay and a table of nuclei for any image "
+                                       "files (PNG, TIFF, JPEG, BMP)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders of them, or glob patterns (quoted)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: NAME_labels.tif, NAME_overlay.png, nuclei.csv")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="channel (or page) of the nuclear stain in multi-channel images, from 0")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help=f"images wider or taller than this are detected in tiles of this side "
+                        f"(default {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"overlap of neighbouring tiles in pixels; must exceed the largest "
+                        f"nucleus (default {DEFAULT_OVERLAP})")
+    p.add_argument("--weights", default=None,
+                   help="weights file (default: weights/mask_rcnn_nucleus.h5)")
+    p.add_argument("--model", choices=MODELS, default="mrcnn",
+                   help="mrcnn (Mask R-CNN, default) or fcn (the FCN-8s baseline)")
+    _add_tta(p)
+    p.add_argument("--radius", type=int, default=None,
+                   help="FCN: erosion radius of the instance split (default 2)")
+    p.add_argument("--profile", choices=("study", "cpu"), default=None,
+                   help="configuration (default: the weights file's own)")
+    for flag in ("--detection-nms", "--min-confidence", "--max-detections"):
+        p.add_argument(flag, type=CONFIG_FLAGS[flag][1], default=None,
+                       help=f"config {CONFIG_FLAGS[flag][0]}")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other configuration value")
+    p.add_argument("--logs", default="logs", metavar="DIR",
+                   help="where --weights last looks for checkpoints (default: ./logs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -210,63 +248,14 @@ def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None)
     return load_subset(dataset_dir, subset, limit)
 
 
-def default_weights() -> str:
-    from nucleus.training import SHIPPED_WEIGHTS
+def make_detector(args):
+    """The detector of --model, --weights and --tta (:func:`nucleus.detectors.make_detector`),
+    with the configuration values given on the command line."""
+    from nucleus.detectors import make_detector as build
 
-    if not os.path.exists(SHIPPED_WEIGHTS):
-        raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
-                         "or train one with `nucleus train`")
-    return SHIPPED_WEIGHTS
-
-
-def fcn_weights(args) -> str:
-    """``--weights`` for the FCN: a path, or (none / "last") the newest checkpoint in --logs."""
-    from nucleus.fcn.train import find_last
-
-    if args.weights not in (None, "last"):
-        return args.weights
-    found = find_last(args.logs)
-    if found is None:
-        raise InputError(f"{args.logs}: no FCN checkpoint found; pass --weights PATH")
-    return str(found[0])
-
-
-def make_detector(args) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``detect(image) -> (masks [H, W, N] without overlaps, scores [N])`` for --model."""
-    tta = getattr(args, "tta", False)  # commands without the flag never vote
-    if args.model == "fcn":
-        from nucleus.fcn.train import FCNDetector
-
-        weights = fcn_weights(args)
-        kwargs = {} if args.radius is None else {"radius": args.radius}
-        detector = FCNDetector.from_weights(weights, **kwargs)
-        return _voted_over_flips(detector.detect_with_scores) if tta else \
-            detector.detect_with_scores
-    from mrcnn import model as modellib
-    from nucleus.evaluation import detect_instances, raw_detections
-    from nucleus.training import config_from_weights
-
-    weights = args.weights or default_weights()
-    if weights == "last":
-        from nucleus.config import make_config
-        name = make_config(args.profile or "study", inference=True).NAME
-        weights = modellib.find_last_checkpoint(args.logs, name)
-    if not os.path.exists(weights):
-        raise InputError(f"{weights}: weights file not found")
-    overrides = overrides_from_args(args)
-    config = config_from_weights(weights, inference=True, overrides=overrides,
-                                 profile=args.profile)
-    model = modellib.MaskRCNN("inference", config, args.logs)
-    model.load_weights(weights, by_name=True)
-    if tta:
-        return _voted_over_flips(lambda image: raw_detections(model, image))
-    return lambda image: detect_instances(model, image)
-
-
-def _voted_over_flips(detect: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``detect`` run on the four flips of each image, the results voted (--tta)."""
-    from nucleus.tta import detect_with_flips
-    return lambda image: detect_with_flips(detect, image)
+    return build(args.model, args.weights, getattr(args, "tta", False),
+                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
+                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -422,7 +411,9 @@ def cmd_pick_radius(args) -> int:
     from nucleus.fcn.model import load_fcn
     from nucleus.fcn.train import tune_radius
 
-    weights = fcn_weights(args)
+    from nucleus.detectors import fcn_weights
+
+    weights = fcn_weights(args.weights, args.logs)
     ds = load_dataset(args.dataset, args.subset, args.limit)
     radii = [int(r) for r in args.radii.split(",")]
     best, scores = tune_radius(load_fcn(weights), ds, radii)
@@ -441,6 +432,34 @@ def cmd_curves(args) -> int:
     val_map = os.path.join(args.run, "val_map.csv")
     out = args.out or os.path.join(args.run, "training_curves.png")
     print(save_training_curves(out, history, val_map if os.path.exists(val_map) else None))
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from tqdm import tqdm
+
+    from nucleus.segment import TABLE_NAME, collect_files, segment_files
+
+    if args.tile < 1 or not 0 <= args.overlap < args.tile:
+        raise InputError(f"--tile {args.tile} --overlap {args.overlap}: the overlap must be at "
+                         "least 0 and smaller than the tile")
+
+    def report(message: str) -> None:
+        tqdm.write(f"error: {message}", file=sys.stderr)
+
+    files, failed = collect_files(args.paths, args.out, report)
+    summary = None
+    if files:
+        summary = segment_files(files, args.out, make_detector(args), channel=args.channel,
+                                tile=args.tile, overlap=args.overlap, on_error=report)
+        failed += summary.failed
+        if summary.images:
+            print(f"{summary.images} images, {summary.nuclei} nuclei: label images and overlays "
+                  f"in {args.out}, table {os.path.join(args.out, TABLE_NAME)}")
+    if failed:
+        print(f"{len(failed)} of {len(failed) + (summary.images if summary else 0)} inputs "
+              "failed (see the error lines above)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -467,7 +486,8 @@ def cmd_compare(args) -> int:
 
 COMMANDS = {"train": cmd_train, "detect": cmd_detect, "evaluate": cmd_evaluate,
             "submit": cmd_submit, "crossval": cmd_crossval, "pick-radius": cmd_pick_radius,
-            "curves": cmd_curves, "compare": cmd_compare}
+            "curves": cmd_curves, "compare": cmd_compare,
+            "segment": cmd_segment}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,146 @@
+"""The one detector interface: ``detector(image) -> (masks [H, W, N], scores [N])``.
+
+detect, evaluate, submit, compare, segment, test-time augmentation and the FCN-8s baseline all
+go through :class:`Detector`, built by :func:`make_detector` from a model name, a weights file
+and the TTA switch. A detector does two things in turn, and exposes both:
+
+- :meth:`Detector.prepare` makes the uint8 RGB image the model was trained on, intensity
+  normalisation included (``IMAGE_NORMALIZATION``). It runs on a whole image once, so that the
+  tiles of a big image (:mod:`nucleus.tiling`) share one intensity scale;
+- :meth:`Detector.detect_prepared` finds the nuclei of a prepared image or tile: masks that
+  never overlap (the biggest mask keeps shared pixels), voted over flips with TTA.
+
+TensorFlow is imported only when a model is built, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from nucleus.errors import InputError
+
+MODELS = ("mrcnn", "fcn")
+Detection = tuple[np.ndarray, np.ndarray]
+"""``(masks bool [H, W, N], scores float [N])``."""
+
+
+class Detector:
+    """Instances of one image, whatever the model behind: ``detector(image) -> (masks, scores)``.
+
+    ``detect`` is the model's own call on a prepared image (its masks may overlap);
+    ``normalization`` the per-image intensity normalisation the model was trained with
+    (``None`` or ``"stretch"``, :func:`mrcnn.utils.normalize_image`); ``tta`` votes over the four
+    flips of each image (:mod:`nucleus.tta`).
+    """
+
+    def __init__(self, detect: Callable[[np.ndarray], Detection],
+                 normalization: str | None = None, tta: bool = False, name: str = "detector"):
+        self.detect = detect
+        self.normalization = normalization
+        self.tta = tta
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (f"Detector({self.name!r}, normalization={self.normalization!r}, "
+                f"tta={self.tta})")
+
+    def __call__(self, image: np.ndarray) -> Detection:
+        """Masks bool [H, W, N] without overlaps and their scores [N], for any grey or RGB image."""
+        return self.detect_prepared(self.prepare(image))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3], normalised as the model expects (deep images stretched first)."""
+        from mrcnn.utils import normalize_image
+        from nucleus.image_io import to_uint8_rgb
+
+        return normalize_image(to_uint8_rgb(image), self.normalization)
+
+    def detect_prepared(self, image: np.ndarray) -> Detection:
+        """Masks without overlaps and scores of an image :meth:`prepare` has made (or a tile)."""
+        from nucleus import tta
+        from nucleus.overlap import eliminate_overlaps
+
+        if self.tta:
+            return tta.detect_with_flips(self.detect, image)
+        masks, scores = self.detect(image)
+        masks, kept = eliminate_overlaps(masks)
+        return masks, np.asarray(scores)[kept]
+
+
+def default_weights() -> str:
+    """The shipped Mask R-CNN weights, or an InputError saying how to get weights."""
+    from nucleus.training import SHIPPED_WEIGHTS
+
+    if not os.path.exists(SHIPPED_WEIGHTS):
+        raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
+                         "or train one with `nucleus train`")
+    return SHIPPED_WEIGHTS
+
+
+def fcn_weights(weights: str | None, logs: str | os.PathLike = "logs") -> str:
+    """The FCN checkpoint: ``weights`` when it is a path; otherwise (None or "last") the newest
+    checkpoint under ``logs``."""
+    from nucleus.fcn.train import find_last
+
+    if weights not in (None, "last"):
+        return str(weights)
+    found = find_last(logs)
+    if found is None:
+        raise InputError(f"{logs}: no FCN checkpoint found; pass --weights PATH")
+    return str(found[0])
+
+
+def mrcnn_weights(weights: str | None, logs: str | os.PathLike = "logs",
+                  profile: str | None = None) -> str:
+    """The Mask R-CNN weights file: a path, "last" (newest checkpoint under ``logs``), or the
+    shipped model (None)."""
+    weights = weights or default_weights()
+    if weights == "last":
+        from mrcnn.model import find_last_checkpoint
+        from nucleus.config import make_config
+
+        name = make_config(profile or "study", inference=True).NAME
+        weights = find_last_checkpoint(str(logs), name)
+    if not os.path.exists(weights):
+        raise InputError(f"{weights}: weights file not found")
+    return weights
+
+
+def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
+                  radius: int | None = None, profile: str | None = None,
+                  overrides: dict | None = None, logs: str | os.PathLike = "logs") -> Detector:
+    """Build the detector of ``model`` ("mrcnn" or "fcn") from ``weights``, voting over flips
+    when ``tta``; the one place where the command line and scripts get a detector.
+
+    Mask R-CNN: ``weights`` is a file, "last" or None (the shipped model); its configuration
+    comes from the file, then ``profile`` and ``overrides`` (configuration values). FCN-8s:
+    ``weights`` is a checkpoint, or None / "last" for the newest under ``logs``; ``radius`` is
+    the erosion radius of its instance split.
+    """
+    if model not in MODELS:
+        raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
+    if model == "fcn":
+        from nucleus.fcn.train import FCNDetector
+
+        kwargs = {} if radius is None else {"radius": radius}
+        fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
+        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s")
+
+    from mrcnn import model as modellib
+    from nucleus.evaluation import raw_detections
+    from nucleus.training import config_from_weights
+
+    path = mrcnn_weights(weights, logs, profile)
+    overrides = dict(overrides or {})
+    normalization = config_from_weights(path, inference=True, overrides=overrides,
+                                        profile=profile).IMAGE_NORMALIZATION
+    # The detector normalises whole images itself (prepare); the network takes them as they are.
+    config = config_from_weights(path, inference=True,
+                                 overrides={**overrides, "IMAGE_NORMALIZATION": None},
+                                 profile=profile)
+    network = modellib.MaskRCNN("inference", config, str(logs))
+    network.load_weights(path, by_name=True)
+    return Detector(lambda image: raw_detections(network, image), normalization, tta,
+                    "Mask R-CNN")
