@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from mrcnn.imgaug_compat import iaa, iap
 
@@ -25,19 +25,22 @@ def jitter_stains(image: np.ndarray, rng: np.random.Generator, alpha: float = 0.
                   beta: float = 0.03, inverted: bool = True) -> np.ndarray:
     """One random change of the haematoxylin, eosin and DAB amounts of a uint8 RGB image.
 
-    The image is split into stain densities (Ruifrok-Johnston colour deconvolution, skimage's
-    ``rgb2hed``); each density is scaled by a factor in ``1 +- alpha`` and shifted by up to
-    ``beta``, then recombined. ``inverted`` says the image has a dark background (as
-    ``IMAGE_NORMALIZATION="stretch"`` leaves bright-field and tissue images): it is inverted
-    back for the deconvolution, which is defined on transmitted light.
+    The image's optical densities are split into stain amounts with the Ruifrok-Johnston
+    matrices (skimage's ``hed_from_rgb`` / ``rgb_from_hed``); each amount is scaled by a factor
+    in ``1 +- alpha`` and shifted by up to ``beta``, then recombined. Unlike skimage's
+    ``rgb2hed``, negative amounts are kept, so no jitter gives the image back. ``inverted``
+    says the image has a dark background (as ``IMAGE_NORMALIZATION="stretch"`` leaves
+    bright-field and tissue images): it is inverted back first, because optical density is
+    defined on transmitted light.
     """
     rgb = np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         return rgb
-    light = 255 - rgb if inverted else rgb
-    hed = rgb2hed(light)
-    hed = hed * rng.uniform(1 - alpha, 1 + alpha, 3) + rng.uniform(-beta, beta, 3)
-    out = np.clip(hed2rgb(hed) * 255.0, 0, 255)
+    light = 255.0 - rgb if inverted else rgb.astype(np.float64)
+    density = -np.log((light + 1.0) / 256.0)
+    stains = density @ hed_from_rgb
+    stains = stains * rng.uniform(1 - alpha, 1 + alpha, 3) + rng.uniform(-beta, beta, 3)
+    out = np.clip(np.exp(-(stains @ rgb_from_hed)) * 256.0 - 1.0, 0, 255)
     out = 255.0 - out if inverted else out
     return np.round(out).astype(np.uint8)
 

@@ -80,3 +80,64 @@ def test_bad_brightness():
         build_augmentation(brightness=(1.5, 0.8))
     with pytest.raises(ValueError, match="pair"):
         build_augmentation(brightness=1.2)  # type: ignore[arg-type]
+
+
+def test_appearance_changes_pixels_never_masks():
+    ia.seed(2)
+    aug = build_augmentation(flip=False, brightness=None, appearance=True)
+    image, mask = _scene()
+    image = image.copy()
+    image[..., 1] += 30                            # a coloured image, so colour steps act
+    changed = 0
+    for _ in range(30):
+        image_aug, mask_aug = apply_augmentation(aug, image, mask)
+        np.testing.assert_array_equal(mask_aug, mask)
+        assert image_aug.dtype == np.uint8 and image_aug.shape == image.shape
+        changed += not np.array_equal(image_aug, image)
+    assert changed >= 20                           # most draws change the look
+
+
+def test_jitter_stains_changes_colour_and_keeps_grey_levels_in_range():
+    from nucleus.augment import jitter_stains
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 60, 20, 70   # inverted purple (H&E)
+    out = jitter_stains(image, rng, alpha=0.3, beta=0.05)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert not np.array_equal(out, image)
+    # no jitter at all gives the image back (up to rounding of the round trip)
+    same = jitter_stains(image, rng, alpha=0.0, beta=0.0)
+    assert np.abs(same.astype(int) - image).max() <= 1
+    # a grey image is left alone
+    grey = np.zeros((4, 4), np.uint8)
+    assert jitter_stains(grey, rng) is grey
+
+
+def test_scale_step_rescales_image_and_masks_together():
+    from nucleus.augment import scale_step
+
+    ia.seed(3)
+    aug = iaa.Sequential([scale_step((0.5, 2.0), probability=1.0)])
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64, 1), bool)
+    mask[24:40, 28:36, 0] = True                   # 16 x 8 block at the centre
+    image[mask[..., 0]] = 200
+    areas = []
+    for _ in range(30):
+        image_aug, mask_aug = apply_augmentation(aug, image, mask)
+        assert mask_aug.shape == mask.shape
+        # the mask follows the bright pixels (up to interpolation at the edge)
+        bright = image_aug[..., 0] > 100
+        assert np.count_nonzero(bright ^ mask_aug[..., 0]) <= 0.25 * max(1, bright.sum())
+        areas.append(int(mask_aug.sum()))
+    # factors 0.5-2 scale the 128-pixel block's area by 0.25-4
+    assert min(areas) < 100 and max(areas) > 200
+    assert all(20 <= a <= 600 for a in areas)
+
+
+def test_scale_range_is_checked():
+    with pytest.raises(ValueError, match="scale"):
+        build_augmentation(scale=(2.0, 1.0))
+    with pytest.raises(ValueError, match="scale"):
+        build_augmentation(scale="big")
