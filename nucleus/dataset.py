@@ -8,6 +8,15 @@ Layout (matterport's convention: ``dataset_dir`` holds the stage folders)::
     <dataset_dir>/stage2_test_final/<id>/images/<id>.png
 
 Subsets ``train`` and ``val`` are the fixed 603 / 67 split of stage1_train (:mod:`nucleus.split`).
+
+The layout StarDist and Cellpose users keep their annotations in is recognised too: a folder
+with ``images/`` beside ``masks/`` (or ``labels/``), one label image per image under the same
+file name (0 background, one value per nucleus; PNG or TIFF, any bit depth)::
+
+    <dataset_dir>/images/a.tif   <dataset_dir>/masks/a.tif      subsets all, train, val
+    <dataset_dir>/<subset>/images/a.png  <dataset_dir>/<subset>/masks/a.png   (e.g. train, test)
+
+In the first form ``train`` and ``val`` are a fixed seeded split (a tenth for validation).
 Masks are read once per image into a label image kept in a bounded cache, because an image has
 up to 375 mask files and training reads every image many times.
 """
@@ -26,7 +35,8 @@ from tqdm import tqdm
 
 from mrcnn.utils import Dataset, to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.split import kfold_split, load_split
+from nucleus.image_io import IMAGE_SUFFIXES, read_image, to_uint8_rgb
+from nucleus.split import SPLIT_SEED, kfold_split, load_split, make_split
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,10 @@ SOURCE = "nucleus"
 SUBSETS = ("train", "val", "stage1_train", "stage1_test", "stage2_test_final")
 _FOLDER = {"train": "stage1_train", "val": "stage1_train"}
 _LABELLED = {"train", "val", "stage1_train"}
+LABEL_FOLDERS = ("masks", "labels")
+FOLDER_SUBSETS = ("all", "train", "val")
+"""Subsets of a folder that holds images/ and masks/ itself."""
+VAL_FRACTION = 0.1
 DEFAULT_LABEL_CACHE = 1024
 """Label images kept in memory: all 670 of stage1_train fit (about 200 MB as uint16)."""
 
@@ -87,6 +101,65 @@ def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _fold(ids: list[str], folder: Path, subset: str, fold: int | None, n_folds: int,
+          fold_part: str) -> list[str]:
+    """The ``fold_part`` of k-fold part ``fold`` of ``ids`` (all of them without a fold)."""
+    if fold is None:
+        return ids
+    if not 0 <= fold < n_folds:
+        raise InputError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+    try:
+        train_ids, val_ids = kfold_split(ids, n_folds)[fold]
+    except ValueError as e:
+        raise InputError(f"{folder}: cannot make {n_folds} folds of {len(ids)} "
+                         f"{subset} images ({e})") from e
+    return train_ids if fold_part == "train" else val_ids
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by name without suffix; two files of one name are an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES \
+                and not path.name.startswith("."):
+            if path.stem in found:
+                raise InputError(f"{path}: {found[path.stem].name} has the same name; which "
+                                 "one is meant?")
+            found[path.stem] = path
+    return found
+
+
+def _read_label_image(image_path: str, label_path: str | None) -> np.ndarray:
+    """A label image file as uint16 labels 1..N (int32 past 65535), checked against its image."""
+    from skimage.measure import label as connected
+    from skimage.segmentation import relabel_sequential
+
+    shape = read_image(image_path).shape[:2]
+    if label_path is None:
+        return np.zeros(shape, np.uint16)
+    raw = read_image(label_path)
+    if raw.ndim == 3:
+        if not (raw == raw[..., :1]).all():
+            raise InputError(f"{label_path}: a label image has one channel (a value per "
+                             "nucleus); this one has colours")
+        raw = raw[..., 0]
+    if raw.shape != shape:
+        raise InputError(f"{label_path}: label image is {raw.shape[0]}x{raw.shape[1]} (HxW) but "
+                         f"its image is {shape[0]}x{shape[1]}")
+    if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+        raise InputError(f"{label_path}: label values must be whole numbers")
+    if raw.dtype.kind in "if" and raw.min() < 0:
+        raise InputError(f"{label_path}: negative label values")
+    values = raw.astype(np.int64)
+    labels, _, _ = relabel_sequential(values)
+    n = int(labels.max())
+    if n == 1 and int(connected(labels > 0).max()) > 1:
+        raise InputError(f"{label_path}: a binary mask (one value, "
+                         f"{int(connected(labels > 0).max())} separate regions), not a label "
+                         "image; save one value per nucleus")
+    return labels.astype(np.uint16 if n < 2**16 else np.int32)
+
+
 class NucleusDataset(Dataset):
     """Nucleus images and their instance masks; one class, "nucleus" (id 1)."""
 
@@ -120,8 +193,6 @@ class NucleusDataset(Dataset):
         val list; ids in neither list count as train. With ``fold`` set, only the ``fold_part``
         ("train" or "val") of that k-fold part of the subset is kept (:func:`kfold_split`).
         """
-        if subset not in SUBSETS:
-            raise InputError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")
         if fold_part not in ("train", "val"):
             raise InputError(f"fold_part must be 'train' or 'val', got {fold_part!r}")
         root = Path(SAMPLE_DIR if dataset_dir is None else dataset_dir)
@@ -129,6 +200,14 @@ class NucleusDataset(Dataset):
             raise InputError(f"{root}: dataset folder does not exist or is not a folder")
         if not any(root.iterdir()):
             raise InputError(f"{root}: dataset folder is empty")
+        if (root / "images").is_dir():
+            return self._load_image_folder(root, subset, True, fold, n_folds, fold_part)
+        if (root / subset / "images").is_dir():
+            return self._load_image_folder(root / subset, subset, False, fold, n_folds,
+                                           fold_part)
+        if subset not in SUBSETS:
+            raise InputError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}"
+                             f" (or a folder {root / subset}/images)")
         folder = root / _FOLDER.get(subset, subset)
         if not folder.is_dir():
             raise InputError(f"{folder}: subset folder missing (subset {subset!r} expects "
@@ -145,15 +224,7 @@ class NucleusDataset(Dataset):
             if not ids:
                 raise InputError(f"{folder}: none of its image folders belongs to the "
                                  f"{subset!r} part of the fixed split")
-        if fold is not None:
-            if not 0 <= fold < n_folds:
-                raise InputError(f"fold must be in 0..{n_folds - 1}, got {fold}")
-            try:
-                train_ids, val_ids = kfold_split(ids, n_folds)[fold]
-            except ValueError as e:
-                raise InputError(f"{folder}: cannot make {n_folds} folds of {len(ids)} "
-                                 f"{subset} images ({e})") from e
-            ids = train_ids if fold_part == "train" else val_ids
+        ids = _fold(ids, folder, subset, fold, n_folds, fold_part)
 
         self.add_class(SOURCE, 1, "nucleus")
         for image_id in tqdm(ids, desc=f"scan {subset}", unit="image", disable=None, leave=False):
@@ -169,9 +240,51 @@ class NucleusDataset(Dataset):
             self.add_image(SOURCE, image_id=image_id, path=str(image_path), subset=subset,
                            mask_paths=tuple(str(p) for p in mask_paths))
 
+    def _load_image_folder(self, folder: Path, subset: str, split: bool, fold: int | None,
+                           n_folds: int, fold_part: str) -> None:
+        """Register ``folder/images/*`` with their label images in ``folder/masks`` (or
+        ``labels``); ``split``: ``subset`` is all, train or val of the folder."""
+        images_dir = folder / "images"
+        label_dirs = [folder / name for name in LABEL_FOLDERS if (folder / name).is_dir()]
+        if len(label_dirs) > 1:
+            raise InputError(f"{folder}: holds both masks/ and labels/; keep the label images "
+                             "in one of them")
+        images = _files_by_stem(images_dir)
+        if not images:
+            raise InputError(f"{images_dir}: no image files in it ({', '.join(IMAGE_SUFFIXES)})")
+        labels = _files_by_stem(label_dirs[0]) if label_dirs else {}
+        ids = sorted(images)
+        if split:
+            if subset not in FOLDER_SUBSETS:
+                raise InputError(f"unknown subset {subset!r} for {folder} (images/ and masks/ "
+                                 f"in one folder): expected one of {', '.join(FOLDER_SUBSETS)}")
+            if subset != "all":
+                if len(ids) < 2:
+                    raise InputError(f"{images_dir}: one image cannot be split into train and "
+                                     "val; use --subset all")
+                n_val = min(max(1, round(VAL_FRACTION * len(ids))), len(ids) - 1)
+                train_ids, val_ids = make_split(ids, n_val, SPLIT_SEED)
+                ids = train_ids if subset == "train" else val_ids
+        ids = _fold(ids, images_dir, subset, fold, n_folds, fold_part)
+        if label_dirs:
+            missing = [i for i in ids if i not in labels]
+            if missing:
+                raise InputError(f"{images[missing[0]]}: no label image for it in "
+                                 f"{label_dirs[0]} (expected the same file name; "
+                                 f"{len(missing)} images lack one)")
+        self.add_class(SOURCE, 1, "nucleus")
+        for image_id in ids:
+            self.add_image(SOURCE, image_id=image_id, path=str(images[image_id]), subset=subset,
+                           mask_paths=(), layout="folder",
+                           label_path=str(labels[image_id]) if image_id in labels else None)
+
     def load_image(self, image_id: int) -> np.ndarray:
-        """uint8 RGB [H, W, 3]: alpha dropped, grey stacked, 16-bit scaled to its maximum."""
+        """uint8 RGB [H, W, 3]: alpha dropped, grey stacked, 16-bit scaled to its maximum
+        (images of an images/ + masks/ folder: any format, deep ones stretched by percentiles,
+        as ``nucleus segment`` reads them)."""
         path = self.image_info[image_id]["path"]
+        if self.image_info[image_id].get("layout") == "folder":
+            return to_uint8_rgb(read_image(path))
         array = read_png(path)
         try:
             return to_rgb_uint8(array)
@@ -202,6 +315,8 @@ class NucleusDataset(Dataset):
 
     def _read_labels(self, image_id: int) -> np.ndarray:
         info = self.image_info[image_id]
+        if info.get("layout") == "folder":
+            return _read_label_image(info["path"], info.get("label_path"))
         shape = _image_size(info["path"])
         paths = info.get("mask_paths", ())
         labels = np.zeros(shape, np.uint16 if len(paths) < 2**16 else np.int32)

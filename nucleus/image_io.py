@@ -61,7 +61,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
             if not tif.series:
                 raise InputError(f"{path}: TIFF holds no image")
             series = tif.series[0]
-            return series.asarray(), series.axes
+            axes = series.axes
+            if "S" in axes and series.keyframe.photometric.name not in ("RGB", "YCBCR"):
+                axes = axes.replace("S", "C")   # samples that are channels, not colours
+            return series.asarray(), axes
     except InputError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, KeyError ... for bad files

@@ -55,3 +55,39 @@ class EllipseDataset(utils.Dataset):
     def load_mask(self, image_id: int):
         mask = self._samples[image_id][1]
         return mask, np.ones([mask.shape[-1]], np.int32)
+
+
+def threshold_detector(level: int = 128):
+    """A detector that sees only what is near each pixel: the connected regions brighter than
+    ``level``, scored by their mean brightness. It finds a region the same way in a tile as in
+    the whole image, so tiled and whole-image results can be compared exactly."""
+    import skimage.measure
+
+    from nucleus.metric import labels_to_masks
+
+    def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grey = image[..., 0] if image.ndim == 3 else image
+        labels = skimage.measure.label(grey > level)
+        n = int(labels.max())
+        sums = np.bincount(labels.ravel(), weights=grey.ravel(), minlength=n + 1)[1:]
+        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        return labels_to_masks(labels), (sums / np.maximum(areas, 1) / 255).astype(np.float32)
+
+    return detect
+
+
+def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:
+    """A grey uint8 RGB image of ``size`` x ``size`` tiled from the bundled sample's
+    fluorescence images (each stretched as the models see it, cut to ``piece`` x ``piece``)."""
+    from nucleus.dataset import load_subset
+
+    ds = load_subset(None, "stage1_train")
+    pieces = []
+    for image_id in ds.image_ids:
+        image = ds.load_image(image_id)
+        if np.median(image) < 50 and min(image.shape[:2]) >= piece:
+            pieces.append(utils.normalize_image(image, "stretch")[:piece, :piece])
+    n = -(-size // piece)
+    rows = [np.concatenate([pieces[(r * n + c) % len(pieces)] for c in range(n)], axis=1)
+            for r in range(n)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size])

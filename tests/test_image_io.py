@@ -1,0 +1,202 @@
+"""Reading microscope image files (nucleus/image_io.py) on files written in the tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from nucleus.errors import InputError
+from nucleus.image_io import (STRETCH_PERCENTILES, expand_path, grey_intensity, read_image,
+                              to_uint8_rgb, unique_names)
+
+H, W = 40, 50
+RNG = np.random.default_rng(7)
+
+
+def _deep(dtype=np.uint16, high=4000) -> np.ndarray:
+    return RNG.integers(100, high, (H, W)).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- TIFF
+def test_two_channel_16bit_tiff_needs_a_channel_and_gives_it(tmp_path):
+    dapi, actin = _deep(), _deep(high=60000)
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, np.stack([actin, dapi]), imagej=True, metadata={"axes": "CYX"})
+    with pytest.raises(InputError, match=r"two\.tif: has 2 channels.*--channel N \(0\.\.1\)"):
+        read_image(path)
+    plane = read_image(path, channel=1)
+    assert plane.dtype == np.uint16
+    np.testing.assert_array_equal(plane, dapi)
+    with pytest.raises(InputError, match=r"--channel 2, but the image has 2 channels"):
+        read_image(path, channel=2)
+
+
+def test_multi_page_tiff_pages_are_channels(tmp_path):
+    path = tmp_path / "pages.tif"
+    pages = [np.full((H, W), 10 * i, np.uint8) for i in range(3)]
+    with tifffile.TiffWriter(path) as tif:
+        for page in pages:
+            tif.write(page, metadata=None)
+    with pytest.raises(InputError, match="3 pages"):
+        read_image(path)
+    np.testing.assert_array_equal(read_image(path, channel=2), pages[2])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.float32])
+def test_grey_tiffs_of_every_depth_keep_their_values(tmp_path, dtype):
+    image = _deep(dtype, high=250 if dtype == np.uint8 else 70000 if dtype == np.uint32
+                  else 4000)
+    path = tmp_path / "grey.tif"
+    tifffile.imwrite(path, image)
+    out = read_image(path)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, image)
+    np.testing.assert_array_equal(read_image(path, channel=0), image)  # channel 0 of a grey one
+    with pytest.raises(InputError, match="one channel"):
+        read_image(path, channel=1)
+
+
+def test_rgb_tiff_is_colour_and_minisblack_samples_are_channels(tmp_path):
+    rgb = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.tif"), rgb)
+    tifffile.imwrite(tmp_path / "chan.tif", rgb, photometric="minisblack", planarconfig="contig")
+    with pytest.raises(InputError, match="3 channels"):
+        read_image(tmp_path / "chan.tif")
+
+
+def test_a_stack_is_refused_with_advice(tmp_path):
+    path = tmp_path / "zstack.tif"
+    tifffile.imwrite(path, np.zeros((2, 2, H, W), np.uint16), metadata={"axes": "ZCYX"})
+    with pytest.raises(InputError, match=r"zstack\.tif: a stack .*ZCYX.*one plane"):
+        read_image(path, channel=0)
+
+
+def test_lzw_compressed_tiff(tmp_path):
+    image = _deep()
+    tifffile.imwrite(tmp_path / "lzw.tif", image, compression="lzw")
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), image)
+
+
+# ----------------------------------------------------------------------------- PNG, JPEG, BMP
+def test_rgba_png_loses_its_alpha(tmp_path):
+    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgba[..., :3])
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png", channel=2), rgba[..., 2])
+
+
+def test_grey_alpha_png_is_grey(tmp_path):
+    la = RNG.integers(0, 256, (H, W, 2), dtype=np.uint8)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), la[..., 0])
+
+
+def test_16bit_png_jpeg_and_bmp(tmp_path):
+    deep = _deep()
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png"), deep)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[10:30, 10:40] = (200, 100, 50)
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=95)
+    out = read_image(tmp_path / "c.jpg")
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb).mean() < 3             # lossy, but close
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.bmp")
+    np.testing.assert_array_equal(read_image(tmp_path / "g.bmp"), rgb[..., 0])
+
+
+@pytest.mark.parametrize("name, write", [
+    ("cut.png", lambda p: Image.fromarray(_deep(np.uint8, 250)).save(p)),
+    ("cut.tif", lambda p: tifffile.imwrite(p, _deep())),
+])
+def test_truncated_and_empty_files_name_the_file(tmp_path, name, write):
+    path = tmp_path / name
+    write(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match=rf"{name}: cannot read"):
+        read_image(path)
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=rf"{name}: empty file"):
+        read_image(path)
+    with pytest.raises(InputError, match="file not found"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="is a folder"):
+        read_image(tmp_path)
+
+
+# ----------------------------------------------------------------------------- conversion
+def test_uint8_is_kept_and_grey_stacked():
+    grey = RNG.integers(0, 256, (H, W), dtype=np.uint8)
+    out = to_uint8_rgb(grey)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert all(np.array_equal(out[..., c], grey) for c in range(3))
+    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8_rgb(rgba), rgba[..., :3])
+
+
+def test_deep_images_are_stretched_by_percentiles():
+    # Dim nuclei (grey levels 100-900 of 65535) plus one hot pixel: a plain division by the
+    # maximum would leave the nuclei within 4 grey levels of black.
+    image = RNG.integers(100, 900, (200, 200)).astype(np.uint16)
+    image[0, 0] = 65535
+    out = to_uint8_rgb(image)[..., 0]
+    lo, hi = np.percentile(image, STRETCH_PERCENTILES)
+    expected = np.clip((image - lo) * 255 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert out.max() == 255 and out.min() == 0
+    assert 100 < np.median(out) < 155
+
+
+def test_flat_nan_and_bool_images():
+    assert to_uint8_rgb(np.full((5, 5), 1000, np.uint16)).max() == 0
+    f = np.linspace(0, 1, 25, dtype=np.float32).reshape(5, 5)
+    f[0, 0] = np.nan
+    out = to_uint8_rgb(f)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    b = np.eye(5, dtype=bool)
+    np.testing.assert_array_equal(to_uint8_rgb(b)[..., 1], b * 255)
+    with pytest.raises(ValueError, match="shape"):
+        to_uint8_rgb(np.zeros((4, 4, 5)))
+
+
+def test_grey_intensity_is_the_plane_or_the_rgb_mean():
+    grey = _deep()
+    assert grey_intensity(grey) is grey
+    rgb = np.stack([grey, grey + 3, grey + 6], axis=-1)
+    np.testing.assert_allclose(grey_intensity(rgb), grey + 3.0)
+
+
+# ----------------------------------------------------------------------------- paths
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")
+    return path
+
+
+def test_folders_globs_and_files(tmp_path):
+    b = _touch(tmp_path / "b.png")
+    a = _touch(tmp_path / "a.TIF")
+    _touch(tmp_path / ".hidden.png")
+    (tmp_path / "notes.csv").write_text("x")
+    deep = _touch(tmp_path / "sub" / "c.png")
+    assert expand_path(tmp_path) == [a, b]                      # not recursive, sorted
+    assert expand_path(str(tmp_path / "*.png")) == [b]
+    assert expand_path(str(tmp_path / "**" / "*.png")) == [b, deep]
+    assert expand_path(tmp_path / "notes.csv") == [tmp_path / "notes.csv"]  # named: tried
+    with pytest.raises(InputError, match="file not found"):
+        expand_path(tmp_path / "nope.png")
+    with pytest.raises(InputError, match="no image files match"):
+        expand_path(str(tmp_path / "*.jpg"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files in this folder"):
+        expand_path(tmp_path / "empty")
+
+
+def test_unique_names():
+    paths = [Path("x/img.tif"), Path("y/img.png"), Path("z/other.png"), Path("w/img.tif")]
+    assert unique_names(paths) == ["img", "img_2", "other", "img_3"]

@@ -1,0 +1,147 @@
+"""Tiled prediction and stitching (nucleus/tiling.py): every nucleus found once and whole."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.measure
+
+from nucleus.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
+                            owned, plan_tiles, predict_tiled, stitch)
+from synthetic import sample_mosaic, threshold_detector
+
+
+# ----------------------------------------------------------------------------- the plan
+@pytest.mark.parametrize("shape, tile, overlap", [
+    ((1000, 700), 256, 64), ((512, 512), 256, 0), ((300, 2000), 512, 128),
+    ((100, 90), 256, 64), ((257, 256), 256, 255), ((3000, 3000), 1024, 128)])
+def test_tile_cores_partition_the_image(shape, tile, overlap):
+    tiles = plan_tiles(shape, tile, overlap)
+    owners = np.zeros(shape, np.int32)
+    for t in tiles:
+        y0, x0, y1, x1 = t.box
+        assert 0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]
+        assert (y1 - y0, x1 - x0) == (min(tile, shape[0]), min(tile, shape[1]))  # one shape
+        cy0, cx0, cy1, cx1 = t.core
+        assert y0 <= cy0 < cy1 <= y1 and x0 <= cx0 < cx1 <= x1
+        ys = np.arange(shape[0]) + 0.5                   # pixel centres
+        xs = np.arange(shape[1]) + 0.5
+        inside = ((ys >= cy0) & (ys < cy1))[:, None] & ((xs >= cx0) & (xs < cx1))[None, :]
+        owners += inside
+    assert (owners == 1).all()
+    # Neighbours overlap by at least `overlap`, and a core stays overlap/2 from inner edges.
+    for t in tiles:
+        y0, x0, y1, x1 = t.box
+        cy0, cx0, cy1, cx1 = t.core
+        for edge, core_edge, limit in ((y0, cy0, 0), (x0, cx0, 0)):
+            assert edge == limit or core_edge - edge >= overlap / 2
+        for edge, core_edge, limit in ((y1, cy1, shape[0]), (x1, cx1, shape[1])):
+            assert edge == limit or edge - core_edge >= overlap / 2
+
+
+def test_small_images_are_one_tile_and_bad_settings_are_refused():
+    (only,) = plan_tiles((200, 300), 512, 128)
+    assert only.box == (0, 0, 200, 300) and only.core == (0, 0, 200, 300)
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        plan_tiles((10, 10), 64, 64)
+    with pytest.raises(ValueError, match="tile must be"):
+        plan_tiles((10, 10), 0, 0)
+
+
+# ----------------------------------------------------------------------------- stitching
+def _blobs(shape, centres, radius=6) -> np.ndarray:
+    image = np.zeros(shape + (3,), np.uint8)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for cy, cx in centres:
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = 200
+    return image
+
+
+def test_tiled_equals_whole_image_on_a_small_image():
+    rng = np.random.default_rng(3)
+    centres = [(rng.integers(8, 292), rng.integers(8, 392)) for _ in range(60)]
+    image = _blobs((300, 400), centres, radius=5)
+    detect = threshold_detector()
+    direct = labels_from_masks(*detect(image))
+    whole = predict_tiled(image, detect, tile=512, overlap=64)          # one tile
+    tiled = predict_tiled(image, detect, tile=96, overlap=40)           # 5 x 7 tiles
+    assert len(plan_tiles(image.shape, 96, 40)) == 35
+    assert max(r.bbox[2] - r.bbox[0] for r in skimage.measure.regionprops(direct[0])) < 40
+    for labels, scores in (whole, tiled):
+        np.testing.assert_array_equal(labels, direct[0])
+        np.testing.assert_array_equal(scores, direct[1])
+    # Raster numbering: the labels are skimage's connected components, in the same order.
+    np.testing.assert_array_equal(direct[0], skimage.measure.label(image[..., 0] > 128))
+
+
+def test_a_3000_pixel_mosaic_of_the_sample_tiled_equals_direct():
+    image = sample_mosaic(3000)
+    expected = skimage.measure.label(image[..., 0] > 128)   # what a whole-image run finds
+    assert expected.max() > 1000
+    sizes = [max(r.bbox[2] - r.bbox[0], r.bbox[3] - r.bbox[1])
+             for r in skimage.measure.regionprops(expected)]
+    assert max(sizes) < 128                                # the overlap's condition holds
+    labels, scores = predict_tiled(image, threshold_detector(), tile=512, overlap=128)
+    assert labels.dtype == np.uint16 and labels.shape == (3000, 3000)
+    np.testing.assert_array_equal(labels, expected)
+    means = skimage.measure.regionprops_table(expected, image[..., 0],
+                                              properties=("intensity_mean",))
+    np.testing.assert_allclose(scores, means["intensity_mean"] / 255, rtol=1e-5)
+
+
+def test_a_nucleus_on_a_seam_is_found_once_and_whole():
+    # Tiles of 100 with overlap 40 start at 0 and 60; the seam (core border) is at 80.
+    image = _blobs((100, 160), [(50, 80), (50, 61), (50, 99)], radius=8)
+    tiles = plan_tiles(image.shape, 100, 40)
+    assert [t.box[1] for t in tiles] == [0, 60] and tiles[0].core[3] == 80
+    labels, _ = predict_tiled(image, threshold_detector(), tile=100, overlap=40)
+    expected = skimage.measure.label(image[..., 0] > 128)
+    np.testing.assert_array_equal(labels, expected)
+    per_tile = [detect_tile(image, t, threshold_detector()) for t in tiles]
+    assert sum(map(len, per_tile)) == expected.max()      # each owned by exactly one tile
+
+
+def test_a_tile_drops_what_its_neighbour_owns():
+    tile = Tile(0, (0, 0, 100, 100), (0.0, 0.0, 80.0, 80.0))
+    inside = Instance((10, 10, 20, 20), np.ones((10, 10), bool), 0.9)
+    across = Instance((75, 10, 90, 20), np.ones((15, 10), bool), 0.9)   # centre y 82.5
+    assert owned(inside, tile) and not owned(across, tile)
+
+
+def test_conflicting_pixels_go_to_the_first_and_duplicates_are_dropped():
+    a = Instance((0, 0, 10, 10), np.ones((10, 10), bool), 0.9)
+    b = Instance((0, 6, 10, 16), np.ones((10, 10), bool), 0.8)      # loses 4 of 10 columns
+    dup = Instance((1, 1, 9, 9), np.ones((8, 8), bool), 0.95)       # inside a: a duplicate
+    labels, scores = stitch((12, 20), [a, b, dup])
+    assert labels.max() == 2
+    assert (labels[:10, :10] == 1).all() and (labels[:10, 10:16] == 2).all()
+    np.testing.assert_allclose(scores, [0.9, 0.8])
+    # b first this time: b keeps its pixels, a keeps the 6 columns left (more than half);
+    # the numbers follow the raster order of first pixels, not the order of pasting.
+    labels, scores = stitch((12, 20), [b, a])
+    assert (labels[:10, 6:16] == 2).all() and (labels[:10, :6] == 1).all()
+    np.testing.assert_allclose(scores, [0.9, 0.8])
+
+
+def test_labels_grow_to_uint32_past_65535_nuclei():
+    height, width = 256, 300
+    one = np.ones((1, 1), bool)
+    instances = [Instance((y, x, y + 1, x + 1), one, 0.5)
+                 for y in range(height) for x in range(width)][::-1]     # pasted last first
+    assert len(instances) > 2**16
+    labels, scores = stitch((height, width), instances)
+    assert labels.dtype == np.uint32 and labels.max() == len(instances) == len(scores)
+    np.testing.assert_array_equal(labels.ravel(), np.arange(1, height * width + 1))
+    small, _ = stitch((height, width), instances[:2**16 - 1])
+    assert small.dtype == np.uint16 and small.max() == 2**16 - 1
+
+
+def test_instances_of_shifts_boxes_and_skips_empty_masks():
+    masks = np.zeros((20, 30, 3), bool)
+    masks[2:5, 3:9, 0] = True
+    masks[10:12, 20:21, 2] = True
+    found = instances_of(masks, [0.9, 0.8, 0.7], offset=(100, 200))
+    assert [i.box for i in found] == [(102, 203, 105, 209), (110, 220, 112, 221)]
+    assert [i.score for i in found] == pytest.approx([0.9, 0.7])
+    assert found[0].mask.shape == (3, 6) and found[0].mask.all()
+    with pytest.raises(ValueError, match="scores"):
+        instances_of(masks, [0.9])
