@@ -6,7 +6,9 @@ labelled subset, printed as one table.
 
 ``--tta`` adds a row for Mask R-CNN with flip test-time augmentation (nucleus/tta.py).
 
-Columns: DSB mAP (IoU 0.50-0.95), precision at IoU 0.5 and 0.75 (DSB definition,
+Columns: DSB mAP (IoU 0.50-0.95), then the DSB mAP of each image kind present (dark-background
+fluorescence, bright-field grey, colour tissue; ``nucleus.kinds.image_kind``; the header gives
+how many images of the kind there are), precision at IoU 0.5 and 0.75 (DSB definition,
 TP / (TP + FP + FN)), mean true and false positives per image at IoU 0.5, seconds per image
 (detection and post-processing, image loading excluded).
 """
@@ -19,11 +21,27 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _row(name: str, result) -> str:
-    tp, fp, _ = result.mean_counts(0.5)
-    return (f"| {name} | {result.map:.4f} | {result.precision_at(0.5):.4f} | "
-            f"{result.precision_at(0.75):.4f} | {tp:.1f} | {fp:.1f} | "
-            f"{result.seconds_per_image:.3f} |")
+def table(rows) -> list[str]:
+    """Markdown lines: one row per (name, nucleus.evaluation.Evaluation), all on one dataset."""
+    counts: dict[str, int] = {}
+    for _, result in rows:
+        for kind, (n, _) in result.by_kind().items():
+            counts[kind] = n
+    from nucleus.kinds import KINDS
+
+    kinds = [k for k in KINDS if k in counts]
+    lines = ["| model | DSB mAP | " + "".join(f"{k} ({counts[k]}) | " for k in kinds)
+             + "P@0.5 | P@0.75 | TP/image | FP/image | s/image |",
+             "|---" * (7 + len(kinds)) + "|"]
+    for name, result in rows:
+        tp, fp, _ = result.mean_counts(0.5)
+        by_kind = result.by_kind()
+        lines.append(f"| {name} | {result.map:.4f} | "
+                     + "".join(f"{by_kind[k][1]:.4f} | " if k in by_kind else "- | "
+                               for k in kinds)
+                     + f"{result.precision_at(0.5):.4f} | {result.precision_at(0.75):.4f} | "
+                       f"{tp:.1f} | {fp:.1f} | {result.seconds_per_image:.3f} |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -60,10 +78,7 @@ def main(argv=None) -> int:
                      evaluate_dataset(make_detector(fcn), ds)))
     print(f"\n{len(ds.image_ids)} images of subset '{args.subset}' "
           f"({args.dataset or 'bundled sample'})\n")
-    print("| model | DSB mAP | P@0.5 | P@0.75 | TP/image | FP/image | s/image |")
-    print("|---|---|---|---|---|---|---|")
-    for name, result in rows:
-        print(_row(name, result))
+    print("\n".join(table(rows)))
     return 0
 
 

@@ -348,8 +348,16 @@ def cmd_evaluate(args) -> int:
     tp, fp, fn = result.mean_counts(0.5)
     print(f"images: {len(result.scores)}  seconds/image: {result.seconds_per_image:.3f}  "
           f"per image at IoU 0.5: TP {tp:.1f} FP {fp:.1f} FN {fn:.1f}")
+    _print_by_kind(result.by_kind())
     print(f"mAP: {result.map:.4f}")
     return 0
+
+
+def _print_by_kind(by_kind: dict[str, tuple[int, float]]) -> None:
+    """mAP of each image kind present (nucleus.kinds), with its number of images."""
+    print("image kind     images  mAP")
+    for kind, (count, value) in by_kind.items():
+        print(f"{kind:<13} {count:>7}  {value:.4f}")
 
 
 def _print_precisions(precisions: Sequence[float]) -> None:

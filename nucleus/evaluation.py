@@ -12,7 +12,14 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus import metric
+from nucleus.io_utils import atomic_write
+from nucleus.kinds import KINDS, image_kind
 from nucleus.overlap import eliminate_overlaps
+
+VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
+                                    *(f"map_{kind}" for kind in KINDS))
+"""Columns of ``val_map.csv``; ``map_<kind>`` is empty when the validation set has no image of
+that kind. Files written before the per-kind columns existed hold the first five only."""
 
 
 @dataclass
@@ -22,6 +29,20 @@ class Evaluation:
     image_ids: list = field(default_factory=list)
     scores: list = field(default_factory=list)         # metric.ImageScore per image
     seconds_per_image: float = 0.0
+    kinds: list = field(default_factory=list)          # nucleus.kinds kind per image
+
+    def by_kind(self) -> dict[str, tuple[int, float]]:
+        """kind -> (number of images, their DSB mAP), for the kinds present, in KINDS order.
+
+        The overall mAP hides how a model fares on the rare kinds (bright-field, stained
+        tissue); this is the same score split by :func:`nucleus.kinds.image_kind`.
+        """
+        out = {}
+        for kind in KINDS:
+            values = [s.score for s, k in zip(self.scores, self.kinds) if k == kind]
+            if values:
+                out[kind] = (len(values), float(np.mean(values)))
+        return out
 
     @property
     def precisions(self) -> np.ndarray:
@@ -56,11 +77,19 @@ def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset,
                      limit: int | None = None, progress: bool = True,
                      on_image: Callable | None = None) -> Evaluation:
-    """Run ``detect_fn(image) -> (masks, scores)`` over a labelled dataset and score it."""
+    """Run ``detect_fn(image) -> (masks, scores)`` over a labelled dataset and score it.
+
+    Each image's kind (:func:`nucleus.kinds.image_kind`) is read from the image already loaded
+    and kept in its ``image_info`` entry, so :meth:`Evaluation.by_kind` costs nothing more.
+    """
     ids = list(dataset.image_ids)[:limit]
-    scores, seconds = [], 0.0
+    scores, kinds, seconds = [], [], 0.0
     for image_id in tqdm(ids, desc="evaluate", disable=not progress):
         image = dataset.load_image(image_id)
+        info = dataset.image_info[image_id]
+        if "kind" not in info:
+            info["kind"] = image_kind(image)
+        kinds.append(info["kind"])
         gt, _ = dataset.load_mask(image_id)
         start = time.perf_counter()
         pred, pred_scores = detect_fn(image)
@@ -71,12 +100,13 @@ def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndar
             on_image(image_id, image, gt, pred, pred_scores, s)
     mean = float(np.mean([s.score for s in scores])) if scores else 0.0
     return Evaluation(mean, [dataset.image_info[i]["id"] for i in ids], scores,
-                      seconds / max(len(ids), 1))
+                      seconds / max(len(ids), 1), kinds)
 
 
 class MapCallback(keras.callbacks.Callback):
     """Validation DSB mAP every ``every`` epochs from epoch ``first`` (1-based), written to
-    ``val_map.csv`` beside the checkpoints, to TensorBoard, and as a PNG curve."""
+    ``val_map.csv`` beside the checkpoints (overall and per image kind, :data:`VAL_MAP_COLUMNS`),
+    to TensorBoard, and as a PNG curve."""
 
     def __init__(self, training_model, inference_model, dataset, every: int = 10,
                  first: int = 5, limit: int | None = None):
@@ -102,22 +132,23 @@ class MapCallback(keras.callbacks.Callback):
                                   self.dataset, limit=self.limit, progress=False)
         log_dir = self.training_model.log_dir
         path = os.path.join(log_dir, "val_map.csv")
-        new = not os.path.exists(path)
         if self.hours_before is None:  # a resumed run continues the hours of the first
             self.hours_before = _last_hours(path)
         hours = self.hours_before + (time.time() - self.start) / 3600
-        with open(path, "a", newline="") as f:  # append-only log; a row is written whole
-            w = csv.writer(f)
-            if new:
-                w.writerow(["epoch", "map", "hours", "ap50", "ap75"])
-            w.writerow([epoch, f"{result.map:.4f}", f"{hours:.3f}",
-                        f"{result.precision_at(0.5):.4f}", f"{result.precision_at(0.75):.4f}"])
+        by_kind = result.by_kind()
+        row = {"epoch": epoch, "map": f"{result.map:.4f}", "hours": f"{hours:.3f}",
+               "ap50": f"{result.precision_at(0.5):.4f}",
+               "ap75": f"{result.precision_at(0.75):.4f}",
+               **{f"map_{kind}": f"{m:.4f}" for kind, (_, m) in by_kind.items()}}
+        append_val_map_row(path, row)
         if logs is not None:
             logs["val_map"] = result.map
         try:
             import tensorflow as tf
             with tf.summary.create_file_writer(os.path.join(log_dir, "val_map")).as_default():
                 tf.summary.scalar("val_map", result.map, step=epoch)
+                for kind, (_, m) in by_kind.items():
+                    tf.summary.scalar(f"val_map_{kind}", m, step=epoch)
         except Exception:  # TensorBoard is optional for the curve
             pass
         try:
@@ -125,7 +156,36 @@ class MapCallback(keras.callbacks.Callback):
             save_map_curve(os.path.join(log_dir, "val_map.png"), path)
         except Exception as e:  # a plotting problem must not stop training
             print(f"could not draw val_map.png: {e}")
-        print(f"\nepoch {epoch}: validation DSB mAP {result.map:.4f}")
+        kinds = ", ".join(f"{kind} {m:.4f} ({n})" for kind, (n, m) in by_kind.items())
+        print(f"\nepoch {epoch}: validation DSB mAP {result.map:.4f} ({kinds})")
+
+
+def append_val_map_row(path: str, row: dict) -> None:
+    """Add one row to ``val_map.csv``, upgrading a file from before the per-kind columns.
+
+    A file whose header already holds every column of :data:`VAL_MAP_COLUMNS` gets the row
+    appended (a row is written whole). An older file is rewritten atomically with the new columns added (its old
+    rows keep empty cells there), so a resumed run continues one readable table.
+    """
+    columns, rows = list(VAL_MAP_COLUMNS), []
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            old = list(reader.fieldnames or [])
+            if set(columns) <= set(old):
+                rows = None
+            else:
+                rows = list(reader)
+        if rows is None:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, old, restval="").writerow(row)
+            return
+        columns = old + [c for c in columns if c not in old]
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        w.writerow(row)
 
 
 def _last_hours(path: str) -> float:

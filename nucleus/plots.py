@@ -380,12 +380,23 @@ def load_training_history(history_csv: str | os.PathLike | Sequence[str | os.Pat
     return history, losses, starts[1:]
 
 
+KIND_COLORS = {"fluorescence": "tab:green", "brightfield": "tab:gray", "colour": "tab:red"}
+"""Line colour of each image kind's validation mAP (:mod:`nucleus.kinds`)."""
+
+
 def _plot_map(ax, frame, x: str, csv_path: str | os.PathLike) -> None:
+    """Validation mAP against ``x``, plus thin dashed ``map_<kind>`` curves where recorded."""
     frame = frame.dropna(subset=[x, "map"])
     if frame.empty:
         raise InputError(f"{os.fspath(csv_path)}: no numeric ({x}, map) rows")
     ax.plot(frame[x], frame["map"], marker="o", markersize=3, color="tab:purple",
             label="validation mAP")
+    for kind, color in KIND_COLORS.items():
+        column = f"map_{kind}"
+        if column in frame.columns and frame[column].notna().any():
+            part = frame.dropna(subset=[column])
+            ax.plot(part[x], part[column], marker=".", markersize=3, linewidth=1,
+                    linestyle="--", color=color, label=kind)
     best = frame.loc[frame["map"].idxmax()]
     ax.plot([best[x]], [best["map"]], marker="*", markersize=12, color="gold",
             markeredgecolor="black", linestyle="none",

@@ -83,7 +83,8 @@ def test_train_writes_checkpoint_history_and_validation_map(trained):
     assert np.isfinite(float(history[0]["loss"])) and "val_loss" in history[0]
     with open(run_dir / "val_map.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["epoch", "map", "hours", "ap50", "ap75"]
+    assert rows[0] == ["epoch", "map", "hours", "ap50", "ap75", "map_fluorescence",
+                       "map_brightfield", "map_colour"]
     assert len(rows) == 2 and rows[1][0] == "1"
     assert 0.0 <= float(rows[1][1]) <= 1.0
     assert is_png(run_dir / "val_map.png")
@@ -118,7 +119,10 @@ def test_evaluate_prints_map_last_and_writes_plots(capsys, trained, workdir):
     match = re.fullmatch(r"mAP: (\d\.\d{4})", lines[-1])
     assert match, lines[-1]
     assert 0.0 <= float(match.group(1)) <= 1.0
-    assert lines[0] == "IoU threshold  precision" and len(lines) == 13
+    assert lines[0] == "IoU threshold  precision" and len(lines) == 15
+    # The first two val images of the sample are stained tissue: one kind, the same mAP.
+    assert lines[-3].split() == ["image", "kind", "images", "mAP"]
+    assert lines[-2].split() == ["colour", "2", match.group(1)]
     plots = sorted((workdir / "evalplots").iterdir())
     assert len(plots) == 2 and all(is_png(p) for p in plots)
 

@@ -11,7 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from nucleus.evaluation import Evaluation, MapCallback, detect_instances, evaluate_dataset
+from nucleus.evaluation import (VAL_MAP_COLUMNS, Evaluation, MapCallback, append_val_map_row,
+                                detect_instances, evaluate_dataset)
+from nucleus.metric import ImageScore
 from synthetic import EllipseDataset
 
 
@@ -77,6 +79,48 @@ def test_half_the_objects_found(dataset):
     assert result.mean_counts(0.5) == (1.0, 0.0, n - 1.0)
 
 
+class _KindedDataset(EllipseDataset):
+    """The ellipse images, the odd ones turned into dark-on-light (bright-field) images."""
+
+    def load_image(self, image_id):
+        image = super().load_image(image_id)
+        return 255 - image if image_id % 2 else image
+
+
+def test_scores_by_image_kind():
+    dataset = _KindedDataset(5, seed=11)
+    truth = _truth_lookup(EllipseDataset(5, seed=11))
+    reads = []
+
+    def found_on_fluorescence_only(image):
+        reads.append(1)
+        if image.mean() > 127:   # bright-field: nothing found
+            return np.zeros(image.shape[:2] + (0,), bool), np.zeros(0)
+        return truth(image)
+
+    result = evaluate_dataset(found_on_fluorescence_only, dataset, progress=False)
+    assert result.kinds == ["fluorescence", "brightfield"] * 2 + ["fluorescence"]
+    assert result.by_kind() == {"fluorescence": (3, 1.0), "brightfield": (2, 0.0)}
+    assert result.map == pytest.approx(3 / 5)
+    # The kinds are kept in image_info (nucleus.kinds.dataset_kinds reads them from there).
+    assert [info["kind"] for info in dataset.image_info] == result.kinds
+    assert evaluate_dataset(found_on_fluorescence_only, dataset, limit=2,
+                            progress=False).by_kind() == {"fluorescence": (1, 1.0),
+                                                          "brightfield": (1, 0.0)}
+
+
+def test_by_kind_lists_kinds_in_a_fixed_order_and_means_per_kind():
+    def score(value):
+        return ImageScore(value, np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(10))
+
+    result = Evaluation(0.5, ["a", "b", "c", "d"], [score(0.2), score(0.9), score(0.4),
+                                                      score(0.5)],
+                        kinds=["colour", "fluorescence", "colour", "brightfield"])
+    assert list(result.by_kind()) == ["fluorescence", "brightfield", "colour"]
+    assert result.by_kind()["colour"] == (2, pytest.approx(0.3))
+    assert Evaluation(0.0).by_kind() == {}
+
+
 def test_detect_instances_removes_overlaps():
     masks = np.zeros((20, 20, 2), bool)
     masks[2:12, 2:12, 0] = True     # big
@@ -132,10 +176,37 @@ def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
     assert inference_model.keras_model.weights == [1, 2]  # the training weights were copied
     with open(tmp_path / "val_map.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["epoch", "map", "hours", "ap50", "ap75"]
+    assert rows[0] == ["epoch", "map", "hours", "ap50", "ap75", "map_fluorescence",
+                       "map_brightfield", "map_colour"]
     assert [r[0] for r in rows[1:]] == ["5", "15"]
     assert [r[1] for r in rows[1:]] == ["1.0000", "1.0000"]
-    assert [r[3:] for r in rows[1:]] == [["1.0000", "1.0000"]] * 2
+    # The ellipses are bright on a dark grey background: fluorescence only.
+    assert [r[3:] for r in rows[1:]] == [["1.0000", "1.0000", "1.0000", "", ""]] * 2
     assert logs_by_epoch[5] == {"val_map": 1.0} and logs_by_epoch[15] == {"val_map": 1.0}
     assert logs_by_epoch[6] == {}
     assert (tmp_path / "val_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_val_map_rows_append_and_old_files_are_upgraded(tmp_path):
+    path = tmp_path / "val_map.csv"
+    append_val_map_row(str(path), {"epoch": 5, "map": "0.3000", "hours": "0.100",
+                                   "ap50": "0.5", "ap75": "0.2", "map_colour": "0.1000"})
+    append_val_map_row(str(path), {"epoch": 15, "map": "0.4000", "hours": "0.200",
+                                   "ap50": "0.6", "ap75": "0.3"})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["5", "15"]
+    assert [r["map_colour"] for r in rows] == ["0.1000", ""]
+    # A file from before the per-kind columns: rewritten whole with the new header, its
+    # rows kept, and the hours of its last row still found by a resumed run.
+    old = tmp_path / "old.csv"
+    old.write_text("epoch,map,hours,ap50,ap75\n5,0.2500,1.500,0.4,0.1\n")
+    append_val_map_row(str(old), {"epoch": 15, "map": "0.3500", "hours": "2.500",
+                                  "ap50": "0.5", "ap75": "0.2", "map_fluorescence": "0.4000"})
+    with open(old, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == list(VAL_MAP_COLUMNS)
+    assert [(r["epoch"], r["map"], r["map_fluorescence"]) for r in rows] == [
+        ("5", "0.2500", ""), ("15", "0.3500", "0.4000")]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -232,6 +232,31 @@ def test_save_map_curve_against_epochs_or_hours(tmp_path):
         plots.save_map_curve(tmp_path / "x.png", csv, x="steps")
 
 
+def _has_colour(picture: np.ndarray, rgb: tuple[int, int, int]) -> bool:
+    return bool((np.abs(picture - np.array(rgb)).sum(axis=-1) < 12).any())
+
+
+def test_map_curves_by_image_kind(tmp_path):
+    from matplotlib.colors import to_rgb
+
+    from nucleus.kinds import KINDS
+
+    assert set(plots.KIND_COLORS) == set(KINDS)
+    red = tuple(int(round(255 * c)) for c in to_rgb(plots.KIND_COLORS["colour"]))
+    plain = _read_png(plots.save_map_curve(tmp_path / "plain.png", _map_csv(tmp_path / "m.csv")))
+    assert not _has_colour(plain, red)
+    # Per-kind columns (empty cells on rows from before they existed) add their curves.
+    pd.DataFrame({"epoch": [5, 15, 25], "map": [0.1, 0.4, 0.35],
+                  "map_fluorescence": [None, 0.45, 0.4], "map_brightfield": [None, None, None],
+                  "map_colour": [None, 0.1, 0.2]}).to_csv(tmp_path / "kinds.csv", index=False)
+    kinds = _read_png(plots.save_map_curve(tmp_path / "kinds.png", str(tmp_path / "kinds.csv")))
+    assert _has_colour(kinds, red)
+    history = _history(tmp_path / "h.csv", 3)
+    curves = _read_png(plots.save_training_curves(tmp_path / "curves.png", history,
+                                                  str(tmp_path / "kinds.csv")))
+    assert _has_colour(curves, red)
+
+
 def test_save_crossval_draws_every_fold(tmp_path):
     rows = [dict(fold=f, epoch=e, pixel_iou=0.7 + 0.01 * e, map=0.3 + 0.02 * e - 0.01 * f)
             for f in range(3) for e in range(1, 6)]
