@@ -27,12 +27,17 @@ def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
-def load_image_gt(dataset, config, image_id: int, augmentation=None):
+def load_image_gt(dataset, config, image_id: int, augment: bool = False, augmentation=None,
+                  use_mini_mask: bool | None = None):
     """Image and ground truth of one dataset image, resized (and augmented) for training.
 
     Returns ``image [H, W, 3] uint8, image_meta, class_ids [N], bbox [N, 4] (pixels),
-    mask [h, w, N]`` where the mask is a mini mask when ``USE_MINI_MASK``.
+    mask [h, w, N]`` where the mask is a mini mask when ``use_mini_mask`` (default: the
+    configuration's ``USE_MINI_MASK``). ``augment`` is matterport's deprecated flag: a
+    left-right flip half of the time; ``augmentation`` is an imgaug augmenter.
     """
+    if use_mini_mask is None:
+        use_mini_mask = config.USE_MINI_MASK
     image = utils.normalize_image(dataset.load_image(image_id), config.IMAGE_NORMALIZATION)
     mask, class_ids = dataset.load_mask(image_id)
     original_shape = image.shape
@@ -43,6 +48,10 @@ def load_image_gt(dataset, config, image_id: int, augmentation=None):
         mask = utils.resize_mask(mask, scale, padding, crop)
     else:
         mask = np.zeros(image.shape[:2] + (0,), bool)
+    if augment:
+        log.warning("'augment' is deprecated. Use 'augmentation' instead.")
+        if np.random.randint(0, 2):
+            image, mask = np.fliplr(image), np.fliplr(mask)
     if augmentation is not None:
         from mrcnn.augmentation import apply_augmentation
         image, mask = apply_augmentation(augmentation, image, mask)
@@ -52,9 +61,9 @@ def load_image_gt(dataset, config, image_id: int, augmentation=None):
     class_ids = np.asarray(class_ids)[keep]
     bbox = utils.extract_bboxes(mask)
     active_class_ids = np.ones([config.NUM_CLASSES], dtype=np.int32)
-    if config.USE_MINI_MASK and mask.shape[-1]:
+    if use_mini_mask and mask.shape[-1]:
         mask = utils.minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
-    elif config.USE_MINI_MASK:
+    elif use_mini_mask:
         mask = np.zeros(tuple(config.MINI_MASK_SHAPE) + (0,), bool)
     image_meta = utils.compose_image_meta(image_id, original_shape, image.shape, window, scale,
                                           active_class_ids)
@@ -101,7 +110,8 @@ def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: n
 def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
                           augmentation=None) -> dict | None:
     """Everything the training graph needs for one image, padded to fixed sizes."""
-    image, meta, class_ids, boxes, masks = load_image_gt(dataset, config, image_id, augmentation)
+    image, meta, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
+                                                         augmentation=augmentation)
     if not np.any(class_ids > 0):
         return None
     rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config)

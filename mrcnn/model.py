@@ -5,17 +5,55 @@ import datetime
 import logging
 import os
 import re
-from typing import Iterable
+from collections import OrderedDict
+from typing import Any, Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import utils, weights as weights_io
-from mrcnn.data import DataGenerator, mold_image
+from mrcnn import box_ops, data, heads, utils, weights as weights_io
+from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (matterport names)
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
+from mrcnn.roi_align import pyramid_roi_align
+from mrcnn.utils import compose_image_meta, parse_image_meta  # noqa: F401 (matterport names)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+
+
+def log(text: str, array: np.ndarray | None = None) -> None:
+    """Print ``text`` and, given an array, its shape, min, max and dtype (matterport's ``log``).
+
+    The notebooks call it on every intermediate result to check shapes and value ranges.
+    """
+    if array is not None:
+        array = np.asarray(array)
+        text = f"{text:<25}shape: {str(array.shape):<20}  "
+        if array.size:
+            text += f"min: {float(array.min()):10.5f}  max: {float(array.max()):10.5f}"
+        else:
+            text += f"min: {'':10}  max: {'':10}"
+        text += f"  {array.dtype}"
+    print(text)
+
+
+def load_image_gt(dataset, config, image_id: int, augment: bool = False, augmentation=None,
+                  use_mini_mask: bool = False):
+    """matterport's ``load_image_gt``: image, image_meta, class_ids, boxes and masks of one image,
+    resized as the configuration says; full-size masks unless ``use_mini_mask``.
+
+    ``augment`` (deprecated in matterport too) flips left-right half of the time;
+    ``augmentation`` is an imgaug augmenter. See :func:`mrcnn.data.load_image_gt`.
+    """
+    return data.load_image_gt(dataset, config, image_id, augment=augment,
+                              augmentation=augmentation, use_mini_mask=use_mini_mask)
+
+
+def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray,
+                      gt_boxes: np.ndarray, config):
+    """matterport's signature for :func:`mrcnn.data.build_rpn_targets` (``image_shape`` is
+    not needed: anchors and boxes are both in pixels of the molded image)."""
+    return data.build_rpn_targets(anchors, gt_class_ids, gt_boxes, config)
 
 # Layer groups for ``train(layers=...)``, as regular expressions over layer names.
 LAYER_REGEX = {
@@ -75,6 +113,84 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.owner.epoch = epoch + 1
 
 
+#: matterport's names of inference tensors that :meth:`MaskRCNN.run_graph` computes, and what
+#: each holds (B images, A anchors, C classes; boxes normalised to the molded image).
+GRAPH_NODES = {
+    "input_image": "molded images [B, H, W, 3]",
+    "input_image_meta": "image metas [B, 12 + C]",
+    "input_anchors": "anchors [B, A, 4]",
+    "rpn_class_logits": "RPN logits [B, A, 2]",
+    "rpn_class": "RPN probabilities [B, A, 2]",
+    "rpn_bbox": "RPN box deltas [B, A, 4]",
+    "ROI": "proposals [B, POST_NMS_ROIS_INFERENCE, 4], zero padded",
+    "mrcnn_class": "class probabilities of the proposals [B, POST_NMS_ROIS_INFERENCE, C]",
+    "mrcnn_bbox": "box deltas of the proposals [B, POST_NMS_ROIS_INFERENCE, C, 4]",
+    "mrcnn_detection": "detections (y1, x1, y2, x2, class, score) [B, DETECTION_MAX_INSTANCES, 6]",
+    "mrcnn_mask": "masks of every class [B, DETECTION_MAX_INSTANCES, 28, 28, C]",
+}
+#: The proposal layer's steps, by the names :meth:`MaskRCNN.ancestor` takes.
+PROPOSAL_STEPS = {
+    "ROI/pre_nms_anchors": "best PRE_NMS_LIMIT anchors by RPN score [B, K, 4]",
+    "ROI/refined_anchors": "those anchors moved by the RPN deltas [B, K, 4]",
+    "ROI/refined_anchors_clipped": "the same, clipped to the image [B, K, 4]",
+    "ROI/rpn_non_max_suppression": "indices into those K boxes that NMS keeps [N]",
+}
+_UNBATCHED = {"ROI/rpn_non_max_suppression"}
+
+
+class GraphNode:
+    """One of matterport's named inference tensors, which Keras 3 keeps no graph to hold.
+
+    ``keras_model.get_layer(name)`` and :meth:`MaskRCNN.ancestor` give these, and
+    :meth:`MaskRCNN.run_graph` computes them. ``.output`` is the node itself, so matterport's
+    ``get_layer(name).output`` works; other attributes are those of the Keras layer of that
+    name (``mrcnn_mask`` ...), where there is one.
+    """
+
+    def __init__(self, name: str, layer: keras.layers.Layer | None = None):
+        self.name = name
+        self.layer = layer
+
+    @property
+    def output(self) -> "GraphNode":
+        return self
+
+    def __getattr__(self, attr: str):
+        layer = self.__dict__.get("layer")
+        if layer is None:
+            raise AttributeError(f"'{self.__dict__.get('name')}' is a tensor of the inference "
+                                 f"graph, not a Keras layer: it has no '{attr}'")
+        return getattr(layer, attr)
+
+    def __repr__(self) -> str:
+        return f"<inference graph node {self.name!r}>"
+
+
+class InspectableNet(MaskRCNNNet):
+    """The network, whose ``get_layer`` knows matterport's names.
+
+    ``get_layer`` also finds layers inside the backbone and the RPN model (matterport's model
+    was flat), and gives a :class:`GraphNode` for the names of :data:`GRAPH_NODES`.
+    """
+
+    def get_layer(self, name: str | None = None, index: int | None = None):
+        if name is None or index is not None:
+            return super().get_layer(name, index)
+        layer = None
+        for model in (super(), self.backbone, self.rpn_model):
+            try:
+                layer = model.get_layer(name)
+                break
+            except ValueError:
+                continue
+        if name in GRAPH_NODES:
+            return GraphNode(name, layer)
+        if layer is None:
+            raise ValueError(f"No such layer: {name}. The inference graph's tensors are "
+                             f"{', '.join(GRAPH_NODES)}")
+        return layer
+
+
 class MaskRCNN:
     """Mask R-CNN with matterport's API.
 
@@ -94,7 +210,7 @@ class MaskRCNN:
         keras.mixed_precision.set_global_policy(config.MIXED_PRECISION or "float32")
         try:
             with self.strategy.scope():
-                self.keras_model = MaskRCNNNet(config)
+                self.keras_model = InspectableNet(config)
         finally:
             keras.mixed_precision.set_global_policy(previous)
         self._anchor_cache: dict[tuple, np.ndarray] = {}
@@ -169,7 +285,7 @@ class MaskRCNN:
             if on:
                 trainable.append(unit.name)
         if verbose:
-            log.info("trainable layers: %s", ", ".join(trainable))
+            logger.info("trainable layers: %s", ", ".join(trainable))
         return trainable
 
     def compile(self, learning_rate: float, momentum: float) -> None:
@@ -189,7 +305,8 @@ class MaskRCNN:
         assert self.mode == "training", "Create model in training mode."
         regex = LAYER_REGEX.get(layers, layers)
         if self.epoch >= epochs:
-            log.info("already at epoch %d >= %d: nothing to train", self.epoch, epochs)
+            if verbose:
+                print(f"Already at epoch {self.epoch} >= {epochs}: nothing to train")
             return None
         anchors = self.keras_model.train_anchors
         train_gen = DataGenerator(train_dataset, self.config, anchors,
@@ -206,9 +323,13 @@ class MaskRCNN:
             keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"), append=True),
             CheckpointCallback(self),
         ] + list(custom_callbacks or [])
-        log.info("Starting at epoch %d. LR=%s. Checkpoint path: %s", self.epoch, learning_rate,
-                 self.checkpoint_path)
-        self.set_trainable(regex)
+        trainable = self.set_trainable(regex)
+        if verbose:  # what matterport printed
+            print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+            print(f"Checkpoint Path: {self.checkpoint_path}")
+            print(f"Selecting layers to train: {len(trainable)} of "
+                  f"{len(weights_io.weight_units(self.keras_model))} layers with weights "
+                  f"match {layers!r}")
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
                                        steps_per_epoch=self.config.STEPS_PER_EPOCH,
@@ -243,6 +364,14 @@ class MaskRCNN:
             windows.append(window)
         return molded, np.stack(metas), np.array(windows)
 
+    def _infer(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
+        """The compiled inference graph on one molded image; ``window`` in its pixels."""
+        norm_window = utils.norm_boxes(np.array(window, np.float32), molded.shape[:2])
+        anchors = self.get_anchors(molded.shape)
+        out = self.keras_model.infer(tf.constant(molded[None]), tf.constant(anchors),
+                                     tf.constant(norm_window, tf.float32))
+        return {k: v.numpy() for k, v in out.items()}
+
     def run_stages(self, image: np.ndarray) -> tuple[dict, dict]:
         """Every intermediate output of the inference graph for one image (for notebooks),
         plus the molding facts (molded image, window, scale)."""
@@ -251,13 +380,9 @@ class MaskRCNN:
                              "configuration with 'pad64', 'square' or 'none'")
         molded, metas, windows = self.mold_inputs([image])
         molded = molded[0]
-        window = utils.norm_boxes(np.array(windows[0], np.float32), molded.shape[:2])
-        anchors = self.get_anchors(molded.shape)
-        out = self.keras_model.infer(tf.constant(molded[None]), tf.constant(anchors),
-                                     tf.constant(window, tf.float32))
-        out = {k: v.numpy() for k, v in out.items()}
+        out = self._infer(molded, windows[0])
         facts = {"molded_image": molded, "window": windows[0], "image_meta": metas[0],
-                 "anchors": anchors, "original_shape": image.shape}
+                 "anchors": self.get_anchors(molded.shape), "original_shape": image.shape}
         return out, facts
 
     def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
@@ -280,13 +405,22 @@ class MaskRCNN:
 
     def detect(self, images: list[np.ndarray], verbose: int = 0) -> list[dict]:
         """Detect instances in each image; returns one dict per image with ``rois`` [N, 4],
-        ``class_ids`` [N], ``scores`` [N] and ``masks`` [H, W, N] (full-size booleans)."""
+        ``class_ids`` [N], ``scores`` [N] and ``masks`` [H, W, N] (full-size booleans).
+
+        ``verbose`` prints what matterport's did: the image count, then per image the shape
+        and value range of the image, the molded image, its meta and the anchors.
+        """
         assert self.mode == "inference", "Create model in inference mode."
+        if verbose:
+            print(f"Processing {len(images)} images")
         results = []
         for image in images:
-            if verbose:
-                log.info("Processing image of shape %s", np.shape(image))
             out, facts = self.run_stages(image)
+            if verbose:
+                log("image", image)
+                log("molded_images", facts["molded_image"][None])
+                log("image_metas", facts["image_meta"][None])
+                log("anchors", facts["anchors"][None])
             rois, class_ids, scores, masks = self.unmold_detections(
                 out["detections"], out["mrcnn_mask"], facts["original_shape"],
                 facts["molded_image"].shape, facts["window"])
@@ -294,12 +428,184 @@ class MaskRCNN:
                             "masks": masks})
         return results
 
+    def _as_molded(self, image: np.ndarray) -> np.ndarray:
+        """An image that is resized and padded already, as network input.
+
+        Integer images (what ``load_image_gt`` returns, and what matterport's notebooks pass
+        as "molded") get the mean pixel subtracted here; float images are taken as molded.
+        """
+        image = np.asarray(image)
+        if np.issubdtype(image.dtype, np.integer):
+            return mold_image(image, self.config)
+        return image.astype(np.float32)
+
+    def detect_molded(self, molded_images, image_metas, verbose: int = 0) -> list[dict]:
+        """Detect on images that ``load_image_gt`` resized and padded, given their metas.
+
+        Results are in the pixels of those images, as matterport's, so they compare with the
+        ground truth ``load_image_gt`` returned; detections are clipped to each meta's window.
+        """
+        assert self.mode == "inference", "Create model in inference mode."
+        metas = np.asarray(image_metas).reshape(len(molded_images), -1)
+        windows = utils.parse_image_meta(metas)["window"]
+        if verbose:
+            print(f"Processing {len(molded_images)} images")
+            for image in molded_images:
+                log("image", image)
+        results = []
+        for image, window in zip(molded_images, windows):
+            molded = self._as_molded(image)
+            out = self._infer(molded, window)
+            h, w = molded.shape[:2]
+            rois, class_ids, scores, masks = self.unmold_detections(
+                out["detections"], out["mrcnn_mask"], molded.shape, molded.shape, [0, 0, h, w])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                            "masks": masks})
+        return results
+
+    # ------------------------------------------------------------------ inspection
+    def ancestor(self, tensor: Any, name: str) -> "GraphNode | None":
+        """matterport's search of the graph above ``tensor`` for the tensor called ``name``.
+
+        Keras 3 keeps no such graph; the proposal layer's steps are offered under matterport's
+        names ("ROI/pre_nms_anchors:0", "ROI/refined_anchors:0",
+        "ROI/refined_anchors_clipped:0", "ROI/rpn_non_max_suppression:0") for
+        :meth:`run_graph`. Other names give None, as a search that found nothing did.
+        """
+        key = re.sub(r":\d+$", "", str(name))
+        return GraphNode(key) if key in PROPOSAL_STEPS else None
+
+    def run_graph(self, images: list[np.ndarray], outputs, image_metas=None) -> OrderedDict:
+        """Named intermediate results of inference, as matterport's ``run_graph``.
+
+        ``outputs`` lists ``(name, node)`` pairs. A node is ``keras_model.get_layer(X).output``
+        for X one of matterport's graph names (:data:`GRAPH_NODES`), what :meth:`ancestor`
+        returns, or the ``.output`` of a backbone layer ("res2c_out", "fpn_p2" ...). With
+        ``image_metas`` the images are taken as molded (resized and padded) already. Returns
+        an OrderedDict name -> numpy array with a leading image axis, zero-padded as
+        matterport's were: POST_NMS_ROIS_INFERENCE proposals (with their class scores and box
+        deltas), DETECTION_MAX_INSTANCES detections and masks.
+        """
+        assert self.mode == "inference", "Create model in inference mode."
+        outputs = OrderedDict(outputs)
+        stages: dict[str, str] = {}
+        tensors: dict[str, Any] = {}
+        for name, node in outputs.items():
+            if isinstance(node, str):
+                node = self.keras_model.get_layer(node)
+            if isinstance(node, keras.layers.Layer):
+                node = node.output
+            if isinstance(node, GraphNode):
+                stages[name] = node.name
+            elif isinstance(node, keras.KerasTensor):
+                tensors[name] = node
+            else:
+                raise ValueError(f"run_graph: output '{name}' is {node!r}, not a node of the "
+                                 f"inference graph; nodes are {', '.join(GRAPH_NODES)}, the "
+                                 f"proposal steps {', '.join(PROPOSAL_STEPS)} and backbone "
+                                 "layer outputs")
+        backbone = None
+        if tensors:
+            try:
+                backbone = keras.Model(self.keras_model.backbone.input, list(tensors.values()))
+            except ValueError as e:
+                raise ValueError(f"run_graph: {', '.join(tensors)}: only outputs of backbone "
+                                 f"layers (res*, bn*, fpn_*) can be computed here ({e})") from None
+        if image_metas is None:
+            molded, metas, windows = self.mold_inputs(images)
+        else:
+            molded = [self._as_molded(image) for image in images]
+            metas = np.asarray(image_metas).reshape(len(molded), -1)
+            windows = utils.parse_image_meta(metas)["window"]
+        per_image = []
+        for image, meta, window in zip(molded, metas, windows):
+            found = self._graph_nodes(image, meta, window, set(stages.values()))
+            values = {name: found[stage] for name, stage in stages.items()}
+            if backbone is not None:
+                arrays = backbone(image[None], training=False)
+                arrays = arrays if isinstance(arrays, (list, tuple)) else [arrays]
+                values.update({name: np.asarray(keras.ops.convert_to_numpy(a), np.float32)
+                               for name, a in zip(tensors, arrays)})
+            per_image.append(values)
+        result = OrderedDict()
+        for name in outputs:
+            parts = [values[name] for values in per_image]
+            if len(parts) > 1 and stages.get(name) in _UNBATCHED:
+                raise ValueError(f"run_graph: '{name}' is per image; ask for it one image "
+                                 "at a time")
+            result[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return result
+
+    def _graph_nodes(self, image: np.ndarray, meta: np.ndarray, window,
+                     wanted: set[str]) -> dict[str, np.ndarray]:
+        """The arrays of :data:`GRAPH_NODES` and :data:`PROPOSAL_STEPS` for one molded image."""
+        config = self.config
+        out = self._infer(image, window)
+        rois = config.POST_NMS_ROIS_INFERENCE
+        found = {
+            "input_image": image[None], "input_image_meta": meta[None],
+            "input_anchors": self.get_anchors(image.shape)[None],
+            "rpn_class_logits": out["rpn_class_logits"], "rpn_class": out["rpn_class"],
+            "rpn_bbox": out["rpn_bbox"],
+            "ROI": _pad_rows(out["proposals"], rois)[None],
+            "mrcnn_class": _pad_rows(out["mrcnn_class"], rois)[None],
+            "mrcnn_bbox": _pad_rows(out["mrcnn_bbox"], rois)[None],
+            "mrcnn_detection": _pad_rows(out["detections"],
+                                         config.DETECTION_MAX_INSTANCES)[None],
+        }
+        if "mrcnn_mask" in wanted:
+            found["mrcnn_mask"] = _pad_rows(self._class_masks(image, out["detections"]),
+                                            config.DETECTION_MAX_INSTANCES)[None]
+        if wanted & set(PROPOSAL_STEPS):
+            found.update(self._proposal_steps(out, self.get_anchors(image.shape)))
+        return found
+
+    def _class_masks(self, image: np.ndarray, detections: np.ndarray) -> np.ndarray:
+        """The mask head's output for every class [N, 28, 28, NUM_CLASSES] on the detections
+        (inference keeps only the detected class's mask; matterport's graph had them all)."""
+        config = self.config
+        if not len(detections):
+            return np.zeros((0,) + tuple(config.MASK_SHAPE) + (config.NUM_CLASSES,), np.float32)
+        net = self.keras_model
+        images = tf.cast(tf.constant(image[None]), net.compute_dtype)
+        feature_maps = net.features(images, False)
+        pooled = pyramid_roi_align(tf.constant(detections[:, :4], tf.float32),
+                                   tf.zeros([len(detections)], tf.int32), feature_maps[:4],
+                                   config.MASK_POOL_SIZE, tf.shape(images)[1:3])
+        return heads.mask_head(net.mask_layers, pooled, False).numpy()
+
+    def _proposal_steps(self, out: dict, anchors: np.ndarray) -> dict[str, np.ndarray]:
+        """The proposal layer's steps (those of :func:`mrcnn.proposals.propose_one`), one by
+        one: best anchors by score, refined by the RPN deltas, clipped, kept by NMS."""
+        config = self.config
+        scores = out["rpn_class"][0, :, 1]
+        deltas = out["rpn_bbox"][0] * np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
+        k = min(config.PRE_NMS_LIMIT, len(anchors))
+        top_scores, ix = tf.math.top_k(scores, k, sorted=True)
+        pre_nms = tf.gather(anchors, ix)
+        refined = box_ops.apply_box_deltas(pre_nms, tf.gather(deltas, ix))
+        clipped = box_ops.clip_boxes(refined, tf.constant([0., 0., 1., 1.]))
+        keep = tf.image.non_max_suppression(clipped, top_scores, config.POST_NMS_ROIS_INFERENCE,
+                                            config.RPN_NMS_THRESHOLD)
+        return {"ROI/pre_nms_anchors": pre_nms.numpy()[None],
+                "ROI/refined_anchors": refined.numpy()[None],
+                "ROI/refined_anchors_clipped": clipped.numpy()[None],
+                "ROI/rpn_non_max_suppression": keep.numpy()}
+
     def debug_model(self, layer_names: list[str]) -> keras.Model:
         """A model from the molded image to the outputs of named backbone/FPN layers
         (Keras 3 cannot walk the graph as matterport's ``run_graph`` did)."""
         backbone = self.keras_model.backbone
         outputs = [backbone.get_layer(n).output for n in layer_names]
         return keras.Model(backbone.input, outputs, name="debug")
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Zero rows appended up to ``rows`` (matterport's graph padded to fixed sizes)."""
+    missing = rows - array.shape[0]
+    if missing <= 0:
+        return array
+    return np.concatenate([array, np.zeros((missing,) + array.shape[1:], array.dtype)])
 
 
 def _paste_mask(mask: np.ndarray, box: np.ndarray, image_shape) -> np.ndarray:

@@ -6,8 +6,13 @@ Boxes are ``(y1, x1, y2, x2)`` with y2/x2 exclusive, in pixels unless a name say
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Iterable
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import skimage.io
@@ -556,3 +561,100 @@ def batch_slice(inputs, graph_fn, batch_size: int, names=None):
     names = names or [None] * len(outputs)
     result = [tf.stack(o, axis=0, name=n) for o, n in zip(outputs, names)]
     return result[0] if len(result) == 1 else result
+
+
+# ----------------------------------------------------------------------------- files
+def _new_file_mode() -> int:
+    """Permission bits ``open(path, "w")`` gives a new file: 0o666 less the umask."""
+    try:  # Linux reports the umask without changing it (no race with other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; when the block succeeds, rename it to ``path``.
+
+    An interrupted write leaves neither a partial file nor a stray temporary one, and a reader
+    never sees half a file. The result has the permissions a plain ``open`` would give it
+    (umask-based for a new file, the old ones for a replaced file), not mkstemp's 0600.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = _new_file_mode()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def _download_error(url: str, path: str, error: BaseException) -> ConnectionError:
+    reason = error.reason if type(error) is urllib.error.URLError else error
+    return ConnectionError(
+        f"could not download {url} to {path}: {reason}. Where this machine has no network, "
+        f"download the file elsewhere and copy it to {path}.")
+
+
+def download_trained_weights(coco_model_path: str | os.PathLike, verbose: int = 1,
+                             url: str | None = None, timeout: float = 60.0) -> str:
+    """Download matterport's COCO-trained weights (``mask_rcnn_coco.h5``) to ``coco_model_path``.
+
+    Matterport's notebooks and samples call this when the file is missing. The download shows a
+    progress bar and is written atomically, so an interrupted one leaves nothing behind; a
+    network that cannot be reached, or a download cut short, raises ``ConnectionError`` naming
+    the address and the destination. ``url`` defaults to the release address of the file.
+    """
+    import http.client
+
+    from tqdm import tqdm
+
+    if url is None:
+        from mrcnn.weights import COCO_WEIGHTS_URL
+        url = COCO_WEIGHTS_URL
+    path = os.fspath(coco_model_path)
+    network_errors = (OSError, http.client.HTTPException)  # URLError and timeouts are OSErrors
+    if verbose:
+        print(f"Downloading pretrained model to {path} ...")
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except network_errors as e:
+        raise _download_error(url, path, e) from None
+    with response, atomic_path(path) as tmp:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        received = 0
+        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                          unit_divisor=1024, disable=not verbose,
+                                          desc=os.path.basename(path)) as bar:
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except network_errors as e:
+                    raise _download_error(url, path, e) from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received != total:
+            raise _download_error(url, path, ConnectionError(
+                f"the connection ended after {received} of {total} bytes"))
+    if verbose:
+        print("... done downloading pretrained model!")
+    return path

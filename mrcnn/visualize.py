@@ -1,19 +1,17 @@
 """Pictures of images, boxes, masks and evaluation results (matterport's ``visualize`` names).
 
-Matterport's functions only ever called ``plt.show()``, which silently does nothing on a
-headless machine (a server, CI, a training job).  Here every function that builds its own
-figure *saves a PNG* when matplotlib has no interactive backend, or when ``save_path`` is
-given, and returns the path; with an interactive backend and no ``save_path`` it shows the
-figure as before and returns ``None``.  Figures that are saved are built without pyplot, so
-nothing accumulates in pyplot's figure registry when they are drawn in a loop.
-When the caller passes its own ``ax`` the figure is the caller's: it is saved only if
-``save_path`` is given, and it is never shown or closed here.
+Without ``save_path`` a function draws as matterport's did: on the caller's ``ax``, or on a
+new pyplot figure that stays pyplot's current figure, shown when the backend can show it (a
+notebook, a window). So matterport's ``display_instances(...); plt.savefig(path)`` saves the
+picture on a headless machine too, and nothing is written that the caller did not ask for.
+With ``save_path`` the picture is written there as a PNG, atomically, and the path returned;
+without ``ax`` such a figure is built outside pyplot, so pictures saved in a loop do not pile
+up in pyplot's figure registry. This project's own commands always pass ``save_path``.
 """
 from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 from typing import Any, Sequence
 
 import matplotlib
@@ -90,36 +88,31 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) 
     """Write ``fig`` as a PNG atomically (temp file in the same folder, then rename).
 
     The PNG is cropped to what is drawn, so a square image in a 16 x 16 inch figure does not
-    come with a wide white frame.
+    come with a wide white frame. It gets the usual umask-based permissions.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi if dpi is not None else "figure",
-                        bbox_inches="tight", pad_inches=0.1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with utils.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else "figure",
+                    bbox_inches="tight", pad_inches=0.1)
     return path
 
 
 class _Canvas:
-    """Decides once per call whether the picture is saved or shown, and finishes it."""
+    """Where one call draws, and what it does with the picture once drawn.
 
-    def __init__(self, save_path: str | os.PathLike | None, default_name: str,
-                 ax: Any = None, figsize: tuple[float, float] = (16, 16),
-                 nrows: int = 1, ncols: int = 1):
+    With ``save_path`` the picture goes to that file (on a figure of its own, outside pyplot,
+    unless the caller gave ``ax``). Without it the drawing goes where matterport's did: onto
+    the caller's ``ax``, or onto a new pyplot figure that stays current, so a following
+    ``plt.savefig`` saves it, and that is shown when the backend can show anything.
+    """
+
+    def __init__(self, save_path: str | os.PathLike | None, ax: Any = None,
+                 figsize: tuple[float, float] = (16, 16), nrows: int = 1, ncols: int = 1):
         self.own = ax is None
-        self.save = save_path is not None or (self.own and not _is_interactive())
-        self.path = os.fspath(save_path) if save_path is not None else default_name
+        self.path = os.fspath(save_path) if save_path is not None else None
         if not self.own:
             self.fig, self.axes = ax.figure, np.array([[ax]])
-        elif self.save:
+        elif self.path is not None:
             self.fig = Figure(figsize=figsize)
             self.axes = np.asarray(self.fig.subplots(nrows, ncols, squeeze=False))
         else:
@@ -131,9 +124,9 @@ class _Canvas:
         return self.axes[0, 0]
 
     def finish(self) -> str | None:
-        if self.save:
+        if self.path is not None:
             return save_figure(self.fig, self.path)
-        if self.own:
+        if self.own and _is_interactive():  # Agg would only warn that it cannot show
             import matplotlib.pyplot as plt
             plt.show()
         return None
@@ -156,8 +149,8 @@ def display_instances(image: np.ndarray, boxes: np.ndarray | None, masks: np.nda
     """Draw detections: dashed boxes, "class score" captions, filled masks and their outlines.
 
     ``boxes`` [N, (y1, x1, y2, x2)] may be None when masks are given (boxes are then the
-    masks' extents); ``masks`` is [H, W, N].  Saves ``instances.png`` (or ``save_path``) and
-    returns its path when there is no display, see the module docstring.
+    masks' extents); ``masks`` is [H, W, N].  Returns ``save_path`` when given, else None
+    (see the module docstring).
     """
     class_ids = np.asarray(class_ids).reshape(-1)
     n = len(class_ids)
@@ -172,7 +165,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray | None, masks: np.nda
     for value, what in ((scores, "scores"), (colors, "colors"), (captions, "captions")):
         _check_count("display_instances", n, value, what)
 
-    canvas = _Canvas(save_path, "instances.png", ax=ax, figsize=figsize)
+    canvas = _Canvas(save_path, ax=ax, figsize=figsize)
     ax = canvas.ax
     rgb = utils.to_rgb_uint8(image)
     height, width = rgb.shape[:2]
@@ -217,7 +210,7 @@ def display_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = 
                    cols: int = 4, cmap: Any = None, norm: Any = None,
                    interpolation: str | None = None,
                    save_path: str | os.PathLike | None = None) -> str | None:
-    """Show a grid of images with optional titles (default file ``images.png``)."""
+    """A grid of images with optional titles."""
     images = list(images)
     if not images:
         raise ValueError("display_images: no images given")
@@ -226,7 +219,7 @@ def display_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = 
         raise ValueError(f"display_images: {len(images)} images but {len(titles)} titles")
     cols = max(1, min(int(cols), len(images)))
     rows = -(-len(images) // cols)
-    canvas = _Canvas(save_path, "images.png", figsize=(14, 14 * rows / cols),
+    canvas = _Canvas(save_path, figsize=(14, 14 * rows / cols),
                      nrows=rows, ncols=cols)
     for k, ax in enumerate(canvas.axes.ravel()):
         ax.axis("off")
@@ -262,8 +255,7 @@ def display_top_masks(image: np.ndarray, mask: np.ndarray, class_ids: Sequence[i
             images.append(np.zeros(mask.shape[:2], np.uint8))
             titles.append("-")
     return display_images(images, titles=titles, cols=limit + 1, cmap="Blues_r",
-                          save_path=save_path if save_path is not None else
-                          (None if _is_interactive() else "top_masks.png"))
+                          save_path=save_path)
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -277,7 +269,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
     ``visibilities`` (0, 1 or 2 per box) sets how prominent a box is: 0 faint grey, 1 dotted,
     2 solid; by default boxes are solid alone and dotted next to ``refined_boxes``, which are
     drawn solid with a line from each box's corner to its refined corner.  ``masks``
-    [H, W, N] are filled.  Default file ``boxes.png``.
+    [H, W, N] are filled.
     """
     if boxes is None and refined_boxes is None:
         raise ValueError("draw_boxes: give boxes, refined_boxes or both")
@@ -289,7 +281,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
     if masks is not None and np.asarray(masks).shape[-1] != n:
         raise ValueError(f"draw_boxes: {n} boxes but masks have shape {np.asarray(masks).shape}")
 
-    canvas = _Canvas(save_path, "boxes.png", ax=ax, figsize=(12, 12))
+    canvas = _Canvas(save_path, ax=ax, figsize=(12, 12))
     ax = canvas.ax
     rgb = utils.to_rgb_uint8(image)
     height, width = rgb.shape[:2]
@@ -332,12 +324,12 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
 # ----------------------------------------------------------------------------- evaluation
 def plot_precision_recall(AP: float, precisions: np.ndarray, recalls: np.ndarray,
                           save_path: str | os.PathLike | None = None) -> str | None:
-    """Precision against recall from ``utils.compute_ap``; file ``precision_recall.png``."""
+    """Precision against recall from ``utils.compute_ap``."""
     precisions, recalls = np.asarray(precisions), np.asarray(recalls)
     if precisions.shape != recalls.shape:
         raise ValueError(f"plot_precision_recall: {precisions.shape} precisions but "
                          f"{recalls.shape} recalls")
-    canvas = _Canvas(save_path, "precision_recall.png", figsize=(6, 5))
+    canvas = _Canvas(save_path, figsize=(6, 5))
     ax = canvas.ax
     ax.step(recalls, precisions, where="post", color="tab:blue")
     ax.set_title(f"Precision-recall curve, AP@50 = {AP:.3f}")
@@ -353,7 +345,7 @@ def plot_overlaps(gt_class_ids: Sequence[int], pred_class_ids: Sequence[int],
                   pred_scores: Sequence[float], overlaps: np.ndarray,
                   class_names: Sequence[str], threshold: float = 0.5,
                   save_path: str | os.PathLike | None = None) -> str | None:
-    """IoU grid of predictions (rows) against ground truth (columns); file ``overlaps.png``.
+    """IoU grid of predictions (rows) against ground truth (columns).
 
     Cells above ``threshold`` say "match" when the classes agree and "wrong" otherwise, so a
     confusion between classes stands out next to a plain miss.
@@ -369,7 +361,7 @@ def plot_overlaps(gt_class_ids: Sequence[int], pred_class_ids: Sequence[int],
                          f"[{len(pred_class_ids)} predictions, {len(gt_class_ids)} gt]")
     n_pred, n_gt = overlaps.shape
     size = (min(4 + 0.5 * n_gt, 40), min(3 + 0.4 * n_pred, 40))
-    canvas = _Canvas(save_path, "overlaps.png", figsize=size)
+    canvas = _Canvas(save_path, figsize=size)
     ax = canvas.ax
     image = ax.imshow(overlaps if overlaps.size else np.zeros((1, 1)), cmap="Blues",
                       vmin=0, vmax=1, aspect="auto")
@@ -406,7 +398,7 @@ def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.n
     """Ground truth in green and predictions in red, each prediction captioned "score / IoU".
 
     Matching uses ``utils.compute_matches``; a prediction's IoU is the one with the truth it
-    matched (0 when unmatched).  Default file ``differences.png``.
+    matched (0 when unmatched).
     """
     gt_match, pred_match, overlaps = utils.compute_matches(
         gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,
@@ -434,8 +426,7 @@ def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.n
         class_ids=np.concatenate([gt_class_id, pred_class_id]), class_names=class_names,
         scores=np.concatenate([np.zeros(n_gt), pred_score]), title=title, ax=ax,
         show_mask=show_mask, show_bbox=show_box, colors=colors, captions=captions,
-        save_path=save_path if save_path is not None or ax is not None or _is_interactive()
-        else "differences.png")
+        save_path=save_path)
 
 
 # ----------------------------------------------------------------------------- weights

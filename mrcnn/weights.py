@@ -2,6 +2,8 @@
 
 The layout is the one of matterport's ``mask_rcnn_coco.h5``: the root attribute ``layer_names``
 lists the layers, each layer is a group whose attribute ``weight_names`` lists its arrays in order.
+Keras 3 ``.weights.h5`` files of the same model (what ``keras_model.save_weights`` writes) are
+read too, matched by the layer names Keras 3 stores with each layer's arrays.
 Reading never executes anything from the file (no pickles, no Lambda layers), writing goes to a
 temporary file that is renamed into place, so an interrupted save leaves no broken checkpoint.
 """
@@ -10,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterable
+from typing import Callable, Iterable
 
 import h5py
 import keras
 import numpy as np
+
+from mrcnn import utils
 
 # Nested models that matterport's files store as one layer group.
 UNIT_MODELS = ("rpn_model",)
@@ -62,12 +66,8 @@ def _weight_names(unit: keras.layers.Layer) -> list[str]:
 def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
                  attrs: dict | None = None) -> None:
     """Write the model's weights atomically (``dtype="float16"`` halves the file size)."""
-    filepath = os.fspath(filepath)
-    folder = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{filepath}.tmp{os.getpid()}"
     units = weight_units(model)
-    try:
+    with utils.atomic_path(filepath) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layer_names"] = np.array([u.name.encode("utf8") for u in units])
             f.attrs["backend"] = b"tensorflow"
@@ -83,10 +83,6 @@ def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
                     if dtype is not None and np.issubdtype(value.dtype, np.floating):
                         value = value.astype(dtype)
                     g.create_dataset(name, data=value)
-        os.replace(tmp, filepath)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_attrs(filepath: str) -> dict:
@@ -109,14 +105,71 @@ def _decode(names: Iterable) -> list[str]:
     return [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names]
 
 
+def _keras2_layers(root: h5py.Group) -> tuple[list[str], Callable[[str], list[np.ndarray]]]:
+    """Layer names of a Keras 2 layout file, in file order, and a reader of a layer's arrays."""
+    names = [n for n in _decode(root.attrs["layer_names"])
+             if len(root[n].attrs.get("weight_names", [])) > 0]
+
+    def read(name: str) -> list[np.ndarray]:
+        group = root[name]
+        return [np.asarray(group[w]) for w in _decode(group.attrs["weight_names"])]
+
+    return names, read
+
+
+def _keras3_layers(filepath: str, f: h5py.File, units: list[keras.layers.Layer]
+                   ) -> tuple[list[str], Callable[[str], list[np.ndarray]]]:
+    """The same for a Keras 3 ``.weights.h5`` file (what ``keras_model.save_weights`` writes).
+
+    Keras 3 keys groups by object path (``backbone/layers/conv2d_53/vars``) with the layer's
+    name as an attribute of its ``vars`` group and the arrays as "0", "1" ...; the names in the
+    result are those of the model's units whose layers are all in the file, in model order.
+    """
+    groups: dict[str, h5py.Group] = {}
+
+    def visit(path: str, obj) -> None:
+        if isinstance(obj, h5py.Group) and path.rsplit("/", 1)[-1] == "vars" and len(obj):
+            if "name" not in obj.attrs:
+                raise WeightsError(
+                    f"{filepath}: a Keras 3 weights file without layer names (Keras before "
+                    "3.10 wrote none), so its layers cannot be matched by name; load it with "
+                    "keras_model.load_weights(path) into the same model")
+            groups.setdefault(_decode([obj.attrs["name"]])[0], obj)
+
+    f.visititems(visit)
+    if not groups:
+        raise WeightsError(f"{filepath}: neither a Keras 2 'layer_names' attribute nor Keras 3 "
+                           "layer groups; not a Keras HDF5 weights file")
+    by_name = {u.name: u for u in units}
+
+    def arrays(group: h5py.Group) -> list[np.ndarray]:
+        out = []
+        for key in sorted(group, key=int):
+            dataset = group[key]
+            if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16"):  # as Keras reads it
+                import ml_dtypes
+                out.append(np.array(dataset, dtype=ml_dtypes.bfloat16))
+            else:
+                out.append(np.asarray(dataset))
+        return out
+
+    def read(name: str) -> list[np.ndarray]:
+        return [a for leaf in _leaf_layers(by_name[name]) for a in arrays(groups[leaf.name])]
+
+    names = [u.name for u in units if all(leaf.name in groups for leaf in _leaf_layers(u))]
+    return names, read
+
+
 def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
                  exclude: Iterable[str] | None = None) -> list[str]:
-    """Load a Keras 2 layout HDF5 file into ``model``; returns the names of the layers loaded.
+    """Load a weights file into ``model``; returns the names of the layers loaded.
 
-    ``by_name`` matches file layers to model layers by name (missing ones are skipped, as Keras 2
-    did); otherwise layers are matched in order and their count must agree. ``exclude`` lists
-    layer names (or regular expressions) to leave untouched. A shape that does not fit raises
-    :class:`WeightsError` naming the file, the layer and both shapes.
+    Reads the Keras 2 layout (matterport's files, ours) and Keras 3 ``.weights.h5`` files of
+    this model (``keras_model.save_weights``). ``by_name`` matches file layers to model layers
+    by name (missing ones are skipped, as Keras 2 did); otherwise a Keras 2 file's layers are
+    matched in order and their count must agree, and a Keras 3 file must hold every layer.
+    ``exclude`` lists layer names (or regular expressions) to leave untouched. A shape that
+    does not fit raises :class:`WeightsError` naming the file, the layer and both shapes.
     """
     exclude = list(exclude or [])
 
@@ -124,27 +177,34 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
         return any(name == e or re.fullmatch(e, name) for e in exclude)
 
     filepath = os.fspath(filepath)
+    units = weight_units(model)
     with _open(filepath) as f:
         root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
-        if "layer_names" not in root.attrs:
-            raise WeightsError(f"{filepath}: no 'layer_names' attribute; not a Keras HDF5 "
-                               "weights file")
-        file_names = [n for n in _decode(root.attrs["layer_names"])
-                      if len(root[n].attrs.get("weight_names", [])) > 0]
-        units = weight_units(model)
+        keras2 = "layer_names" in root.attrs
+        if keras2:
+            file_names, read = _keras2_layers(root)
+        else:
+            file_names, read = _keras3_layers(filepath, f, units)
         if by_name:
             by = {u.name: u for u in units}
             pairs = [(n, by[n]) for n in file_names if n in by and not excluded(n)]
-        else:
+        elif keras2:
             if len(file_names) != len(units):
                 raise WeightsError(
                     f"{filepath}: holds {len(file_names)} layers with weights, the model has "
                     f"{len(units)}; load with by_name=True to match layers by name")
             pairs = [(n, u) for n, u in zip(file_names, units) if not excluded(u.name)]
+        else:
+            missing = [u.name for u in units if u.name not in set(file_names)]
+            if missing:
+                raise WeightsError(
+                    f"{filepath}: the model's layers {', '.join(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''} are not in the file; load with "
+                    "by_name=True to load the layers it has")
+            pairs = [(u.name, u) for u in units if not excluded(u.name)]
         assignments = []
         for name, unit in pairs:
-            group = root[name]
-            values = [np.asarray(group[w]) for w in _decode(group.attrs["weight_names"])]
+            values = read(name)
             targets = unit.weights
             if len(values) != len(targets):
                 raise WeightsError(f"{filepath}: layer '{name}' has {len(values)} weights in the "

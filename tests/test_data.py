@@ -96,6 +96,25 @@ def test_load_image_gt_resizes_and_stores_mini_masks():
     assert (np.diag(utils.compute_overlaps_masks(full, resized)) > 0.85).all()
 
 
+def test_load_image_gt_use_mini_mask_overrides_the_configuration(tiny_config):
+    ds = EllipseDataset(1, seed=7)
+    *_, bbox, stored = data.load_image_gt(ds, tiny_config, 0)          # USE_MINI_MASK
+    *_, full = data.load_image_gt(ds, tiny_config, 0, use_mini_mask=False)
+    n = len(bbox)
+    assert stored.shape == (28, 28, n) and full.shape == (64, 64, n)
+    np.testing.assert_array_equal(full, ds.load_mask(0)[0])  # 64x64 "square": unchanged
+    np.testing.assert_array_equal(utils.extract_bboxes(full), bbox)
+
+
+def test_load_image_gt_augment_flips_left_right_half_of_the_time(tiny_config):
+    ds = EllipseDataset(1, seed=7)
+    image, *_ = data.load_image_gt(ds, tiny_config, 0)
+    np.random.seed(1)
+    flips = [np.array_equal(data.load_image_gt(ds, tiny_config, 0, augment=True)[0],
+                            image[:, ::-1]) for _ in range(40)]
+    assert 10 < sum(flips) < 30
+
+
 def test_mold_and_unmold_image(tiny_config):
     config = tiny_config
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)

@@ -131,7 +131,7 @@ def test_any_regular_expression_selects_layers(fresh):
 
 
 # ----------------------------------------------------------------------------- resuming
-def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path):
+def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path, capsys):
     checkpoint = tmp_path / RUN / "mask_rcnn_tiny_0002.h5"
     fresh.save_weights(str(checkpoint))
     fresh.load_weights(str(checkpoint), by_name=True)
@@ -141,7 +141,10 @@ def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path):
     head_before = fresh.keras_model.mrcnn_class_conv1.kernel.numpy()
 
     history = fresh.train(EllipseDataset(8, seed=4), None, learning_rate=0.01, epochs=3,
-                          layers="heads", verbose=0)
+                          layers="heads", verbose=1)
+    printed = capsys.readouterr().out
+    assert "Starting at epoch 2. LR=0.01" in printed    # what matterport printed
+    assert f"Checkpoint Path: {tmp_path / RUN / 'mask_rcnn_tiny_{epoch:04d}.h5'}" in printed
     assert history.epoch == [2]                  # exactly one epoch: the third
     assert len(history.history["loss"]) == 1
     assert all(np.isfinite(v[0]) for v in history.history.values())
@@ -233,3 +236,147 @@ def test_detect_refuses_crop_mode(confident, monkeypatch):
     monkeypatch.setattr(confident.config, "IMAGE_RESIZE_MODE", "crop")
     with pytest.raises(ValueError, match="crop"):
         confident.detect([np.zeros((64, 64, 3), np.uint8)])
+
+
+# ----------------------------------------------------------------------------- matterport's API
+def test_log_prints_name_shape_range_and_dtype(capsys):
+    modellib.log("gt_bbox", np.array([[1, 5], [3, 2]], np.int32))
+    modellib.log("empty", np.zeros((0, 4), np.float32))
+    modellib.log("plain text")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["gt_bbox", "shape:", "(2,", "2)", "min:", "1.00000", "max:",
+                                "5.00000", "int32"]
+    assert lines[1].split() == ["empty", "shape:", "(0,", "4)", "min:", "max:", "float32"]
+    assert lines[2] == "plain text"
+
+
+def test_load_image_gt_with_matterports_keywords(tiny_config, monkeypatch):
+    ds = EllipseDataset(2, seed=3)
+    image, meta, class_ids, bbox, mask = modellib.load_image_gt(ds, tiny_config, 1)
+    assert image.shape == (64, 64, 3) and mask.shape == (64, 64, len(class_ids))  # full size
+    assert mask.dtype == bool and len(class_ids) > 0
+    np.testing.assert_array_equal(modellib.parse_image_meta(meta[None])["image_shape"][0],
+                                  image.shape)
+    *_, mini = modellib.load_image_gt(ds, tiny_config, 1, use_mini_mask=True)
+    assert mini.shape == tuple(tiny_config.MINI_MASK_SHAPE) + (len(class_ids),)
+    monkeypatch.setattr(np.random, "randint", lambda *a, **k: 1)  # "augment" flips now
+    flipped, _, _, flipped_bbox, flipped_mask = modellib.load_image_gt(ds, tiny_config, 1,
+                                                                      augment=True)
+    np.testing.assert_array_equal(flipped, image[:, ::-1])
+    np.testing.assert_array_equal(flipped_mask, mask[:, ::-1])
+    np.testing.assert_array_equal(flipped_bbox[:, [1, 3]], 64 - bbox[:, [3, 1]])
+
+
+def test_build_rpn_targets_takes_matterports_arguments(tiny_config):
+    from mrcnn import data
+
+    ds = EllipseDataset(1, seed=5)
+    image, _, class_ids, boxes, _ = modellib.load_image_gt(ds, tiny_config, 0)
+    anchors = modellib.anchors_for_shape(tiny_config, image.shape)
+    np.random.seed(0)
+    match, deltas = modellib.build_rpn_targets(image.shape, anchors, class_ids, boxes,
+                                               tiny_config)
+    np.random.seed(0)
+    expected_match, expected_deltas = data.build_rpn_targets(anchors, class_ids, boxes,
+                                                             tiny_config)
+    np.testing.assert_array_equal(match, expected_match)
+    np.testing.assert_array_equal(deltas, expected_deltas)
+    assert (match == 1).sum() > 0
+
+
+def test_detect_verbose_prints_what_matterport_printed(confident, capsys):
+    image, _ = ellipse_image(np.random.default_rng(1), size=64)
+    confident.detect([image], verbose=1)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Processing 1 images"
+    assert [line.split()[0] for line in out[1:5]] == ["image", "molded_images", "image_metas",
+                                                      "anchors"]
+    assert "shape: (64, 64, 3)" in out[1] and out[1].endswith("uint8")
+    assert "shape: (1, 64, 64, 3)" in out[2] and out[2].endswith("float32")
+    confident.detect([image])
+    assert capsys.readouterr().out == ""
+
+
+def test_detect_molded_works_in_the_molded_images_pixels(confident, tiny_config):
+    ds = EllipseDataset(1, seed=2, size=50)
+    image, meta, *_ = modellib.load_image_gt(ds, confident.config, 0)
+    assert image.shape == (64, 64, 3)                # padded from 50x50 (pad64)
+    window = modellib.parse_image_meta(meta[None])["window"][0]
+    r = confident.detect_molded(image[None], meta[None], verbose=0)[0]
+    assert len(r["scores"]) > 0 and r["masks"].shape == (64, 64, len(r["scores"]))
+    assert (r["rois"][:, 2] <= window[2]).all() and (r["rois"][:, 3] <= window[3]).all()
+    # The same molded image as float (mean subtracted) gives the same detections, and they
+    # are detect's on the original image, shifted by the padding.
+    again = confident.detect_molded([modellib.mold_image(image, confident.config)], meta[None])
+    np.testing.assert_array_equal(again[0]["rois"], r["rois"])
+    direct = confident.detect([ds.load_image(0)])[0]
+    assert window[0] == window[1] == 7
+    np.testing.assert_array_equal(direct["rois"] + 7, r["rois"])
+    np.testing.assert_allclose(direct["scores"], r["scores"], rtol=1e-6)
+
+
+def test_get_layer_knows_matterports_names(confident):
+    net = confident.keras_model
+    roi = net.get_layer("ROI")
+    assert roi.output is roi and roi.name == "ROI"
+    with pytest.raises(AttributeError, match="not a Keras layer"):
+        roi.weights
+    mask = net.get_layer("mrcnn_mask")          # a graph node that is also a layer with weights
+    assert mask.output.name == "mrcnn_mask"
+    assert [w.shape for w in mask.weights] == [w.shape for w in net.mrcnn_mask.weights]
+    assert net.get_layer("res2c_out").name == "res2c_out"        # inside the backbone
+    assert net.get_layer("rpn_class_raw").name == "rpn_class_raw"  # inside the RPN model
+    with pytest.raises(ValueError, match="No such layer: nothing"):
+        net.get_layer("nothing")
+
+
+def test_run_graph_gives_matterports_outputs_by_name(confident):
+    config = confident.config
+    net = confident.keras_model
+    image, _ = ellipse_image(np.random.default_rng(4), size=64)
+    pillar = net.get_layer("ROI").output
+    assert confident.ancestor(pillar, "ROI/no_such_tensor:0") is None
+    names = ["input_image", "res2c_out", "rpn_class", "ROI", "mrcnn_class", "mrcnn_bbox",
+             "mrcnn_detection", "mrcnn_mask"]
+    steps = ["pre_nms_anchors", "refined_anchors", "refined_anchors_clipped",
+             "rpn_non_max_suppression"]
+    outputs = [(n, net.get_layer(n).output) for n in names]
+    outputs += [(s, confident.ancestor(pillar, f"ROI/{s}:0")) for s in steps]
+    result = confident.run_graph([image], outputs)
+    assert list(result) == names + steps
+    out, facts = confident.run_stages(image)
+    rois, count = config.POST_NMS_ROIS_INFERENCE, config.DETECTION_MAX_INSTANCES
+    n_roi, n_det = len(out["proposals"]), len(out["detections"])
+    assert 0 < n_roi <= rois and 0 < n_det < count
+
+    np.testing.assert_array_equal(result["input_image"], facts["molded_image"][None])
+    expected = confident.debug_model(["res2c_out"]).predict(facts["molded_image"][None],
+                                                            verbose=0)
+    np.testing.assert_allclose(result["res2c_out"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(result["rpn_class"], out["rpn_class"])
+    assert result["ROI"].shape == (1, rois, 4)
+    np.testing.assert_array_equal(result["ROI"][0, :n_roi], out["proposals"])
+    assert result["mrcnn_class"].shape == (1, rois, config.NUM_CLASSES)
+    assert result["mrcnn_bbox"].shape == (1, rois, config.NUM_CLASSES, 4)
+    assert result["mrcnn_detection"].shape == (1, count, 6)
+    np.testing.assert_array_equal(result["mrcnn_detection"][0, :n_det], out["detections"])
+    assert not result["mrcnn_detection"][0, n_det:].any()  # matterport's padding: class id 0
+    masks = result["mrcnn_mask"]
+    assert masks.shape == (1, count) + tuple(config.MASK_SHAPE) + (config.NUM_CLASSES,)
+    ids = out["detections"][:, 4].astype(int)
+    np.testing.assert_allclose(masks[0, np.arange(n_det), :, :, ids], out["mrcnn_mask"],
+                               atol=1e-5)
+    # The proposal layer step by step ends where the ROI output is.
+    keep = result["rpn_non_max_suppression"]
+    assert result["pre_nms_anchors"].shape[1] == min(config.PRE_NMS_LIMIT,
+                                                     len(facts["anchors"]))
+    clipped = result["refined_anchors_clipped"][0]
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    np.testing.assert_allclose(clipped[keep][:n_roi], out["proposals"], atol=1e-6)
+    # Molded input with its metas (matterport's RPN cell) gives the same as the raw image.
+    again = confident.run_graph(facts["molded_image"][None].copy(),
+                                [("detections", net.get_layer("mrcnn_detection"))],
+                                image_metas=facts["image_meta"][None])
+    np.testing.assert_array_equal(again["detections"], result["mrcnn_detection"])
+    with pytest.raises(ValueError, match="'nms' is None"):
+        confident.run_graph([image], [("nms", confident.ancestor(pillar, "ROI/nothing:0"))])

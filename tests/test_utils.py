@@ -1,5 +1,10 @@
-"""mrcnn.utils on hand-made cases: anchors, boxes, IoU, masks, resizing, AP, Dataset."""
+"""mrcnn.utils on hand-made cases: anchors, boxes, IoU, masks, resizing, AP, Dataset, files."""
 from __future__ import annotations
+
+import http.server
+import os
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -361,3 +366,109 @@ def test_dataset_reads_image_files_as_rgb(tmp_path):
     np.testing.assert_array_equal(image[..., 1], grey)
     masks, ids = ds.load_mask(0)
     assert masks.shape[-1] == 0 and ids.shape == (0,)
+
+
+# ----------------------------------------------------------------------------- files
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    previous = os.umask(0o022)
+    try:
+        with utils.atomic_path(target) as tmp:
+            assert os.path.dirname(tmp) == str(tmp_path) and not target.exists()
+            with open(tmp, "wb") as f:
+                f.write(b"first")
+        assert target.read_bytes() == b"first"
+        assert os.stat(target).st_mode & 0o777 == 0o644  # umask-based, not mkstemp's 0600
+        with pytest.raises(RuntimeError):
+            with utils.atomic_path(target) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(b"half")
+                raise RuntimeError("interrupted")
+    finally:
+        os.umask(previous)
+    assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["out.bin"]
+
+
+class _Server:
+    """A thread serving ``body`` on 127.0.0.1, announcing ``length`` bytes."""
+
+    def __init__(self, body: bytes, length: int | None = None):
+        body_, length_ = body, len(body) if length is None else length
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(length_))
+                self.end_headers()
+                self.wfile.write(body_)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mask_rcnn_coco.h5"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_trained_weights_writes_the_file_atomically(tmp_path, capsys):
+    body = os.urandom(3 * 1024 * 1024 + 17)  # several chunks
+    target = tmp_path / "weights" / "mask_rcnn_coco.h5"
+    previous = os.umask(0o022)
+    try:
+        with _Server(body) as server:
+            assert utils.download_trained_weights(target, url=server.url) == str(target)
+    finally:
+        os.umask(previous)
+    assert target.read_bytes() == body
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    assert os.listdir(target.parent) == ["mask_rcnn_coco.h5"]
+    captured = capsys.readouterr()
+    assert f"Downloading pretrained model to {target} ..." in captured.out
+    assert "done downloading pretrained model" in captured.out
+    assert "100%" in captured.err  # tqdm's progress bar
+
+
+def test_download_trained_weights_fails_clearly_without_a_network(tmp_path):
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/mask_rcnn_coco.h5"
+    target = tmp_path / "mask_rcnn_coco.h5"
+    with pytest.raises(ConnectionError) as error:
+        utils.download_trained_weights(target, verbose=0, url=url, timeout=5)
+    assert url in str(error.value) and str(target) in str(error.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_cut_short_leaves_no_file(tmp_path):
+    target = tmp_path / "mask_rcnn_coco.h5"
+    with _Server(b"x" * 100, length=1000) as server:
+        with pytest.raises(ConnectionError, match=str(target)):
+            utils.download_trained_weights(target, verbose=0, url=server.url, timeout=5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_trained_weights_defaults_to_the_coco_release(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from mrcnn.weights import COCO_WEIGHTS_URL
+
+    asked = []
+
+    def offline(url, timeout):
+        asked.append(url)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ConnectionError, match="Name or service not known") as error:
+        utils.download_trained_weights(tmp_path / "mask_rcnn_coco.h5", verbose=0)
+    assert asked == [COCO_WEIGHTS_URL] and COCO_WEIGHTS_URL in str(error.value)
+    assert COCO_WEIGHTS_URL.endswith("/mask_rcnn_coco.h5")

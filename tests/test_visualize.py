@@ -82,16 +82,60 @@ def test_mask_outlines_surround_the_mask_in_xy_image_coordinates():
 
 
 # ----------------------------------------------------------------------------- display_instances
-def test_display_instances_saves_png_in_cwd_under_agg(tmp_path, monkeypatch):
+def _non_white_share(path) -> float:
+    picture = _read_png(str(path))[..., :3]
+    return float((picture < 200).any(axis=-1).mean())
+
+
+def test_display_instances_without_ax_draws_on_pyplot_so_savefig_keeps_it(tmp_path, monkeypatch):
+    # matterport's samples/nucleus/nucleus.py detect, on a headless machine (Agg).
     monkeypatch.chdir(tmp_path)
     image, masks = _scene()
-    path = visualize.display_instances(image, utils.extract_bboxes(masks), masks,
-                                       np.ones(3, int), CLASS_NAMES, scores=[0.9, 0.8, 0.7],
-                                       figsize=(3, 3))
-    assert path == "instances.png"
-    picture = _read_png(str(tmp_path / path))
-    assert picture.shape[0] > 100 and picture.shape[1] > 100
-    assert sorted(os.listdir(tmp_path)) == ["instances.png"]  # no temp file left behind
+    result = visualize.display_instances(image, utils.extract_bboxes(masks), masks,
+                                         np.ones(3, int), CLASS_NAMES, [0.9, 0.8, 0.7],
+                                         show_bbox=False, show_mask=False, title="Predictions",
+                                         figsize=(3, 3))
+    assert result is None
+    assert plt.get_fignums() == [plt.gcf().number] and len(plt.gca().images) == 1
+    plt.savefig("prediction.png")
+    assert os.listdir(tmp_path) == ["prediction.png"]  # nothing written unasked
+    assert _non_white_share(tmp_path / "prediction.png") > 0.3  # the dark image, not a blank
+    plt.close("all")
+
+
+def test_grid_and_box_pictures_without_save_path_are_pyplots_current_figure(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image, masks = _scene()
+    boxes = utils.extract_bboxes(masks)
+    calls = {
+        "images": lambda: visualize.display_images([image, masks[..., 0]], cols=2),
+        "top": lambda: visualize.display_top_masks(image, masks, [1, 1, 1], CLASS_NAMES),
+        "boxes": lambda: visualize.draw_boxes(image, boxes=boxes, refined_boxes=boxes + 1),
+    }
+    for name, call in calls.items():
+        assert call() is None
+        plt.savefig(f"{name}.png")
+        plt.close("all")
+        assert _non_white_share(tmp_path / f"{name}.png") > 0.05, name
+    assert sorted(os.listdir(tmp_path)) == ["boxes.png", "images.png", "top.png"]
+
+
+def test_saved_pngs_get_the_usual_permissions(tmp_path):
+    image, masks = _scene()
+    previous = os.umask(0o027)
+    try:
+        path = visualize.display_images([image], save_path=tmp_path / "new.png")
+        assert os.stat(path).st_mode & 0o777 == 0o640  # 0o666 less the umask, not 0o600
+        old = tmp_path / "old.png"
+        old.write_bytes(b"")
+        os.chmod(old, 0o664)
+        visualize.display_images([image], save_path=old)
+        assert os.stat(old).st_mode & 0o777 == 0o664  # a replaced file keeps its bits
+        _read_png(str(old))
+    finally:
+        os.umask(previous)
+    assert sorted(os.listdir(tmp_path)) == ["new.png", "old.png"]  # no temporary file left
 
 
 def test_display_instances_colours_masks_and_honours_save_path(tmp_path):
@@ -186,8 +230,9 @@ def test_display_differences_draws_truth_green_and_predictions_red(tmp_path, mon
     pred[28:44, 28:44, 0] = True  # a miss and a false detection, far apart
     path = visualize.display_differences(
         image, utils.extract_bboxes(gt), np.array([1]), gt, utils.extract_bboxes(pred),
-        np.array([1]), np.array([0.9]), pred, CLASS_NAMES, show_box=False)
-    assert path == "differences.png"
+        np.array([1]), np.array([0.9]), pred, CLASS_NAMES, show_box=False,
+        save_path="differences.png")
+    assert path == "differences.png" and os.listdir(tmp_path) == ["differences.png"]
     picture = _read_png(path)[..., :3].astype(int)
     r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
     assert ((g > 80) & (r < 40) & (b < 40)).sum() > 1000

@@ -254,3 +254,65 @@ def test_imagenet_resnet50_file_loads_into_the_backbone_by_name(model, tmp_path)
             np.testing.assert_array_equal(got, want, err_msg=name)
     for got, old in zip(values_of(model, "fpn_p2"), fpn_before):
         np.testing.assert_array_equal(got, old)
+
+
+# ----------------------------------------------------------------------------- Keras 3 files
+def test_keras3_weights_file_of_our_model_loads_by_name_and_with_exclude(model, tmp_path):
+    perturb(model, 20)
+    units = [u.name for u in weights_io.weight_units(model.keras_model)]
+    saved = {name: values_of(model, name) for name in units}
+    path = tmp_path / "mine.weights.h5"
+    model.keras_model.save_weights(str(path))        # what matterport's users write
+    with h5py.File(path, "r") as f:
+        assert "layer_names" not in f.attrs            # Keras 3's own layout, not ours
+
+    def check(names, expected):
+        for name in names:
+            for got, want in zip(values_of(model, name), expected[name]):
+                np.testing.assert_array_equal(got, want, err_msg=name)
+
+    perturb(model, 21)
+    assert sorted(model.load_weights(str(path), by_name=True)) == sorted(units)
+    check(units, saved)
+
+    perturb(model, 22)
+    skipped = EXCLUDED + ["rpn_model"]
+    before = {name: values_of(model, name) for name in skipped}
+    loaded = model.load_weights(str(path), by_name=True,
+                                exclude=COCO_HEADS_EXCLUDE + ["rpn_model"])
+    assert sorted(loaded) == sorted(set(units) - set(skipped))
+    check(loaded, saved)
+    check(skipped, before)
+
+    perturb(model, 23)
+    model.load_weights(str(path))                     # by_name=False: every layer is there
+    check(units, saved)
+
+
+def test_keras3_file_layers_are_matched_by_name(model, tmp_path):
+    import keras
+
+    fan_in, classes = layer(model, "mrcnn_class_logits").weights[0].shape
+    other = keras.Sequential([keras.Input((fan_in,)),
+                              keras.layers.Dense(classes, name="mrcnn_class_logits"),
+                              keras.layers.Dense(3, name="not_in_mask_rcnn")])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(str(path))
+    conv1 = values_of(model, "conv1")
+    assert model.load_weights(str(path), by_name=True) == ["mrcnn_class_logits"]
+    np.testing.assert_array_equal(values_of(model, "mrcnn_class_logits")[0],
+                                  other.layers[0].kernel.numpy())
+    np.testing.assert_array_equal(values_of(model, "conv1")[0], conv1[0])
+    with pytest.raises(WeightsError, match="by_name=True") as info:
+        model.load_weights(str(path))
+    assert "conv1" in str(info.value) and str(path) in str(info.value)
+
+    def strip_name(name, obj) -> None:                # as Keras before 3.10 wrote it
+        if "name" in obj.attrs:
+            del obj.attrs["name"]
+
+    with h5py.File(path, "a") as f:
+        f.visititems(strip_name)
+        assert not [n for n in f if "name" in f[n].attrs]
+    with pytest.raises(WeightsError, match="without layer names"):
+        model.load_weights(str(path), by_name=True)
