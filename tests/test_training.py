@@ -1,19 +1,23 @@
-"""nucleus.training: the study's schedule, start-weight errors and configs read from weights files.
+"""nucleus.training: the study's schedule, start weights (errors and loads) and configs read from
+weights files.
 
-No model is built: the weight-loading paths under test fail (or succeed) before touching one, and
-weights files are written with h5py holding only the root attributes that matter.
+Weights files are written with h5py holding only what each test needs; the loads that must reach a
+network use the shared tiny model of conftest.py.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import types
 
 import h5py
 import keras
+import numpy as np
 import pytest
 
 from mrcnn import model as modellib
+from mrcnn import weights as weights_io
 from mrcnn.weights import WeightsError
 from nucleus import training
 from nucleus.config import (NucleusCPUInferenceConfig, NucleusConfig, NucleusInferenceConfig,
@@ -209,3 +213,105 @@ def test_config_from_weights_bad_files(tmp_path):
     garbage.write_bytes(b"\x00garbage" * 64)
     with pytest.raises(WeightsError, match="garbage.h5"):
         config_from_weights(str(garbage))
+
+
+# ----------------------------------------------------------------------------- starts that load
+@pytest.fixture
+def tiny(inference_model, tmp_path, monkeypatch):
+    """The shared tiny model, with its own logs folder here; weights and run state put back."""
+    saved = inference_model.keras_model.get_weights()
+    monkeypatch.setattr(inference_model, "model_dir", str(tmp_path / "logs"))
+    monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    yield inference_model
+    inference_model.keras_model.set_weights(saved)
+    inference_model.set_log_dir()
+
+
+def _unit(model, name):
+    return next(u for u in weights_io.weight_units(model.keras_model) if u.name == name)
+
+
+def _coco_file(model, path, rng) -> dict:
+    """conv1 as the model has it, and the heads as COCO's 81 classes shape them."""
+    values = {}
+    with h5py.File(path, "w") as f:
+        units = {u.name for u in weights_io.weight_units(model.keras_model)}
+        names = ["conv1"] + [n for n in training.COCO_EXCLUDE if n in units]  # mrcnn_bbox: none
+        f.attrs["layer_names"] = np.array([n.encode() for n in names])
+        for name in names:
+            weights = _unit(model, name).weights
+            shapes = [w.shape for w in weights]
+            if name != "conv1":  # the class axis: 81 classes, 4 box numbers each for the box head
+                shapes = [s[:-1] + (s[-1] // model.config.NUM_CLASSES * 81,) for s in shapes]
+            wnames = [f"{name}/{w}:0" for w in ("kernel", "bias")][:len(weights)]
+            values[name] = [rng.normal(0, 0.1, s).astype(np.float32) for s in shapes]
+            g = f.create_group(name)
+            g.attrs["weight_names"] = np.array([n.encode() for n in wnames])
+            for wname, value in zip(wnames, values[name]):
+                g.create_dataset(wname, data=value)
+    return values
+
+
+def test_coco_start_loads_the_backbone_keeps_fresh_heads_and_starts_a_new_run(tiny, tmp_path):
+    os.makedirs(training.REPO_WEIGHTS_DIR)
+    coco = os.path.join(training.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5")
+    values = _coco_file(tiny, coco, np.random.default_rng(0))
+    fresh = {name: [w.numpy() for w in _unit(tiny, name).weights]
+             for name in values if name != "conv1"}
+    assert sorted(fresh) == ["mrcnn_bbox_fc", "mrcnn_class_logits", "mrcnn_mask"]
+    tiny.set_log_dir(str(tmp_path / "logs" / "tiny20260101T1200" / "mask_rcnn_tiny_0042.h5"))
+    assert tiny.epoch == 42                            # the model was in the middle of a run
+    assert load_start_weights(tiny, "coco") == coco
+    np.testing.assert_array_equal(_unit(tiny, "conv1").kernel.numpy(), values["conv1"][0])
+    for name, before in fresh.items():                 # 81-class heads can't fit: left fresh
+        for w, old in zip(_unit(tiny, name).weights, before):
+            np.testing.assert_array_equal(w.numpy(), old, err_msg=name)
+    assert tiny.epoch == 0 and "tiny20260101T1200" not in tiny.log_dir
+
+
+def test_last_resumes_the_latest_checkpoint_of_the_run_not_the_coco_file(tiny, tmp_path):
+    os.makedirs(training.REPO_WEIGHTS_DIR)
+    _coco_file(tiny, os.path.join(training.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
+               np.random.default_rng(1))
+    run = tmp_path / "logs" / "tiny20260102T0930"
+    kernel = _unit(tiny, "conv1").kernel
+    kernel.assign(kernel.numpy() + 1.0)
+    weights_io.save_weights(tiny.keras_model, str(run / "mask_rcnn_tiny_0006.h5"))
+    kernel.assign(kernel.numpy() + 1.0)
+    weights_io.save_weights(tiny.keras_model, str(run / "mask_rcnn_tiny_0007.h5"))
+    saved = kernel.numpy()
+    kernel.assign(np.zeros_like(saved))
+    assert load_start_weights(tiny, "last") == str(run / "mask_rcnn_tiny_0007.h5")
+    np.testing.assert_array_equal(kernel.numpy(), saved)
+    assert tiny.epoch == 7 and tiny.log_dir == str(run)   # training goes on in that run
+
+
+class _MidRun:
+    """A model with matterport's API, at epoch 42 of a run, whose ``load_weights`` only loads."""
+
+    def __init__(self, imagenet: str):
+        self.epoch, self.log_dir, self.loads, self.imagenet = 42, "old run", [], imagenet
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.loads.append((path, by_name, list(exclude or [])))
+
+    def set_log_dir(self, model_path=None):
+        self.epoch, self.log_dir = 0, "new run"
+
+    def get_imagenet_weights(self):
+        return self.imagenet
+
+
+def test_coco_and_imagenet_starts_begin_a_new_run_whatever_load_weights_does(
+        no_weights_anywhere):
+    coco = no_weights_anywhere / "mask_rcnn_coco.h5"
+    coco.write_bytes(b"")
+    for start, path, exclude in (("coco", str(coco), training.COCO_EXCLUDE),
+                                 ("imagenet", "resnet50.h5", [])):
+        model = _MidRun("resnet50.h5")
+        assert load_start_weights(model, start) == path
+        assert model.loads == [(path, True, exclude)]
+        assert (model.epoch, model.log_dir) == (0, "new run")
+    model = _MidRun("resnet50.h5")                    # a checkpoint: the run state is its own
+    load_start_weights(model, "logs/run/mask_rcnn_nucleus_0042.h5")
+    assert (model.epoch, model.log_dir) == (42, "old run")

@@ -105,3 +105,132 @@ def test_detect_with_flips_maps_masks_back_and_votes():
     assert masks.shape[-1] == 2                        # the artefact has 2 of 4 votes
     with pytest.raises(ValueError, match="unknown flips"):
         tta.detect_with_flips(model, image, flips=("none", "rot45"))
+
+
+def _rect(shape, y1, x1, y2, x2) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[y1:y2, x1:x2] = True
+    return out
+
+
+def test_a_duplicate_from_one_run_neither_adds_a_vote_nor_raises_the_score():
+    a = _disk(SHAPE, 20, 25, 8)
+    half = a & (np.arange(SHAPE[1]) < 27)[None]       # a fragment of a, IoU ~0.6 with it
+    runs = [(_stack(a, half), np.array([0.9, 0.5])), (_stack(a), np.array([0.9])),
+            (_stack(), np.zeros(0))]
+    masks, scores = tta.merge_runs(runs, SHAPE, min_votes=2)
+    assert masks.shape[-1] == 1                        # the fragment is no nucleus of its own
+    np.testing.assert_array_equal(masks[..., 0], a)
+    np.testing.assert_allclose(scores, [(0.9 + 0.9) / 3], rtol=1e-6)
+
+
+def test_pixels_found_by_exactly_half_of_the_runs_are_kept():
+    core = _disk(SHAPE, 20, 25, 6)
+    grown = _disk(SHAPE, 20, 25, 7)                    # its ring is found by 2 of 4 runs
+    runs = [(_stack(core), np.array([0.9])), (_stack(grown), np.array([0.9])),
+            (_stack(core), np.array([0.9])), (_stack(grown), np.array([0.9]))]
+    masks, _ = tta.merge_runs(runs, SHAPE)
+    np.testing.assert_array_equal(masks[..., 0], grown)
+    two = tta.merge_runs(runs[:2], SHAPE)[0]           # 2 flips: the union of the two
+    np.testing.assert_array_equal(two[..., 0], grown)
+
+
+def test_a_mask_joins_a_cluster_only_above_the_iou_threshold():
+    shape = (30, 60)
+    first = _rect(shape, 5, 40, 15, 50)                # 100 pixels, top right of a wide image
+    exactly_half = _rect(shape, 5, 40, 15, 45)         # inside it, IoU 50/100
+    above_half = _rect(shape, 5, 40, 15, 46)           # IoU 60/100
+    for other, merged in ((exactly_half, False), (above_half, True)):
+        runs = [(first[..., None], np.array([0.9])), (other[..., None], np.array([0.8]))]
+        masks, _ = tta.merge_runs(runs, shape, min_votes=2)
+        assert masks.shape[-1] == int(merged)
+    runs = [(first[..., None], np.array([0.9])), (above_half[..., None], np.array([0.8]))]
+    assert tta.merge_runs(runs, shape, iou_threshold=0.6, min_votes=2)[0].shape[-1] == 0
+
+
+def test_touching_neighbours_from_different_runs_are_not_one_nucleus():
+    left = _disk(SHAPE, 20, 15, 6)
+    right = _disk(SHAPE, 20, 24, 6)                    # overlaps left a little: IoU well < 0.5
+    runs = [(_stack(left), np.array([0.9])), (_stack(right), np.array([0.9]))]
+    masks, _ = tta.merge_runs(runs, SHAPE, min_votes=2)
+    assert masks.shape[-1] == 0                        # each was found by one run only
+
+
+def test_tall_and_small_masks_are_compared_in_place():
+    shape = (60, 20)
+    tall = _rect(shape, 5, 2, 45, 8)                   # 40 x 6, taller than it is wide
+    inner = _rect(shape, 10, 2, 40, 8)                 # inside it, ends above it: IoU 0.75
+    for tall_score, inner_score in ((0.9, 0.8), (0.8, 0.9)):   # either one anchors the cluster
+        runs = [(tall[..., None], np.array([tall_score])),
+                (inner[..., None], np.array([inner_score]))]
+        masks, scores = tta.merge_runs(runs, shape, min_votes=2)
+        assert masks.shape[-1] == 1
+        np.testing.assert_array_equal(masks[..., 0], tall)  # 1 of 2 votes is half: kept
+        np.testing.assert_allclose(scores, [0.85], rtol=1e-6)
+
+
+def test_the_best_scored_mask_anchors_its_cluster():
+    shape = (20, 40)
+    best = _rect(shape, 5, 10, 15, 20)                 # x 10..20
+    left = _rect(shape, 5, 10, 15, 16)                 # IoU 0.6 with best, 0.2 with right
+    right = _rect(shape, 5, 14, 15, 20)                # IoU 0.6 with best
+    runs = [(best[..., None], np.array([0.9])), (left[..., None], np.array([0.2])),
+            (right[..., None], np.array([0.5]))]
+    masks, scores = tta.merge_runs(runs, shape, min_votes=2)
+    assert masks.shape[-1] == 1                        # all three are one nucleus
+    np.testing.assert_allclose(scores, [(0.9 + 0.2 + 0.5) / 3], rtol=1e-6)
+    np.testing.assert_array_equal(masks[..., 0], best)
+
+
+def test_default_majority_for_odd_run_counts():
+    a = _disk(SHAPE, 10, 10, 5)
+    one = tta.merge_runs([(_stack(a), np.array([0.7]))], SHAPE)
+    assert one[0].shape[-1] == 1                       # a single run keeps what it found
+    runs = [(_stack(a), np.array([0.9])), (_stack(a), np.array([0.9])), (_stack(), np.zeros(0))]
+    assert tta.merge_runs(runs, SHAPE)[0].shape[-1] == 1   # 2 of 3 runs are a majority
+
+
+def test_output_types_and_an_image_shape_with_channels():
+    a = _disk(SHAPE, 10, 10, 5)
+    runs = [(_stack(a), np.array([0.9]))] * 2
+    masks, scores = tta.merge_runs(runs, SHAPE + (3,))  # image.shape works as image_shape
+    assert masks.dtype == bool and masks.shape == SHAPE + (1,)
+    assert scores.dtype == np.float32
+    masks, scores = tta.merge_runs([(_stack(), np.zeros(0))] * 2, SHAPE)
+    assert masks.dtype == bool and scores.dtype == np.float32
+
+
+def test_equal_scores_keep_the_first_runs_order():
+    shape = (40, 80)
+    squares = [_rect(shape, 8 * (k // 10), 8 * (k % 10), 8 * (k // 10) + 6, 8 * (k % 10) + 6)
+               for k in range(20)]
+    scores = np.array([0.9, 0.8, 0.8, 0.9, 0.8] * 4)   # many ties, interleaved
+    masks, merged = tta.merge_runs([(np.stack(squares, -1), scores)] * 2, shape)
+    expected = sorted(range(20), key=lambda k: -scores[k])   # stable: ties in run order
+    for out, k in enumerate(expected):
+        np.testing.assert_array_equal(masks[..., out], squares[k])
+    np.testing.assert_allclose(merged, scores[expected], rtol=1e-6)
+
+
+class _OverlapDetector:
+    """Finds a big and a small nucleus that overlap, the same way in every flip."""
+
+    def __init__(self, big: np.ndarray, small: np.ndarray):
+        self.big, self.small = big, small
+
+    def __call__(self, image):
+        flip = next(f for f in tta.FLIPS.values()
+                    if np.array_equal(f(image[..., 0] > 0), self.big | self.small))
+        return np.stack([flip(self.small), flip(self.big)], -1), np.array([0.9, 0.8])
+
+
+def test_detect_with_flips_returns_masks_without_overlaps():
+    big = _disk(SHAPE, 20, 20, 8)
+    small = _disk(SHAPE, 20, 30, 5)                    # overlaps big; IoU far below 0.5
+    image = np.zeros(SHAPE + (3,), np.uint8)
+    image[big | small] = 255
+    masks, scores = tta.detect_with_flips(_OverlapDetector(big, small), image)
+    assert masks.shape[-1] == 2 and masks.sum(-1).max() == 1
+    np.testing.assert_array_equal(masks[..., 0], small & ~big)   # the bigger keeps the overlap
+    np.testing.assert_array_equal(masks[..., 1], big)
+    np.testing.assert_allclose(scores, [0.9, 0.8])
