@@ -178,3 +178,12 @@ def test_vgg_file_is_not_an_fcn_checkpoint(tmp_path):
     assert not fcn_model.is_fcn_checkpoint(path)
     model = load_fcn(path, fc_width=SMALL)  # goes to the backbone, not the whole model
     assert model.get_layer("fc6").kernel.shape[-1] == SMALL
+
+
+def test_weights_none_from_the_command_line_means_random_initialisation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file called "none" anywhere to be found
+    keras.utils.set_random_seed(3)
+    model = load_fcn("none", fc_width=SMALL)
+    kernel = model.get_layer("block1_conv1").kernel.numpy()
+    assert kernel.shape == (3, 3, 3, 64) and kernel.std() > 0  # He normal, not loaded
+    assert os.listdir(tmp_path) == []

@@ -201,8 +201,11 @@ def load_fcn(weights: str | os.PathLike | None, dropout: float = 0.5, fc_width: 
     """Build the model and initialise it from whatever ``weights`` names.
 
     An FCN checkpoint (Keras 3 ``.weights.h5``) loads into the whole model; ``"imagenet"``, a
-    VGG16 no-top file or ``None`` go to :func:`build_fcn8s`. The command line's entry point.
+    VGG16 no-top file or ``None`` go to :func:`build_fcn8s`. The command line's entry point,
+    so its ``"none"`` (``--weights none``) means ``None``: random initialisation.
     """
+    if weights == "none":
+        weights = None
     if weights is not None and weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
