@@ -72,6 +72,8 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
             if raw.ndim != 3 or not 0 <= channel < raw.shape[-1]:
                 raise InputError(f"channel {channel}: the image has shape {raw.shape}")
             raw = raw[..., channel]
+        elif raw.ndim == 3 and raw.shape[-1] in (2, 4):     # alpha is not intensity
+            raw = raw[..., 0] if raw.shape[-1] == 2 else raw[..., :3]
     if detector is None:
         detector = _default_detector(model, weights, tta)
     labels, table, _ = _segment_array(raw, detector, tile, overlap, name or "image", progress)
@@ -152,7 +154,7 @@ def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray
 def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
     """The nuclei table as CSV, written atomically."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        table.to_csv(f, index=False, float_format="%.6g")
+        table.to_csv(f, index=False, float_format="%.9g")
 
 
 @dataclass

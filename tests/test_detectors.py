@@ -1,0 +1,101 @@
+"""The one detector interface (nucleus/detectors.py): preparing images, overlaps, TTA, building."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrcnn.utils import normalize_image
+from nucleus.dataset import load_subset
+from nucleus.detectors import Detector, make_detector
+from nucleus.errors import InputError
+
+
+def _square(shape, y0, x0, y1, x1) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+class Spy:
+    """A raw detector that records the images it is given and returns two overlapping masks."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, image):
+        self.seen.append(image.copy())
+        shape = image.shape[:2]
+        masks = np.stack([_square(shape, 2, 2, 6, 6), _square(shape, 4, 4, 12, 12)], axis=-1)
+        return masks, np.array([0.9, 0.7], np.float32)
+
+
+def test_overlaps_go_to_the_biggest_mask_and_scores_follow():
+    spy = Spy()
+    masks, scores = Detector(spy)(np.zeros((16, 16, 3), np.uint8))
+    assert masks.shape == (16, 16, 2) and scores.tolist() == pytest.approx([0.9, 0.7])
+    assert not (masks[..., 0] & masks[..., 1]).any()
+    assert masks[..., 1].sum() == 64 and masks[..., 0].sum() == 16 - 4
+
+
+def test_prepare_converts_then_normalises_once():
+    rng = np.random.default_rng(0)
+    deep = rng.integers(200, 3000, (32, 40)).astype(np.uint16)
+    spy = Spy()
+    detector = Detector(spy, normalization="stretch")
+    prepared = detector.prepare(deep)
+    assert prepared.shape == (32, 40, 3) and prepared.dtype == np.uint8
+    detector(deep)
+    np.testing.assert_array_equal(spy.seen[-1], prepared)
+    # detect_prepared takes the image as it is: tiles of one image share one intensity scale.
+    tile = prepared[:16, :16]
+    detector.detect_prepared(tile)
+    np.testing.assert_array_equal(spy.seen[-1], tile)
+    # uint8 RGB is normalised as the model's own `normalize_image` would do it.
+    rgb = rng.integers(0, 60, (32, 40, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(detector.prepare(rgb), normalize_image(rgb, "stretch"))
+    np.testing.assert_array_equal(Detector(spy).prepare(rgb), rgb)
+
+
+def test_tta_runs_the_four_flips_of_the_prepared_image():
+    spy = Spy()
+    image = np.random.default_rng(1).integers(0, 255, (16, 20, 3)).astype(np.uint8)
+    masks, scores = Detector(spy, tta=True)(image)
+    assert len(spy.seen) == 4
+    np.testing.assert_array_equal(spy.seen[1], image[:, ::-1])
+    np.testing.assert_array_equal(spy.seen[2], image[::-1])
+    # The spy's masks do not follow the flips, so only the ones the flips agree on survive.
+    assert masks.shape[:2] == (16, 20) and len(scores) == masks.shape[2]
+
+
+def test_bad_models_and_weights(tmp_path):
+    with pytest.raises(InputError, match="unknown model 'unet'"):
+        make_detector("unet")
+    with pytest.raises(InputError, match="missing.h5: weights file not found"):
+        make_detector("mrcnn", str(tmp_path / "missing.h5"))
+    with pytest.raises(InputError, match="no FCN checkpoint found"):
+        make_detector("fcn", None, logs=tmp_path)
+
+
+def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp_path):
+    """The detector normalises whole images itself; the result is the same as before, when
+    the network's configuration did it inside ``detect``."""
+    from mrcnn import model as modellib
+    from nucleus.detectors import default_weights
+    from nucleus.evaluation import detect_instances
+    from nucleus.training import config_from_weights
+
+    detector = make_detector("mrcnn", logs=tmp_path)
+    assert detector.normalization == "stretch" and not detector.tta
+    weights = default_weights()
+    config = config_from_weights(weights, inference=True)
+    assert config.IMAGE_NORMALIZATION == "stretch"
+    network = modellib.MaskRCNN("inference", config, str(tmp_path))
+    network.load_weights(weights, by_name=True)
+    ds = load_subset(None, "val", limit=2)
+    for image_id in ds.image_ids:
+        image = ds.load_image(image_id)
+        masks, scores = detector(image)
+        old_masks, old_scores = detect_instances(network, image)
+        assert masks.shape[2] > 3
+        np.testing.assert_array_equal(masks, old_masks)
+        np.testing.assert_array_equal(scores, old_scores)
