@@ -209,6 +209,10 @@ class NucleusDataset(Dataset):
             raise InputError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}"
                              f" (or a folder {root / subset}/images)")
         folder = root / _FOLDER.get(subset, subset)
+        subsets_here = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
+        if not folder.is_dir() and subsets_here:
+            raise InputError(f"{root / subset}/images: no such folder, so no subset {subset!r} "
+                             f"(this dataset's subsets: {', '.join(subsets_here)})")
         if not folder.is_dir():
             raise InputError(f"{folder}: subset folder missing (subset {subset!r} expects "
                              f"{folder.name}/<id>/images/<id>.png under {root})")

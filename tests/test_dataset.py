@@ -340,3 +340,135 @@ def test_bundled_sample():
                                and np.array_equal(image[..., 1], image[..., 2]))
     assert {(256, 256), (256, 320), (360, 360), (520, 696)} <= sizes
     assert colour >= 2
+
+
+# ----------------------------------------------------------------------------- images/ + masks/
+def _flat(root: Path, names=("a", "b", "c"), label_dir: str = "masks",
+          image_suffix: str = ".tif") -> dict[str, np.ndarray]:
+    """images/<name><suffix> and <label_dir>/<name>.tif label images (values not sequential)."""
+    import tifffile
+
+    labels_by_name = {}
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / label_dir).mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        labels = np.zeros((H, W), np.uint16)
+        labels[2:8, 3:9] = 500 + k
+        labels[12:20, 10:25] = 7
+        image = (labels > 0).astype(np.uint16) * (1000 + 100 * k) + 50
+        if image_suffix == ".tif":
+            tifffile.imwrite(root / "images" / f"{name}.tif", image)
+        else:
+            _png(root / "images" / f"{name}{image_suffix}", (image // 8).astype(np.uint8))
+        tifffile.imwrite(root / label_dir / f"{name}.tif", labels)
+        labels_by_name[name] = labels
+    return labels_by_name
+
+
+@pytest.mark.parametrize("label_dir, suffix", [("masks", ".tif"), ("labels", ".png")])
+def test_images_beside_label_images(tmp_path, label_dir, suffix):
+    truth = _flat(tmp_path, label_dir=label_dir, image_suffix=suffix)
+    ds = _load(tmp_path, "all")
+    assert [info["id"] for info in ds.image_info] == ["a", "b", "c"]
+    for image_id in ds.image_ids:
+        name = ds.image_info[image_id]["id"]
+        image = ds.load_image(image_id)
+        assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+        assert image[3, 4, 0] > image[0, 0, 0]            # deep images stretched, not black
+        masks, class_ids = ds.load_mask(image_id)
+        assert class_ids.tolist() == [1, 1]
+        # Labels renumbered 1..N in value order: 7 first, then 500 + k.
+        np.testing.assert_array_equal(masks[..., 0], truth[name] == 7)
+        np.testing.assert_array_equal(masks[..., 1], truth[name] == 500 + "abc".index(name))
+        assert ds.load_labels(image_id).max() == 2
+
+
+def test_train_and_val_of_a_label_image_folder_are_a_fixed_split(tmp_path):
+    from nucleus.split import SPLIT_SEED, make_split
+
+    names = [f"img{k:02d}" for k in range(12)]
+    _flat(tmp_path, names)
+    train = [i["id"] for i in _load(tmp_path, "train").image_info]
+    val = [i["id"] for i in _load(tmp_path, "val").image_info]
+    assert (train, val) == make_split(names, 1, SPLIT_SEED)
+    assert len(val) == 1 and set(train) | set(val) == set(names)
+    fold_train = [i["id"] for i in _load(tmp_path, "train", fold=0, n_folds=3).image_info]
+    fold_val = [i["id"] for i in _load(tmp_path, "train", fold=0, n_folds=3,
+                                       fold_part="val").image_info]
+    assert sorted(fold_train + fold_val) == train and len(fold_val) in (3, 4)
+    with pytest.raises(InputError, match=r"unknown subset 'stage1_train' .*all, train, val"):
+        _load(tmp_path, "stage1_train")
+
+
+def test_subset_folders_in_the_stardist_layout(tmp_path):
+    truth = _flat(tmp_path / "train", ("a", "b"))
+    (tmp_path / "test" / "images").mkdir(parents=True)
+    _png(tmp_path / "test" / "images" / "t.png", np.zeros((H, W), np.uint8))
+    ds = _load(tmp_path, "train")
+    assert [i["id"] for i in ds.image_info] == ["a", "b"]
+    np.testing.assert_array_equal(ds.load_labels(0) > 0, truth["a"] > 0)
+    test = _load(tmp_path, "test")                         # no masks/: unlabelled
+    assert test.load_mask(0)[0].shape == (H, W, 0)
+    with pytest.raises(InputError, match=r"no subset 'val' \(this dataset's subsets: test, "
+                                         r"train\)"):
+        _load(tmp_path, "val")
+
+
+def test_label_images_feed_the_training_pipeline(tmp_path):
+    from mrcnn.data import load_image_gt
+    from nucleus.config import make_config
+
+    _flat(tmp_path, ("a",))
+    ds = _load(tmp_path, "all")
+    config = make_config("cpu", overrides={"IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64,
+                                           "IMAGE_RESIZE_MODE": "square"})
+    image, _, class_ids, boxes, masks = load_image_gt(ds, config, 0, use_mini_mask=False)
+    assert image.shape == (64, 64, 3) and class_ids.tolist() == [1, 1]
+    assert masks.shape == (64, 64, 2) and masks.any(axis=(0, 1)).all()
+
+
+def test_bad_label_image_folders(tmp_path):
+    import tifffile
+
+    def fresh(name):
+        root = tmp_path / name
+        _flat(root, ("a", "b"))
+        return root
+
+    root = fresh("missing")
+    (root / "masks" / "b.tif").unlink()
+    with pytest.raises(InputError, match=r"images/b\.tif: no label image for it in .*masks"):
+        _load(root, "all")
+    root = fresh("both")
+    (root / "labels").mkdir()
+    with pytest.raises(InputError, match="both masks/ and labels/"):
+        _load(root, "all")
+    root = fresh("twice")
+    _png(root / "images" / "a.png", np.zeros((H, W), np.uint8))
+    with pytest.raises(InputError, match=r"images/a\.(png|tif): a\.(tif|png) has the same name"):
+        _load(root, "all")
+    root = fresh("empty")
+    for p in (root / "images").iterdir():
+        p.unlink()
+    with pytest.raises(InputError, match="images: no image files in it"):
+        _load(root, "all")
+    root = fresh("single")
+    (root / "images" / "b.tif").unlink()
+    with pytest.raises(InputError, match="one image cannot be split"):
+        _load(root, "val")
+    bad_labels = {
+        "size": (np.zeros((H + 1, W), np.uint16), r"label image is 25x32 \(HxW\) but its image "
+                                                   r"is 24x32"),
+        "binary": (_rect(2, 2) | _rect(12, 20), r"a binary mask \(one value, 2 separate"),
+        "colour": (np.dstack([np.eye(H, W, dtype=np.uint8)] * 2 + [np.zeros((H, W), np.uint8)]),
+                   "has colours"),
+        "negative": (-np.eye(H, W, dtype=np.int16), "negative label values"),
+        "fraction": (np.eye(H, W, dtype=np.float32) / 2, "whole numbers"),
+    }
+    for name, (labels, message) in bad_labels.items():
+        root = fresh(name)
+        tifffile.imwrite(root / "masks" / "a.tif", labels,
+                         photometric="rgb" if labels.ndim == 3 else None)
+        ds = _load(root, "all")
+        with pytest.raises(InputError, match=rf"masks/a\.tif: .*{message}"):
+            ds.load_mask(0)
