@@ -59,3 +59,10 @@ def test_trim_zero_rows():
     kept, mask = box_ops.trim_zero_rows(boxes)
     np.testing.assert_allclose(kept.numpy(), [[0.1, 0.2, 0.3, 0.4], [0., 0., 0.5, 0.5]])
     np.testing.assert_array_equal(mask.numpy(), [False, True, False, True])
+
+
+def test_overlaps_of_small_normalised_boxes():
+    # Normalised boxes have areas far below 1: the guard against a zero union must not bite.
+    iou = box_ops.overlaps(tf.constant([[0.1, 0.1, 0.2, 0.2]]),
+                           tf.constant([[0.15, 0.1, 0.25, 0.2], [0.5, 0.5, 0.6, 0.6]])).numpy()
+    np.testing.assert_allclose(iou, [[1 / 3, 0.0]], rtol=1e-5)

@@ -83,3 +83,53 @@ def test_nothing_to_detect_gives_an_empty_array():
                             tf.constant(np.zeros((len(ROIS), 3, 4), np.float32)),
                             tf.constant(WINDOW), DetConfig()).numpy()
     assert out.shape == (0, 6)
+
+
+def _one_class(rois, scores, config):
+    """Detections of class 1 with the given scores, boxes unrefined, the window the whole image."""
+    rois = np.asarray(rois, np.float32)
+    probs = np.stack([1 - np.asarray(scores), scores, np.zeros(len(scores))], 1).astype(np.float32)
+    return refine_detections(tf.constant(rois), tf.constant(probs),
+                             tf.constant(np.zeros((len(rois), 3, 4), np.float32)),
+                             tf.constant([0.0, 0.0, 1.0, 1.0]), config).numpy()
+
+
+def test_a_score_equal_to_the_minimum_confidence_is_kept():
+    class Exact(DetConfig):
+        DETECTION_MIN_CONFIDENCE = float(np.float32(0.7))
+
+    out = _one_class([[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.7, 0.7]],
+                     np.array([0.7, np.nextafter(np.float32(0.7), 0)], np.float32), Exact())
+    np.testing.assert_allclose(out[:, :4], [[0.1, 0.1, 0.3, 0.3]], atol=1e-6)
+
+
+def test_nms_keeps_a_box_whose_iou_equals_the_threshold_and_drops_one_above():
+    class Quarter(DetConfig):
+        DETECTION_NMS_THRESHOLD = 0.25
+
+    best = [0.0, 0.0, 0.5, 0.5]                       # area 1/4; all numbers exact in float32
+    at = [0.0, 0.0, 0.5, 0.125]                       # inside it, IoU exactly 1/4
+    above = [0.0, 0.0, 0.5, 0.1875]                   # IoU 3/8 (kept by the default 0.5)
+    out = _one_class([best, at, above], np.array([0.9, 0.8, 0.85], np.float32), Quarter())
+    np.testing.assert_allclose(out[:, 5], [0.9, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(out[1, :4], at, atol=1e-6)
+
+
+def test_classes_never_suppress_each_other_even_for_big_boxes():
+    rois = np.array([[0.1, 0.1, 0.9, 0.9], [0.1, 0.1, 0.9, 0.9]], np.float32)
+    probs = np.array([[0.1, 0.9, 0.0], [0.2, 0.0, 0.8]], np.float32)
+    out = refine_detections(tf.constant(rois), tf.constant(probs),
+                            tf.constant(np.zeros((2, 3, 4), np.float32)),
+                            tf.constant([0.0, 0.0, 1.0, 1.0]), DetConfig()).numpy()
+    np.testing.assert_allclose(out[:, 4:], [[1, 0.9], [2, 0.8]], rtol=1e-6)
+
+
+def test_boxes_entirely_outside_the_image_window_are_dropped():
+    # Clipped to the window they have no height (below it) or no width (right of it).
+    rois = [[0.92, 0.2, 0.98, 0.4], [0.2, 0.1, 0.4, 0.3], [0.3, 0.5, 0.5, 0.6]]
+    window = np.array([0.0, 0.0, 0.9, 0.45], np.float32)
+    probs = np.array([[0.05, 0.95, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0]], np.float32)
+    out = refine_detections(tf.constant(np.array(rois, np.float32)), tf.constant(probs),
+                            tf.constant(np.zeros((3, 3, 4), np.float32)), tf.constant(window),
+                            DetConfig()).numpy()
+    np.testing.assert_allclose(out[:, 5], [0.8], rtol=1e-6)

@@ -224,3 +224,102 @@ def test_matches_brute_force_on_random_masks():
         assert image_score(labels_to_masks(true), labels_to_masks(pred)).score == pytest.approx(expected)
         seen.append(expected)
     assert 0 < np.mean(seen) < 1 and len(set(np.round(seen, 6))) > 10   # the cases are varied
+
+
+# ----------------------------------------------------------------------------- edge cases
+def test_huge_labels_without_background_keep_every_object():
+    # No pixel is 0 and the labels are too big for a lookup table: the sorting path must still
+    # see two (then three) objects.
+    labels = np.array([[10**12, 10**12], [3 * 10**12, 3 * 10**12]], np.int64)
+    iou = iou_matrix(labels, labels)
+    np.testing.assert_array_equal(iou, np.eye(2))
+    assert image_score(labels, labels).n_true == 2
+    labels[0, 0] = 1
+    assert iou_matrix(labels, labels).shape == (3, 3)
+    with_background = labels.copy()
+    with_background[1, 1] = 0
+    assert iou_matrix(with_background, labels).shape == (3, 3)
+
+
+def test_mask_stacks_as_read_from_png_files():
+    masks = np.zeros((6, 6, 2), np.uint8)              # 0/255 masks, as Kaggle's PNGs hold them
+    masks[0:2, 0:2, 0] = 255
+    masks[3:6, 3:6, 1] = 255
+    labels = masks_to_labels(masks)
+    expected = np.zeros((6, 6), np.int32)
+    expected[0:2, 0:2] = 1                             # mask k gets label k + 1
+    expected[3:6, 3:6] = 2
+    np.testing.assert_array_equal(labels, expected)
+    assert image_score(masks, expected).score == 1.0
+
+
+def test_overlap_error_counts_only_the_shared_pixels():
+    masks = np.zeros((4, 4, 2), bool)
+    masks[0, 0:3, 0] = True
+    masks[0, 1:4, 1] = True                            # 4 pixels covered, 2 shared
+    with pytest.raises(InputError) as info:
+        masks_to_labels(masks)
+    assert str(info.value) == ("masks_to_labels: masks overlap on 2 pixels; remove overlaps first "
+                               "(nucleus.overlap.eliminate_overlaps)")
+
+
+def test_error_messages_name_the_function_and_the_problem():
+    def message(call, *args):
+        with pytest.raises(InputError) as info:
+            call(*args)
+        return str(info.value)
+
+    assert message(as_labels, np.ones((4, 4), bool)) == (
+        "as_labels: a label image must have an integer dtype, got bool; "
+        "pass bool masks as a [H, W, N] stack")
+    assert message(as_labels, np.ones((4, 4), np.float32)).startswith(
+        "as_labels: a label image must have an integer dtype, got float32")
+    assert message(labels_to_masks, np.zeros(4, int)) == (
+        "labels_to_masks: expected a label image [H, W], got shape (4,)")
+    assert message(precision_at, np.zeros(3), 0.5) == (
+        "precision_at: IoU matrix must be 2-D, got shape (3,)")
+    assert message(dataset_score, []) == "dataset_score: no images given"
+    assert message(mean_precisions, []) == "mean_precisions: no image scores given"
+
+
+def test_an_image_of_no_pixels_has_nothing_to_find():
+    assert image_score(np.zeros((0, 0), int), np.zeros((0, 0), int)).score == 1.0
+    assert image_score(np.zeros((0, 0, 0), bool), np.zeros((0, 0, 0), bool)).score == 1.0
+
+
+def test_two_truths_on_one_prediction_give_one_match():
+    # Rows are unique but the column is not: still one-to-one.
+    np.testing.assert_array_equal(match(np.array([[0.9], [0.8]]), 0.5), [[0, 0]])
+    assert precision_at(np.array([[0.9], [0.8]]), 0.5) == (0.5, 1, 0, 1)
+
+
+def _greedy(iou, threshold):
+    """Reference: best IoU first, ties by (row, column)."""
+    cells = sorted(((-iou[r, c], r, c) for r, c in np.argwhere(iou > threshold)))
+    rows, cols, pairs = set(), set(), []
+    for _, r, c in cells:
+        if r not in rows and c not in cols:
+            rows.add(r)
+            cols.add(c)
+            pairs.append((r, c))
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+def test_greedy_matching_with_many_candidates_and_ties():
+    iou = np.array([[0.9, 0.8, 0.0], [0.85, 0.0, 0.0], [0.0, 0.7, 0.6]])
+    np.testing.assert_array_equal(match(iou, 0.5), [[0, 0], [2, 1]])
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        iou = rng.choice([0.0, 0.3, 0.6, 0.7], size=(7, 7))   # ties everywhere
+        np.testing.assert_array_equal(match(iou, 0.5), _greedy(iou, 0.5))
+
+
+def test_progress_shows_only_when_asked(capsys):
+    a = square((10, 10), 0, 0, 4)
+    dataset_score([(a, a)])
+    dataset_scores([(a, a)])
+    assert capsys.readouterr().err == ""
+    dataset_score([(a, a)], progress=True)
+    assert "scoring" in capsys.readouterr().err
+    dataset_scores([(a, a)], progress=True)
+    assert "scoring" in capsys.readouterr().err

@@ -118,3 +118,43 @@ def test_clean_detections_keeps_big_mask_even_with_lowest_score():
     np.testing.assert_array_equal(trimmed["rois"], [[0, 0, 6, 6], [0, 6, 3, 8]])
     with pytest.raises(InputError, match="'scores' has 2 entries"):
         clean_detections({"masks": masks, "scores": np.zeros(2)})
+
+
+def test_single_pixel_masks_are_kept_by_default():
+    masks = stack((6, 6), (0, 0, 1, 1), (3, 3, 5, 5))
+    cleaned, kept = eliminate_overlaps(masks)
+    np.testing.assert_array_equal(kept, [0, 1])
+    np.testing.assert_array_equal(cleaned, masks)
+    out = clean_detections({"masks": masks, "scores": np.array([0.9, 0.8])})
+    np.testing.assert_array_equal(out["scores"], [0.9, 0.8])
+    out = clean_detections({"masks": masks, "scores": np.array([0.9, 0.8])}, min_area=2)
+    np.testing.assert_array_equal(out["scores"], [0.8])
+
+
+def test_no_detections_give_an_empty_bool_stack_and_usable_indices():
+    cleaned, kept = eliminate_overlaps(np.zeros((4, 5, 0), bool))
+    assert cleaned.dtype == bool and kept.dtype.kind == "i"
+    assert np.zeros(0, np.float32)[kept].shape == (0,)    # scores[kept] works
+    out = clean_detections({"masks": np.zeros((4, 5, 0), bool), "scores": np.zeros(0)})
+    assert out["masks"].shape == (4, 5, 0) and out["scores"].shape == (0,)
+
+
+def test_clean_detections_without_masks_says_so():
+    with pytest.raises(InputError) as info:
+        clean_detections({"scores": np.zeros(1)})
+    assert str(info.value) == "clean_detections: the result has no 'masks' entry"
+
+
+def test_many_equal_areas_still_go_to_the_lower_index():
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        boxes = []
+        for _ in range(30):                            # two sizes only: ties everywhere
+            y, x = rng.integers(0, 16, size=2)
+            size = int(rng.choice([3, 4]))
+            boxes.append((y, x, y + size, x + size))
+        masks = stack((20, 20), *boxes)
+        cleaned, kept = eliminate_overlaps(masks)
+        ref_masks, ref_kept = reference(masks)
+        np.testing.assert_array_equal(kept, ref_kept)
+        np.testing.assert_array_equal(cleaned, ref_masks)

@@ -79,3 +79,42 @@ def test_encode_rejects_non_2d():
         rle_encode(np.zeros((2, 2, 2), bool))
     with pytest.raises(InputError, match="string"):
         rle_decode(None, (2, 2))
+
+
+def _error(rle, shape=(3, 3)) -> str:
+    with pytest.raises(InputError) as info:
+        rle_decode(rle, shape)
+    return str(info.value)
+
+
+def test_errors_in_later_runs_name_the_run_and_its_neighbour():
+    assert _error("1 2 5 0") == "RLE run 2 (start 5): length 0 is not positive"
+    assert _error("1 2 0 1") == "RLE run 2: start 0 < 1 (pixel numbers start at 1)"
+    assert _error("1 2 4 1 0 1") == "RLE run 3: start 0 < 1 (pixel numbers start at 1)"
+    # Run 3 overlaps run 2 only; run 1 is far away.
+    assert _error("1 1 4 3 5 1") == (
+        "RLE run 3 (start 5) overlaps run 2 (start 4, length 3); runs must be sorted and disjoint")
+    assert _error("7 2 2 1") == (
+        "RLE run 2 (start 2) is before run 1 (start 7, length 2); runs must be sorted and disjoint")
+
+
+def test_a_run_ending_on_the_last_pixel_fits():
+    np.testing.assert_array_equal(rle_decode("8 2", (3, 3)).ravel(order="F"),
+                                  [False] * 7 + [True] * 2)
+    assert _error("8 3") == ("RLE run 1 (start 8, length 3) ends at pixel 10, outside the 3x3 "
+                             "image (9 pixels)")
+    # Out of order, and ending exactly on the last pixel: the order is the problem.
+    assert "is before run 1" in _error("5 1 2 8")
+
+
+def test_value_length_limit():
+    assert "outside" in _error("1" + "0" * 17 + " 1")          # 18 digits: parsed, too far
+    big = "9" * 19                                             # 19 digits: refused as too large
+    assert _error(f"{big} 1") == f"RLE value {big}... is too large"
+    huge = "1234567890" * 3
+    assert _error(f"1 {huge}") == f"RLE value {huge[:20]}... is too large"
+
+
+def test_non_string_names_its_type():
+    with pytest.raises(InputError, match="^RLE must be a string, got int$"):
+        parse_rle(12, (3, 3))

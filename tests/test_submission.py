@@ -244,3 +244,132 @@ def test_score_submission(tmp_path, images):
     write_rows(tmp_path / "nosol.csv", header="ImageId,EncodedPixels,Height,Width")
     with pytest.raises(InputError, match="no images"):
         score_submission(tmp_path / "perfect.csv", tmp_path / "nosol.csv")
+
+
+# ----------------------------------------------------------------------------- exact messages
+def _input_error(call, *args) -> str:
+    with pytest.raises(InputError) as info:
+        call(*args)
+    return str(info.value)
+
+
+def test_header_messages_say_what_is_missing_and_what_was_found(tmp_path):
+    p = write_rows(tmp_path / "sol.csv", "a,1 1,3", header="ImageId,EncodedPixels,Height")
+    assert _input_error(read_solution, p) == (
+        f"{p}:1: missing column(s) Width; header is 'ImageId,EncodedPixels,Height', expected "
+        "ImageId,EncodedPixels,Height,Width")
+    p = write_rows(tmp_path / "sub.csv", "a,1 1", header="Id,Pixels")
+    assert _input_error(read_submission, p, SHAPES) == (
+        f"{p}:1: missing column(s) ImageId, EncodedPixels; header is 'Id,Pixels', expected "
+        "ImageId,EncodedPixels")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert _input_error(read_solution, empty) == (
+        f"{empty}: empty file, expected a header ImageId,EncodedPixels,Height,Width")
+    assert validate_submission(empty, SHAPES) == [
+        f"{empty}: empty file, expected the header ImageId,EncodedPixels"]
+
+
+def test_a_field_too_long_for_csv_is_a_malformed_file(tmp_path):
+    p = write_rows(tmp_path / "s.csv", "a," + "1 " * 70000)
+    message = _input_error(read_submission, p, SHAPES)
+    assert message.startswith(f"{p}: malformed CSV: field larger than field limit")
+
+
+def test_mask_shape_messages(tmp_path):
+    writer = SubmissionWriter(tmp_path / "s.csv")
+    assert _input_error(writer.add, "w", [np.ones((4, 4, 2), bool)]) == (
+        "image w: mask 0 has shape (4, 4, 2), expected [H, W]")
+    assert _input_error(writer.add, "w", [np.ones((4, 4), bool), np.ones((4, 5), bool)]) == (
+        "image w: mask 1 has shape (4, 5), expected (4, 4)")
+    assert _input_error(writer.add, "w", np.ones((4, 4), np.float32)) == (
+        "image w: expected a [H, W, N] mask stack, a list of [H, W] masks or an integer label "
+        "image, got float32 (4, 4)")
+    assert _input_error(writer.add, 7, []) == f"{tmp_path / 's.csv'}: bad image id 7"
+    masks = np.zeros((4, 4, 2), bool)
+    masks[0, 0:3, 0] = masks[0, 1:4, 1] = True
+    assert _input_error(writer.add, "z", masks) == (
+        f"{tmp_path / 's.csv'}: image z: masks overlap on 2 pixels; run "
+        "nucleus.overlap.eliminate_overlaps first")
+    writer.abort()
+
+
+def test_aborted_writer_writes_nothing_even_if_closed(tmp_path):
+    writer = SubmissionWriter(tmp_path / "s.csv")
+    writer.add("a", [])
+    writer.abort()
+    writer.close()
+    assert not (tmp_path / "s.csv").exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.add("b", [])
+
+
+def test_file_uses_unix_line_ends(tmp_path):
+    write_submission(tmp_path / "s.csv", [("a", [np.eye(3, dtype=bool)])])
+    assert (tmp_path / "s.csv").read_bytes() == b"ImageId,EncodedPixels\na,1 1 5 1 9 1\n"
+
+
+def test_overlaps_are_reported_against_the_right_line(tmp_path):
+    # The first mask is apart; the third overlaps the second only.
+    p = write_rows(tmp_path / "s.csv", "a,1 1", "a,4 3", "a,5 1", "b,1 1", "c,")
+    assert validate_submission(p, SHAPES) == [
+        f"{p}:4: image a: mask overlaps the mask on line 3"]
+    # Line 4 overlaps both earlier masks, which end on the same pixel: the first is named.
+    p = write_rows(tmp_path / "s.csv", "a,1 6", "a,3 4", "a,5 1", "b,1 1", "c,")
+    assert validate_submission(p, SHAPES) == [
+        f"{p}:3: image a: mask overlaps the mask on line 2",
+        f"{p}:4: image a: mask overlaps the mask on line 2"]
+    # Reading names the mask that owns the first shared pixel.
+    p = write_rows(tmp_path / "s.csv", "a,4 2", "a,1 1", "a,3 2")
+    assert _input_error(read_submission, p, SHAPES) == (
+        f"{p}:4: image a: mask overlaps the mask on line 2")
+
+
+def test_validation_goes_on_after_an_unknown_id_and_names_it_once(tmp_path):
+    p = write_rows(tmp_path / "s.csv", "zz,1 1", "zz,2 1", "a,1 x", "b,1 1", "c,")
+    assert validate_submission(p, SHAPES) == [
+        f"{p}:2: unknown image id 'zz'",
+        f"{p}:4: image a: RLE value 'x' is not a non-negative integer"]
+    p = write_rows(tmp_path / "s.csv", "a,1 1", "b,1 1")
+    assert validate_submission(p, SHAPES) == [
+        f"{p}: image c is missing (give it one row with empty EncodedPixels if it has no "
+        "nucleus)"]
+
+
+def test_check_submission_message_layout(tmp_path):
+    p = write_rows(tmp_path / "s.csv", "a,1 1")
+    shapes = {"a": (3, 3), "b": (2, 2), "c": (2, 2)}
+    with pytest.raises(InputError) as info:
+        check_submission(p, shapes, max_shown=1)
+    assert str(info.value) == (
+        f"{p}: 2 problem(s) in the submission:\n"
+        f"  {p}: image b is missing (give it one row with empty EncodedPixels if it has no "
+        "nucleus)\n  ... and 1 more")
+    with pytest.raises(InputError) as info:
+        check_submission(p, shapes, max_shown=2)
+    assert str(info.value).count("\n") == 2 and "more" not in str(info.value)
+
+
+def test_one_pixel_high_images_and_scores_of_missing_images(tmp_path):
+    p = write_rows(tmp_path / "sol.csv", "a,1 2,1,3", "b,1 1,2,2",
+                   header="ImageId,EncodedPixels,Height,Width")
+    truth = read_solution(p)
+    np.testing.assert_array_equal(truth["a"], [[1, 1, 0]])
+    write_rows(tmp_path / "sub.csv", "a,1 2")
+    mean, scores = score_submission(tmp_path / "sub.csv", p)
+    assert mean == 0.5
+    missing = scores["b"]
+    assert missing.tp.dtype.kind == missing.fp.dtype.kind == missing.fn.dtype.kind == "i"
+    from nucleus.metric import mean_precisions
+    np.testing.assert_allclose(mean_precisions(list(scores.values())), np.full(10, 0.5))
+
+
+def test_progress_shows_only_when_asked(tmp_path, images, capsys):
+    write_solution(tmp_path / "sol.csv", images)
+    write_submission(tmp_path / "s.csv", images.items())
+    score_submission(tmp_path / "s.csv", tmp_path / "sol.csv")
+    assert capsys.readouterr().err == ""
+    write_submission(tmp_path / "s.csv", images.items(), progress=True)
+    assert "submission" in capsys.readouterr().err
+    score_submission(tmp_path / "s.csv", tmp_path / "sol.csv", progress=True)
+    assert "scoring" in capsys.readouterr().err

@@ -316,3 +316,21 @@ def test_keras3_file_layers_are_matched_by_name(model, tmp_path):
         assert not [n for n in f if "name" in f[n].attrs]
     with pytest.raises(WeightsError, match="without layer names"):
         model.load_weights(str(path), by_name=True)
+
+
+def test_in_order_loading_also_leaves_excluded_layers_alone(model, tmp_path):
+    """by_name=False matches layers by position; ``exclude`` must still hold (both layouts)."""
+    perturb(model, 30)
+    conv1 = values_of(model, "conv1")
+    keras2, keras3 = tmp_path / "ours.h5", tmp_path / "keras3.weights.h5"
+    model.save_weights(str(keras2))
+    model.keras_model.save_weights(str(keras3))
+    for path in (keras2, keras3):
+        perturb(model, 31)
+        before = {name: values_of(model, name) for name in EXCLUDED}
+        loaded = model.load_weights(str(path), exclude=[r"mrcnn_(class_logits|bbox_fc|mask)"])
+        assert not set(EXCLUDED) & set(loaded) and "conv1" in loaded
+        for name in EXCLUDED:
+            for got, old in zip(values_of(model, name), before[name]):
+                np.testing.assert_array_equal(got, old, err_msg=f"{path.name}: {name}")
+        np.testing.assert_array_equal(values_of(model, "conv1")[0], conv1[0])
