@@ -118,8 +118,11 @@ def test_evaluate_and_detect(trained):
     np.testing.assert_array_equal(masks2, masks)
     np.testing.assert_array_equal(scores2, scores)
 
-    best, scores_by_radius = tune_radius(model, val, radii=[0, 1, 2])
-    assert best in (0, 1, 2) and set(scores_by_radius) == {0, 1, 2}
+    best, scores_by_radius = tune_radius(model, val, radii=[2, 0, 1])
+    assert set(scores_by_radius) == {0, 1, 2}
+    assert best == min(r for r, s in scores_by_radius.items()   # the best, the smallest of ties
+                       if s == max(scores_by_radius.values()))
+    assert scores_by_radius[1] == pytest.approx(metrics["map"])  # the same score as evaluate's
 
 
 def test_resume_from_last_checkpoint(trained):

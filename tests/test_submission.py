@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -370,6 +372,6 @@ def test_progress_shows_only_when_asked(tmp_path, images, capsys):
     score_submission(tmp_path / "s.csv", tmp_path / "sol.csv")
     assert capsys.readouterr().err == ""
     write_submission(tmp_path / "s.csv", images.items(), progress=True)
-    assert "submission" in capsys.readouterr().err
+    assert re.search(r"(^|\r)submission: ", capsys.readouterr().err)
     score_submission(tmp_path / "s.csv", tmp_path / "sol.csv", progress=True)
-    assert "scoring" in capsys.readouterr().err
+    assert re.search(r"(^|\r)scoring: ", capsys.readouterr().err)
