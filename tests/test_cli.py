@@ -230,6 +230,7 @@ FLAGS = {
     "curves": ["--out"],
     "pick-radius": ["--radii"],
     "compare": ["--fcn-weights", "--out"],
+    "segment": ["--out", "--channel", "--tile", "--overlap", "--model", "--weights", "--tta"],
 }
 
 
@@ -255,3 +256,85 @@ def test_started_as_a_script(argv, cwd):
     assert done.returncode == 0, done.stderr
     for command in ("train", "detect", "evaluate", "submit", "crossval", "curves"):
         assert command in done.stdout
+
+
+# ----------------------------------------------------------------------------- segment
+def _grey_sample() -> np.ndarray:
+    """A dim 360x360 fluorescence image of the bundled sample, grey uint8."""
+    path = next(Path(SAMPLE_DIR).glob("stage1_train/b6c9b58d*/images/*.png"))
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def test_segment_files_of_every_kind_with_a_truncated_one(capsys, tmp_path):
+    import tifffile
+
+    grey = _grey_sample()
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 255)])).save(
+        images / "rgba.png")
+    tifffile.imwrite(images / "two.tif", np.stack([np.full_like(grey, 7, np.uint16),
+                                                   grey.astype(np.uint16) * 257]),
+                     imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(images / "cut.tif", grey)
+    (images / "cut.tif").write_bytes((images / "cut.tif").read_bytes()[:1000])
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "segment", images, "--out", out, "--channel", "1")
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[0]] and errors[0].startswith(f"error: {images / 'cut.tif'}: ")
+    assert "2 images" in stdout and "1 of 3 inputs failed" in err
+    table = list(csv.DictReader(open(out / "nuclei.csv", newline="")))
+    counts = {}
+    for name in ("rgba", "two"):
+        labels = tifffile.imread(out / f"{name}_labels.tif")
+        assert labels.dtype == np.uint16 and labels.shape == grey.shape
+        counts[name] = int(labels.max())
+        assert counts[name] == sum(row["image"] == name for row in table) >= 10
+        assert is_png(out / f"{name}_overlay.png")
+    # The 16-bit copy of the image segments like the 8-bit one.
+    assert abs(counts["rgba"] - counts["two"]) <= 2
+    assert not (out / "cut_labels.tif").exists()
+
+
+def test_segment_refuses_bad_tiles_and_missing_files_before_loading_a_model(capsys, tmp_path):
+    code, _, err = run(capsys, "segment", tmp_path, "--out", tmp_path, "--tile", "64",
+                       "--overlap", "64")
+    assert code == 2 and "overlap must be" in err
+    code, _, err = run(capsys, "segment", tmp_path / "none.tif", "--out", tmp_path / "o")
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'none.tif'}: file not found")
+
+
+# ----------------------------------------------------------------------------- label images
+def _label_folder(root: Path, count: int) -> Path:
+    """images/<id>.png and masks/<id>.tif (a label image each) from the sample's val images."""
+    import tifffile
+
+    dataset = NucleusDataset()
+    dataset.load_nucleus(None, "val")
+    dataset.prepare()
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for image_id in dataset.image_ids[:count]:
+        name = dataset.image_info[image_id]["id"]
+        Image.fromarray(dataset.load_image(image_id)).save(root / "images" / f"{name}.png")
+        tifffile.imwrite(root / "masks" / f"{name}.tif", dataset.load_labels(image_id))
+    return root
+
+
+def test_evaluate_a_folder_of_images_and_label_images(capsys, trained, tmp_path):
+    folder = _label_folder(tmp_path / "mine", 2)
+    code, out, _ = run(capsys, "evaluate", "--weights", trained["weights"], "--dataset", folder,
+                       "--subset", "all", *FAST_INFERENCE)
+    assert code == 0
+    assert "images: 2" in out and re.fullmatch(r"mAP: \d\.\d{4}", out.strip().splitlines()[-1])
+
+
+def test_train_reads_a_label_image_folder_and_names_a_missing_label(capsys, tmp_path):
+    folder = _label_folder(tmp_path / "mine", 3)
+    first = sorted((folder / "masks").iterdir())[0]
+    first.unlink()
+    code, _, err = run(capsys, "train", "--dataset", folder, "--subset", "all", "--profile",
+                       "cpu", "--epochs", "1", "--logs", tmp_path / "logs")
+    assert code == 2
+    assert err.startswith(f"error: {folder / 'images' / first.stem}.png: no label image")
