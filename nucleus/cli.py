@@ -1,4 +1,5 @@
-"""Command line: ``python nucleus.py train|detect|evaluate|submit|crossval|pick-radius|curves|compare|segment``.
+"""Command line: ``python nucleus.py COMMAND``: train, sweep, detect, evaluate, submit, crossval,
+pick-radius, curves, compare, segment.
 
 Also reachable as ``python -m nucleus`` and as the installed ``nucleus`` command. Every bad input
 ends in one line ``error: <file>: <problem>`` and exit status 2.
@@ -101,15 +102,8 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
                         "(4x slower)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nucleus", description="Nucleus instance segmentation: Mask R-CNN and the FCN-8s "
-                                    "baseline on the Kaggle 2018 Data Science Bowl data.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model (staged schedule of the study)")
-    _add_common(p, "train", "coco | imagenet | last | none | PATH (default: none for the CPU "
-                            "profile, coco otherwise; FCN: imagenet | none | last | PATH)")
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of a training run, shared by ``train`` and ``sweep``."""
     p.add_argument("--epochs", type=int, default=None,
                    help="last epoch of the schedule (default 150: heads to 100, then 4+)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="default 100")
@@ -135,8 +129,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-first", type=int, default=5, help="first epoch with validation mAP")
     p.add_argument("--eval-limit", type=int, default=None, help="validation images used for mAP")
     p.add_argument("--val-subset", default="val", help="subset for validation (default: val)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nucleus", description="Nucleus instance segmentation: Mask R-CNN and the FCN-8s "
+                                    "baseline on the Kaggle 2018 Data Science Bowl data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (staged schedule of the study)")
+    _add_common(p, "train", "coco | imagenet | last | none | PATH (default: none for the CPU "
+                            "profile, coco otherwise; FCN: imagenet | none | last | PATH)")
+    _add_train_flags(p)
     p.add_argument("--crop-size", type=int, default=256, help="FCN: training crop size")
     p.add_argument("--batch-size", type=int, default=4, help="FCN: crops per step")
+
+    p = sub.add_parser("sweep", help="train one Mask R-CNN run per combination of settings "
+                                     "(resumable), then compare their validation mAP curves")
+    _add_common(p, "train", "where each combination starts: coco | imagenet | none | PATH "
+                            "(default: none for the CPU profile, coco otherwise)")
+    axis = next(a for a in p._actions if a.dest == "set")
+    axis.metavar = "NAME=V1,V2,..."
+    axis.help = ("an axis of the sweep (repeat for more; every combination is one run; one "
+                 "value fixes NAME for all); NAME is a configuration value or AUGMENT, "
+                 "ROTATE90, APPEARANCE, SCALE, LR_DROP, e.g. --set "
+                 "RPN_TRAIN_ANCHORS_PER_IMAGE=128,256,512 --set AUGMENT=True,False")
+    p.add_argument("--name", default=None,
+                   help="sweep folder under --logs (default: sweep_ and the swept names); "
+                        "the same command again resumes it")
+    _add_train_flags(p)
 
     p = sub.add_parser("detect", help="write overlay PNGs of the detected nuclei")
     _add_common(p, "stage1_test", "weights file (default: weights/mask_rcnn_nucleus.h5)")
@@ -276,17 +297,7 @@ def cmd_train(args) -> int:
     from nucleus.plots import save_training_curves
     from nucleus.training import train_nucleus
 
-    profile = args.profile or "study"
-    weights = args.weights or ("none" if profile == "cpu" else "coco")
-    model = train_nucleus(args.dataset, args.subset, weights, args.logs, epochs=args.epochs,
-                          layers=args.layers, augment=not args.no_augment, profile=profile,
-                          overrides=overrides_from_args(args), eval_every=args.eval_every,
-                          eval_first=args.eval_first, eval_limit=args.eval_limit,
-                          val_subset=args.val_subset, limit=args.limit,
-                          rotate90=args.rotate90, lr_drop=args.lr_drop,
-                          appearance=args.appearance, scale=args.scale,
-                          oversample_kinds=_kind_factors(args.oversample),
-                          exclude=args.exclude_kind)
+    model = train_nucleus(logs=args.logs, **_mrcnn_train_kwargs(args, overrides_from_args(args)))
     history = os.path.join(model.log_dir, "history.csv")
     if os.path.exists(history):
         val_map = os.path.join(model.log_dir, "val_map.csv")
@@ -294,6 +305,34 @@ def cmd_train(args) -> int:
                                    val_map if os.path.exists(val_map) else None)
         print(f"training curves: {png}")
     print(f"checkpoints: {model.log_dir}")
+    return 0
+
+
+def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
+    """train_nucleus keywords (all but ``logs``) from the flags of ``train`` / ``sweep``."""
+    profile = args.profile or "study"
+    return dict(dataset_dir=args.dataset, subset=args.subset,
+                weights=args.weights or ("none" if profile == "cpu" else "coco"),
+                epochs=args.epochs, layers=args.layers, augment=not args.no_augment,
+                profile=profile, overrides=overrides, eval_every=args.eval_every,
+                eval_first=args.eval_first, eval_limit=args.eval_limit,
+                val_subset=args.val_subset, limit=args.limit, rotate90=args.rotate90,
+                lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale,
+                oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
+
+
+def cmd_sweep(args) -> int:
+    if args.model != "mrcnn":
+        raise InputError("sweep: only --model mrcnn is supported")
+    from nucleus.sweep import parse_axes, run_sweep, summary
+
+    axes = parse_axes(args.set, _value)
+    # --set NAME=V1,V2 is an axis; the configuration flags hold for all combinations.
+    fixed = overrides_from_args(argparse.Namespace(**{**vars(args), "set": []}))
+    result = run_sweep(axes, args.logs, args.name, **_mrcnn_train_kwargs(args, fixed))
+    print("\n".join(summary(result)))
+    print(f"table: {result.table}")
+    print(f"figure: {result.figure or '(none: no validation mAP recorded yet)'}")
     return 0
 
 
@@ -492,9 +531,9 @@ def cmd_compare(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "detect": cmd_detect, "evaluate": cmd_evaluate,
-            "submit": cmd_submit, "crossval": cmd_crossval, "pick-radius": cmd_pick_radius,
-            "curves": cmd_curves, "compare": cmd_compare,
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "detect": cmd_detect,
+            "evaluate": cmd_evaluate, "submit": cmd_submit, "crossval": cmd_crossval,
+            "pick-radius": cmd_pick_radius, "curves": cmd_curves, "compare": cmd_compare,
             "segment": cmd_segment}
 
 

@@ -164,8 +164,9 @@ def append_val_map_row(path: str, row: dict) -> None:
     """Add one row to ``val_map.csv``, upgrading a file from before the per-kind columns.
 
     A file whose header already holds every column of :data:`VAL_MAP_COLUMNS` gets the row
-    appended (a row is written whole). An older file is rewritten atomically with the new columns added (its old
-    rows keep empty cells there), so a resumed run continues one readable table.
+    appended (a row is written whole). An older file is rewritten atomically with the new
+    columns added (its old rows keep empty cells there), so a resumed run continues one
+    readable table.
     """
     columns, rows = list(VAL_MAP_COLUMNS), []
     if os.path.exists(path) and os.path.getsize(path) > 0:

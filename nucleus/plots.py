@@ -464,6 +464,63 @@ def save_map_curve(path: str | os.PathLike, csv_path: str | os.PathLike,
     return _save(fig, path)
 
 
+def save_sweep_curves(path: str | os.PathLike, csv_path: str | os.PathLike,
+                      title: str = "") -> str:
+    """Validation mAP against epoch, one curve per setting of a sweep (``nucleus sweep``).
+
+    CSV columns ``setting, <one per swept name>, epoch, map[, map_<kind> ...]`` (the columns
+    between ``setting`` and ``epoch`` are the swept names). A second panel per image kind
+    shows ``map_<kind>`` where the runs recorded it. The legend names only the values that
+    differ between settings; the others go to the title. Returns the path.
+    """
+    import pandas as pd
+
+    frame = _read_csv(csv_path, "sweep", required=("setting", "epoch", "map"))
+    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    columns = list(raw.columns)
+    if columns.index("epoch") < columns.index("setting"):
+        raise InputError(f"{os.fspath(csv_path)}: sweep file must list setting, the swept "
+                         f"names, then epoch; found {columns}")
+    axes = columns[columns.index("setting") + 1:columns.index("epoch")]
+    varying = [a for a in axes if raw[a].nunique() > 1]
+    fixed = [f"{a}={raw[a].iloc[0]}" for a in axes if a not in varying]
+    kinds = [k for k in KIND_COLORS if f"map_{k}" in frame.columns
+             and frame[f"map_{k}"].notna().any()]
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axs = _curve_figure(1 + len(kinds))
+    settings = list(dict.fromkeys(raw["setting"]))
+    colors = [f"C{i % 10}" for i in range(len(settings))]
+    for ax, column, name in zip(axs, ["map", *(f"map_{k}" for k in kinds)],
+                                ["all images", *kinds]):
+        for color, setting in zip(colors, settings):
+            rows = frame[(raw["setting"] == setting).to_numpy()].dropna(subset=["epoch", column])
+            if not rows.empty:
+                rows = rows.sort_values("epoch")
+                ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, color=color)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("DSB mAP (IoU 0.50-0.95)")
+        ax.set_title(f"Validation mAP: {name}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    # One legend for all panels, under them, so that no curve hides behind it.
+    labels = []
+    for setting in settings:
+        first = raw[raw["setting"] == setting].iloc[0]
+        labels.append(" ".join(f"{a}={first[a]}" for a in varying) or setting)
+    handles = [Line2D([], [], color=c, marker="o", markersize=3) for c in colors]
+    width_px = fig.get_figwidth() * DPI
+    per_entry_px = 8 * max(map(len, labels)) + 40   # ~8 px a character at font size 8
+    fig.legend(handles, labels, loc="outside lower center", fontsize=8,
+               ncol=max(1, min(len(labels), int(width_px // per_entry_px))))
+    head = " - ".join(t for t in (title, ", ".join(fixed)) if t)
+    if head:
+        fig.suptitle(head)
+    return _save(fig, path)
+
+
 def save_crossval(path: str | os.PathLike, csv_path: str | os.PathLike) -> str:
     """Per-fold pixel IoU and DSB mAP against epoch, thin line per fold, thick mean.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -159,7 +160,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   lr_drop: int | None = None, appearance: bool = False,
                   scale: tuple[float, float] | None = None,
                   oversample_kinds: dict[str, int] | None = None,
-                  exclude: list[str] | None = None) -> modellib.MaskRCNN:
+                  exclude: list[str] | None = None,
+                  resume: bool = False) -> modellib.MaskRCNN:
     """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP.
 
     ``lr_drop``: from this epoch on the learning rate is a tenth of ``LEARNING_RATE`` (the
@@ -167,10 +169,16 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     and ``scale`` add :mod:`nucleus.augment`'s appearance and rescaling steps.
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
     ``exclude`` drops kinds from training (:mod:`nucleus.sampling`).
+    ``resume``: when ``logs`` already holds a checkpoint of this configuration, continue its
+    run from the last one instead of starting from ``weights``; the schedule stays the one
+    ``weights`` gives (a run started from COCO keeps its heads-then-4+ stages).
     """
     from nucleus.evaluation import MapCallback
 
     config = make_config(profile, overrides=overrides)
+    schedule = default_schedule(weights, epochs, layers)
+    if resume and last_checkpoint(logs, config.NAME) is not None:
+        weights = "last"
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
     check_images(train_ds, subset)
@@ -196,12 +204,22 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                                      first=eval_first, limit=eval_limit))
     augmentation = (build_augmentation(rotate90=rotate90, appearance=appearance, scale=scale)
                     if augment else None)
-    for stage, learning_rate in _with_lr_drop(default_schedule(weights, epochs, layers),
-                                              config.LEARNING_RATE, lr_drop):
+    for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, lr_drop):
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
     return model
+
+
+def last_checkpoint(logs: str, name: str) -> tuple[str, int] | None:
+    """(path, epoch) of the last checkpoint of the latest run named ``name`` under ``logs``,
+    or None when there is none yet (read from the file name; no model is built)."""
+    try:
+        path = modellib.find_last_checkpoint(logs, name)
+    except FileNotFoundError:
+        return None
+    match = re.search(r"_(\d+)\.h5$", os.path.basename(path))
+    return path, int(match.group(1)) if match else 0
 
 
 def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,

@@ -222,6 +222,8 @@ FLAGS = {
     "train": ["--dataset", "--subset", "--weights", "--logs", "--epochs", "--steps-per-epoch",
               "--layers", "--model", "--profile", "--set", "--image-size", "--backbone",
               "--rpn-anchors", "--rois"],
+    "sweep": ["--set", "--name", "--epochs", "--steps-per-epoch", "--logs", "--profile",
+              "--no-augment", "--eval-every", "--val-subset"],
     "submit": ["--out", "--dataset", "--subset", "--weights", "--model"],
     "evaluate": ["--submission", "--solution", "--plots", "--dataset", "--subset", "--weights",
                  "--model"],

@@ -315,3 +315,67 @@ def test_coco_and_imagenet_starts_begin_a_new_run_whatever_load_weights_does(
     model = _MidRun("resnet50.h5")                    # a checkpoint: the run state is its own
     load_start_weights(model, "logs/run/mask_rcnn_nucleus_0042.h5")
     assert (model.epoch, model.log_dir) == (42, "old run")
+
+
+# ----------------------------------------------------------------------------- resuming
+def _checkpoint(folder, epoch: int, run: str = "nucleus_cpu20260101T1200"):
+    path = folder / run / f"mask_rcnn_nucleus_cpu_{epoch:04d}.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+    return str(path)
+
+
+def test_last_checkpoint_is_found_by_name_without_a_model(tmp_path):
+    assert training.last_checkpoint(str(tmp_path / "none"), "nucleus_cpu") is None
+    assert training.last_checkpoint(str(tmp_path), "nucleus_cpu") is None
+    _checkpoint(tmp_path, 3)
+    last = _checkpoint(tmp_path, 12)
+    (tmp_path / "nucleus_cpu20270101T0000").mkdir()   # a newer run that saved nothing yet
+    assert training.last_checkpoint(str(tmp_path), "nucleus_cpu") == (last, 12)
+    assert training.last_checkpoint(str(tmp_path), "nucleus") is None
+
+
+class _RecordingModel:
+    """Stands in for MaskRCNN in train_nucleus: records what it loads and trains."""
+    made: list = []
+
+    def __init__(self, mode, config, model_dir):
+        self.model_dir, self.config, self.epoch, self.log_dir = model_dir, config, 0, model_dir
+        self.loaded, self.stages = [], []
+        _RecordingModel.made.append(self)
+
+    def find_last(self):
+        return modellib.find_last_checkpoint(self.model_dir, self.config.NAME)
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.loaded.append((path, exclude))
+        self.epoch = int(re.search(r"_(\d+)\.h5$", path).group(1))
+
+    def set_log_dir(self):
+        self.epoch = 0
+
+    def train(self, train_ds, val_ds, learning_rate, epochs, layers, **kwargs):
+        if self.epoch < epochs:
+            self.stages.append((layers, self.epoch, epochs))
+            self.epoch = epochs
+
+
+def test_resume_continues_the_last_checkpoint_with_the_schedule_of_the_start_weights(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(modellib, "MaskRCNN", _RecordingModel)
+    monkeypatch.setattr(training, "check_images", lambda dataset, subset: None)
+    _RecordingModel.made = []
+    args = dict(dataset_dir=None, subset="train", weights="coco", logs=str(tmp_path),
+                epochs=120, profile="cpu", val_subset="", limit=2, resume=True)
+    # Without a checkpoint, resume starts from the start weights (COCO must then exist).
+    with pytest.raises(InputError, match="mask_rcnn_coco.h5"):
+        monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.chdir(tmp_path)
+        training.train_nucleus(**args)
+    last = _checkpoint(tmp_path, 40)
+    training.train_nucleus(**args)
+    model = _RecordingModel.made[-1]
+    assert model.loaded == [(last, None)]                 # no COCO file needed, none loaded
+    # A run started from COCO keeps its two stages: heads to 100, then 4+.
+    assert model.stages == [("heads", 40, 100), ("4+", 100, 120)]
