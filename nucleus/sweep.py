@@ -242,8 +242,11 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
             train(logs=folder, resume=True, **kwargs)
             status = "resumed" if found else "trained"
         after = last_checkpoint(folder, config.NAME)
+        run_dir = os.path.dirname(after[0]) if after else None
+        if status != "done" and run_dir is not None:
+            _draw_run_curves(run_dir)
         result.outcomes.append(Outcome(setting, folder, status, after[1] if after else 0,
-                                       os.path.dirname(after[0]) if after else None))
+                                       run_dir))
     result.table = write_table(os.path.join(root, TABLE_FILE), result.outcomes,
                                [n for n, _ in axes])
     result.figure = _draw(os.path.join(root, FIGURE_FILE), result.table, name)
@@ -336,6 +339,17 @@ def read_val_map(run_dir: str | None) -> list[dict]:
     if rows and "map" not in rows[0]:
         raise InputError(f"{path}: validation mAP file lacks the column 'map'")
     return rows
+
+
+def _draw_run_curves(run_dir: str) -> None:
+    """training_curves.png in a combination's run folder, as ``nucleus train`` draws it."""
+    from nucleus.plots import save_training_curves
+
+    history = os.path.join(run_dir, "history.csv")
+    val_map = os.path.join(run_dir, "val_map.csv")
+    if os.path.exists(history):
+        save_training_curves(os.path.join(run_dir, "training_curves.png"), history,
+                             val_map if os.path.exists(val_map) else None)
 
 
 def _draw(path: str, table: str, name: str) -> str | None:

@@ -278,6 +278,7 @@ def test_sweep_command_trains_then_resumes_without_training(tmp_path, capsys):
     folder = tmp_path / "tiny" / "train_rois_per_image=16"
     runs = [p for p in folder.iterdir() if p.is_dir()]
     assert len(runs) == 1 and (runs[0] / "mask_rcnn_nucleus_cpu_0001.h5").is_file()
+    assert (runs[0] / "training_curves.png").read_bytes()[:8] == PNG_MAGIC
     record = json.loads((folder / "setting.json").read_text())
     assert record["setting"] == {"TRAIN_ROIS_PER_IMAGE": 16}
     assert record["train"]["overrides"]["TOP_DOWN_PYRAMID_SIZE"] == 32   # a fixed --set
