@@ -200,16 +200,21 @@ def test_output_types_and_an_image_shape_with_channels():
     assert masks.dtype == bool and scores.dtype == np.float32
 
 
-def test_equal_scores_keep_the_first_runs_order():
+def test_equal_scores_keep_the_order_the_nuclei_were_first_found_in():
     shape = (40, 80)
     squares = [_rect(shape, 8 * (k // 10), 8 * (k % 10), 8 * (k // 10) + 6, 8 * (k % 10) + 6)
                for k in range(20)]
-    scores = np.array([0.9, 0.8, 0.8, 0.9, 0.8] * 4)   # many ties, interleaved
-    masks, merged = tta.merge_runs([(np.stack(squares, -1), scores)] * 2, shape)
-    expected = sorted(range(20), key=lambda k: -scores[k])   # stable: ties in run order
+    first = np.array([0.9, 0.8, 0.8, 0.9, 0.8, 0.4, 0.9, 0.8, 0.4, 0.8] * 2)
+    even = np.arange(0, 20, 2)                         # the second run finds every other one
+    runs = [(np.stack(squares, -1), first),
+            (np.stack([squares[k] for k in even], -1), first[even])]
+    masks, merged = tta.merge_runs(runs, shape, min_votes=1)
+    final = np.where(np.arange(20) % 2 == 0, first, first / 2)   # a run that missed counts 0
+    found = sorted(range(20), key=lambda k: -first[k])            # clusters in creation order
+    expected = sorted(found, key=lambda k: -final[k])              # many ties: stable
     for out, k in enumerate(expected):
-        np.testing.assert_array_equal(masks[..., out], squares[k])
-    np.testing.assert_allclose(merged, scores[expected], rtol=1e-6)
+        np.testing.assert_array_equal(masks[..., out], squares[k], err_msg=str(out))
+    np.testing.assert_allclose(merged, final[expected], rtol=1e-6)
 
 
 class _OverlapDetector:
