@@ -401,6 +401,11 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
 
     import nucleus
 
+    mask = np.zeros((3, 3, 1), bool)
+    mask[0, 0] = True
+    write_submission(tmp_path / "here.csv", [("noyau-\u00e9", mask)])   # this process's locale
+    assert list(read_submission(tmp_path / "here.csv", {"noyau-\u00e9": (3, 3)})) == [
+        "noyau-\u00e9"]
     script = (
         "import numpy as np, sys\n"
         "from nucleus.submission import read_submission, write_submission\n"
