@@ -334,3 +334,28 @@ def test_in_order_loading_also_leaves_excluded_layers_alone(model, tmp_path):
             for got, old in zip(values_of(model, name), before[name]):
                 np.testing.assert_array_equal(got, old, err_msg=f"{path.name}: {name}")
         np.testing.assert_array_equal(values_of(model, "conv1")[0], conv1[0])
+
+
+def test_read_attrs_gives_text_for_text_attributes(model, tmp_path):
+    path = tmp_path / "w.h5"
+    model.save_weights(str(path))                     # backend, keras_version: byte strings
+    attrs = weights_io.read_attrs(str(path))
+    assert attrs["backend"] == "tensorflow"
+    assert isinstance(attrs["mrcnn_config"], str) and '"NAME": "tiny"' in attrs["mrcnn_config"]
+
+
+def test_keras3_file_without_layer_names_says_how_to_load_it(model, tmp_path):
+    path = tmp_path / "old.weights.h5"
+    model.keras_model.save_weights(str(path))
+
+    def strip_name(name, obj) -> None:
+        obj.attrs.pop("name", None)
+
+    with h5py.File(path, "a") as f:
+        f.visititems(strip_name)
+    with pytest.raises(WeightsError) as info:
+        model.load_weights(str(path), by_name=True)
+    assert str(info.value) == (
+        f"{path}: a Keras 3 weights file without layer names (Keras before 3.10 wrote none), "
+        "so its layers cannot be matched by name; load it with keras_model.load_weights(path) "
+        "into the same model")
