@@ -359,3 +359,39 @@ def test_keras3_file_without_layer_names_says_how_to_load_it(model, tmp_path):
         f"{path}: a Keras 3 weights file without layer names (Keras before 3.10 wrote none), "
         "so its layers cannot be matched by name; load it with keras_model.load_weights(path) "
         "into the same model")
+
+
+def test_not_a_weights_file_message(model, tmp_path):
+    with h5py.File(tmp_path / "data.h5", "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(WeightsError) as info:
+        model.load_weights(str(tmp_path / "data.h5"))
+    assert str(info.value) == (
+        f"{tmp_path / 'data.h5'}: neither a Keras 2 'layer_names' attribute nor Keras 3 layer "
+        "groups; not a Keras HDF5 weights file")
+
+
+def test_keras3_layer_with_more_than_ten_variables_keeps_their_order(tmp_path):
+    """Keras 3 numbers a layer's arrays "0", "1" ... "11": "10" must not come before "2"."""
+    import keras
+
+    class Many(keras.layers.Layer):
+        def build(self, input_shape):
+            self.parts = [self.add_weight(shape=(k + 1,), initializer="zeros", name=f"w{k}")
+                          for k in range(12)]
+
+        def call(self, x):
+            return x
+
+    def network():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, Many(name="many")(inputs))
+
+    source, target = network(), network()
+    for k, w in enumerate(source.get_layer("many").parts):
+        w.assign(np.full(k + 1, float(k), np.float32))
+    path = tmp_path / "many.weights.h5"
+    source.save_weights(str(path))
+    assert weights_io.load_weights(target, str(path), by_name=True) == ["many"]
+    for k, w in enumerate(target.get_layer("many").parts):
+        np.testing.assert_array_equal(w.numpy(), np.full(k + 1, float(k)))
