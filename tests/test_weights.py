@@ -341,6 +341,8 @@ def test_read_attrs_gives_text_for_text_attributes(model, tmp_path):
     model.save_weights(str(path))                     # backend, keras_version: byte strings
     attrs = weights_io.read_attrs(str(path))
     assert attrs["backend"] == "tensorflow"
+    import keras
+    assert attrs["keras_version"] == keras.__version__
     assert isinstance(attrs["mrcnn_config"], str) and '"NAME": "tiny"' in attrs["mrcnn_config"]
 
 
@@ -395,3 +397,69 @@ def test_keras3_layer_with_more_than_ten_variables_keeps_their_order(tmp_path):
     assert weights_io.load_weights(target, str(path), by_name=True) == ["many"]
     for k, w in enumerate(target.get_layer("many").parts):
         np.testing.assert_array_equal(w.numpy(), np.full(k + 1, float(k)))
+
+
+def test_file_errors_name_the_file_and_the_problem(model, tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(FileNotFoundError) as info:
+        weights_io.read_attrs(str(missing))
+    assert str(info.value) == f"{missing}: weights file not found"
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5" * 20)
+    with pytest.raises(WeightsError) as info:
+        weights_io.read_attrs(str(garbage))
+    assert str(info.value).startswith(f"{garbage}: not a readable HDF5 weights file (")
+    few = tmp_path / "few.h5"
+    coco_like_file(model, few)
+    n_units = len(weights_io.weight_units(model.keras_model))
+    with pytest.raises(WeightsError) as info:
+        model.load_weights(str(few))
+    assert str(info.value) == (
+        f"{few}: holds 12 layers with weights, the model has {n_units}; load with "
+        "by_name=True to match layers by name")
+
+
+def test_a_layer_with_the_wrong_number_of_arrays_is_refused(model, tmp_path):
+    path = tmp_path / "short.h5"
+    kernel = layer(model, "conv1").weights[0].numpy()
+    write_keras2(path, [("conv1", ["conv1/kernel:0"], [kernel])])   # no bias
+    with pytest.raises(WeightsError) as info:
+        model.load_weights(str(path), by_name=True)
+    assert str(info.value) == (f"{path}: layer 'conv1' has 1 weights in the file, the model's "
+                               "layer expects 2")
+
+
+def test_keras2_whole_model_file_loads_its_weights(model, tmp_path):
+    """``model.save`` in Keras 2 put the weights under a ``model_weights`` group."""
+    path = tmp_path / "whole.h5"
+    rng = np.random.default_rng(8)
+    kernel = rng.normal(0, 0.1, layer(model, "conv1").weights[0].shape).astype(np.float32)
+    bias = np.full(layer(model, "conv1").weights[1].shape, 0.25, np.float32)
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = b"{}"
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([b"conv1"])
+        layer_group = g.create_group("conv1")
+        layer_group.attrs["weight_names"] = np.array([b"conv1/kernel:0", b"conv1/bias:0"])
+        layer_group.create_dataset("conv1/kernel:0", data=kernel)
+        layer_group.create_dataset("conv1/bias:0", data=bias)
+    assert model.load_weights(str(path), by_name=True) == ["conv1"]
+    np.testing.assert_array_equal(values_of(model, "conv1")[0], kernel)
+    np.testing.assert_array_equal(values_of(model, "conv1")[1], bias)
+
+
+def test_keras3_bfloat16_weights_load_as_keras_reads_them(tmp_path):
+    import keras
+
+    def network():
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(3, dtype="bfloat16", name="d")(inputs))
+
+    source, target = network(), network()
+    kernel = np.arange(12, dtype=np.float32).reshape(4, 3) / 8     # exact in bfloat16
+    source.get_layer("d").kernel.assign(kernel)
+    path = tmp_path / "bf16.weights.h5"
+    source.save_weights(str(path))
+    assert weights_io.load_weights(target, str(path), by_name=True) == ["d"]
+    np.testing.assert_array_equal(np.asarray(target.get_layer("d").kernel.numpy(), np.float32),
+                                  kernel)
