@@ -100,6 +100,33 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="detect on the 4 flips of each image and keep the nuclei most agree on "
                         "(4x slower)")
+    p.add_argument("--scale", type=_scale, default=1.0, metavar="FACTOR|auto",
+                   help="detect on the image resized by FACTOR, or (auto) by the factor that "
+                        "brings the nuclei a first pass finds to the training sizes "
+                        "(default 1)")
+    p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
+                   help="detect at each of these scales and keep the nuclei most agree on")
+
+
+def _scale(text: str) -> float | str:
+    """``--scale`` values: a positive number or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {text!r}")
+    return value
+
+
+def _scale_list(text: str) -> tuple[float, ...]:
+    """``--tta-scales`` values: comma-separated positive numbers."""
+    values = tuple(_scale(v) for v in text.split(","))
+    if "auto" in values:
+        raise argparse.ArgumentTypeError("--tta-scales takes numbers only")
+    return values
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -117,7 +144,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--appearance", action="store_true",
                    help="Mask R-CNN: stain, hue, greyscale, channel, inversion, gamma, "
                         "contrast, blur and noise jitter (for unseen microscopes and stains)")
-    p.add_argument("--scale", type=_float_pair, default=None, metavar="LOW,HIGH",
+    p.add_argument("--scale-jitter", type=_float_pair, default=None, metavar="LOW,HIGH",
                    help="Mask R-CNN: rescale half the training crops by a factor in this "
                         "range, e.g. 0.6,1.7 (for unseen magnifications)")
     p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
@@ -276,7 +303,8 @@ def make_detector(args):
 
     return build(args.model, args.weights, getattr(args, "tta", False),
                  radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
-                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"))
+                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
+                 scale=getattr(args, "scale", 1.0), scales=getattr(args, "tta_scales", None))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -317,7 +345,7 @@ def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
                 profile=profile, overrides=overrides, eval_every=args.eval_every,
                 eval_first=args.eval_first, eval_limit=args.eval_limit,
                 val_subset=args.val_subset, limit=args.limit, rotate90=args.rotate90,
-                lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale,
+                lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale_jitter,
                 oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
 
 

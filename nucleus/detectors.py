@@ -32,19 +32,32 @@ class Detector:
     ``detect`` is the model's own call on a prepared image (its masks may overlap);
     ``normalization`` the per-image intensity normalisation the model was trained with
     (``None`` or ``"stretch"``, :func:`mrcnn.utils.normalize_image`); ``tta`` votes over the four
-    flips of each image (:mod:`nucleus.tta`).
+    flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image resized by
+    that factor, or, with ``"auto"``, by the factor that brings the nuclei a first pass finds to
+    the training sizes; ``scales`` votes over several factors (:mod:`nucleus.scales`).
     """
 
     def __init__(self, detect: Callable[[np.ndarray], Detection],
-                 normalization: str | None = None, tta: bool = False, name: str = "detector"):
+                 normalization: str | None = None, tta: bool = False, name: str = "detector",
+                 scale: float | str = 1.0, scales: tuple[float, ...] | None = None):
+        if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
+            raise InputError(f"scale must be a positive number or 'auto', got {scale!r}")
+        if scales is not None and (not scales or any(s <= 0 for s in scales)):
+            raise InputError(f"scales must be positive numbers, got {scales!r}")
+        if scales is not None and scale != 1:
+            raise InputError("choose one of a scale and a vote over scales, not both")
         self.detect = detect
         self.normalization = normalization
         self.tta = tta
         self.name = name
+        self.scale = scale
+        self.scales = tuple(float(s) for s in scales) if scales is not None else None
 
     def __repr__(self) -> str:
+        extra = (f", scale={self.scale!r}" if self.scale != 1 else "") + (
+            f", scales={self.scales!r}" if self.scales else "")
         return (f"Detector({self.name!r}, normalization={self.normalization!r}, "
-                f"tta={self.tta})")
+                f"tta={self.tta}{extra})")
 
     def __call__(self, image: np.ndarray) -> Detection:
         """Masks bool [H, W, N] without overlaps and their scores [N], for any grey or RGB image."""
@@ -57,14 +70,26 @@ class Detector:
 
         return normalize_image(to_uint8_rgb(image), self.normalization)
 
-    def detect_prepared(self, image: np.ndarray) -> Detection:
-        """Masks without overlaps and scores of an image :meth:`prepare` has made (or a tile)."""
+    def _oriented(self, image: np.ndarray) -> Detection:
+        """The model on one image as it is, or voted over its flips with TTA."""
         from nucleus import tta
-        from nucleus.overlap import eliminate_overlaps
 
         if self.tta:
             return tta.detect_with_flips(self.detect, image)
         masks, scores = self.detect(image)
+        return masks, np.asarray(scores)
+
+    def detect_prepared(self, image: np.ndarray) -> Detection:
+        """Masks without overlaps and scores of an image :meth:`prepare` has made (or a tile)."""
+        from nucleus import scales
+        from nucleus.overlap import eliminate_overlaps
+
+        if self.scales is not None:
+            return scales.detect_with_scales(self._oriented, image, self.scales)
+        if self.scale == "auto":
+            masks, scores, _ = scales.detect_auto_scale(self._oriented, image)
+        else:
+            masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)
         return masks, np.asarray(scores)[kept]
 
@@ -110,14 +135,16 @@ def mrcnn_weights(weights: str | None, logs: str | os.PathLike = "logs",
 
 def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
                   radius: int | None = None, profile: str | None = None,
-                  overrides: dict | None = None, logs: str | os.PathLike = "logs") -> Detector:
+                  overrides: dict | None = None, logs: str | os.PathLike = "logs",
+                  scale: float | str = 1.0, scales: tuple[float, ...] | None = None
+                  ) -> Detector:
     """Build the detector of ``model`` ("mrcnn" or "fcn") from ``weights``, voting over flips
     when ``tta``; the one place where the command line and scripts get a detector.
 
     Mask R-CNN: ``weights`` is a file, "last" or None (the shipped model); its configuration
     comes from the file, then ``profile`` and ``overrides`` (configuration values). FCN-8s:
     ``weights`` is a checkpoint, or None / "last" for the newest under ``logs``; ``radius`` is
-    the erosion radius of its instance split.
+    the erosion radius of its instance split. ``scale`` and ``scales``: see :class:`Detector`.
     """
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
@@ -126,7 +153,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
 
         kwargs = {} if radius is None else {"radius": radius}
         fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
-        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s")
+        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s", scale, scales)
 
     from mrcnn import model as modellib
     from nucleus.evaluation import raw_detections
@@ -143,4 +170,4 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     network = modellib.MaskRCNN("inference", config, str(logs))
     network.load_weights(path, by_name=True)
     return Detector(lambda image: raw_detections(network, image), normalization, tta,
-                    "Mask R-CNN")
+                    "Mask R-CNN", scale, scales)

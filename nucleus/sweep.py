@@ -45,7 +45,7 @@ TRAIN_OPTIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
 }
 """Sweepable names that are training options rather than configuration values:
 NAME -> (keyword of train_nucleus, check, what the value must be). They mirror train's
---no-augment, --rotate90, --appearance, --scale and --lr-drop."""
+--no-augment, --rotate90, --appearance, --scale-jitter and --lr-drop."""
 
 SETTING_FILE = "setting.json"
 TABLE_FILE = "sweep.csv"
