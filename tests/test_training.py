@@ -220,11 +220,12 @@ def test_config_from_weights_bad_files(tmp_path):
 def tiny(inference_model, tmp_path, monkeypatch):
     """The shared tiny model, with its own logs folder here; weights and run state put back."""
     saved = inference_model.keras_model.get_weights()
-    monkeypatch.setattr(inference_model, "model_dir", str(tmp_path / "logs"))
+    for name in ("model_dir", "epoch", "log_dir", "checkpoint_path"):
+        monkeypatch.setattr(inference_model, name, getattr(inference_model, name))
+    inference_model.model_dir = str(tmp_path / "logs")
     monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
     yield inference_model
     inference_model.keras_model.set_weights(saved)
-    inference_model.set_log_dir()
 
 
 def _unit(model, name):
