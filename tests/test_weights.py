@@ -343,6 +343,9 @@ def test_read_attrs_gives_text_for_text_attributes(model, tmp_path):
     assert attrs["backend"] == "tensorflow"
     import keras
     assert attrs["keras_version"] == keras.__version__
+    with h5py.File(path, "a") as f:                   # fixed-length, as h5py 2 wrote Keras 2's
+        f.attrs["keras_version"] = np.bytes_(b"2.2.4")
+    assert weights_io.read_attrs(str(path))["keras_version"] == "2.2.4"
     assert isinstance(attrs["mrcnn_config"], str) and '"NAME": "tiny"' in attrs["mrcnn_config"]
 
 
@@ -461,5 +464,16 @@ def test_keras3_bfloat16_weights_load_as_keras_reads_them(tmp_path):
     path = tmp_path / "bf16.weights.h5"
     source.save_weights(str(path))
     assert weights_io.load_weights(target, str(path), by_name=True) == ["d"]
+    np.testing.assert_array_equal(np.asarray(target.get_layer("d").kernel.numpy(), np.float32),
+                                  kernel)
+
+    def as_bytes(name, obj) -> None:                  # the marker as a byte string
+        if obj.attrs.get("dtype") == "bfloat16":
+            obj.attrs["dtype"] = np.bytes_(b"bfloat16")
+
+    with h5py.File(path, "a") as f:
+        f.visititems(as_bytes)
+    target.get_layer("d").kernel.assign(np.zeros_like(kernel))
+    weights_io.load_weights(target, str(path), by_name=True)
     np.testing.assert_array_equal(np.asarray(target.get_layer("d").kernel.numpy(), np.float32),
                                   kernel)
