@@ -100,10 +100,9 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="detect on the 4 flips of each image and keep the nuclei most agree on "
                         "(4x slower)")
-    p.add_argument("--scale", type=_scale, default=1.0, metavar="FACTOR|auto",
-                   help="detect on the image resized by FACTOR, or (auto) by the factor that "
-                        "brings the nuclei a first pass finds to the training sizes "
-                        "(default 1)")
+    p.add_argument("--scale", type=_scale, default=1.0, metavar="FACTOR",
+                   help="detect on the image resized by FACTOR; auto: by the factor that brings "
+                        "the nuclei a first pass finds to the training sizes (default 1)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
                    help="detect at each of these scales and keep the nuclei most agree on")
 
@@ -265,6 +264,14 @@ def _add_segment(sub) -> None:
                    help="any other configuration value")
     p.add_argument("--logs", default="logs", metavar="DIR",
                    help="where --weights last looks for checkpoints (default: ./logs)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="spread images and the tiles of large images over N local Dask "
+                            "worker processes (each loads the model once)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="spread them over the workers of a running dask.distributed "
+                            "scheduler, e.g. tcp://host:8786 (files must be at the same paths "
+                            "there)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
@@ -301,10 +308,30 @@ def make_detector(args):
     with the configuration values given on the command line."""
     from nucleus.detectors import make_detector as build
 
-    return build(args.model, args.weights, getattr(args, "tta", False),
-                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
-                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
-                 scale=getattr(args, "scale", 1.0), scales=getattr(args, "tta_scales", None))
+    return build(**_detector_kwargs(args))
+
+
+def _detector_kwargs(args) -> dict[str, Any]:
+    """:func:`nucleus.detectors.make_detector`'s keywords from the command line."""
+    return dict(model=args.model, weights=args.weights, tta=getattr(args, "tta", False),
+                radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
+                overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
+                scale=getattr(args, "scale", 1.0), scales=getattr(args, "tta_scales", None))
+
+
+def _detector_spec(args):
+    """What a Dask worker needs to build the detector itself: the same keywords, with the
+    weights file resolved here (so a missing file is reported before any worker starts)."""
+    from nucleus.detectors import fcn_weights, mrcnn_weights
+    from nucleus.parallel import DetectorSpec
+
+    kwargs = _detector_kwargs(args)
+    if args.model == "fcn":
+        kwargs["weights"] = os.path.abspath(fcn_weights(args.weights, kwargs["logs"]))
+    else:
+        kwargs["weights"] = os.path.abspath(mrcnn_weights(args.weights, kwargs["logs"],
+                                                          kwargs["profile"]))
+    return DetectorSpec(kwargs=kwargs)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -524,9 +551,17 @@ def cmd_segment(args) -> int:
 
     files, failed = collect_files(args.paths, args.out, report)
     summary = None
-    if files:
+    if files and (args.workers or args.scheduler):
+        from nucleus.parallel import dask_client, segment_files_dask
+
+        spec = _detector_spec(args)
+        with dask_client(args.workers, args.scheduler) as client:
+            summary = segment_files_dask(files, args.out, spec, client, channel=args.channel,
+                                         tile=args.tile, overlap=args.overlap, on_error=report)
+    elif files:
         summary = segment_files(files, args.out, make_detector(args), channel=args.channel,
                                 tile=args.tile, overlap=args.overlap, on_error=report)
+    if summary is not None:
         failed += summary.failed
         if summary.images:
             print(f"{summary.images} images, {summary.nuclei} nuclei: label images and overlays "

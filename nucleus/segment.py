@@ -197,9 +197,13 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
 
     A file that cannot be read is reported through ``on_error`` (``<file>: <problem>``) and
     skipped; the others go on. The table is written at the end, or at an interruption for the
-    images done by then.
+    images done by then. A TIFF or zarr image of at least
+    :data:`nucleus.lazy_io.LAZY_PIXELS` pixels is read and its labels written window by window
+    (:mod:`nucleus.large`; no overlay, which would need the whole image in memory).
     """
     import pandas as pd
+
+    from nucleus.large import is_large, segment_large_here
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,16 +215,23 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
         for path, name in bar:
             bar.set_postfix_str(path.name)
             try:
-                raw = read_image(path, channel)
-                labels, table, prepared = _segment_array(raw, detector, tile, overlap, name,
-                                                         progress)
+                if is_large(path, channel):      # read and written window by window
+                    labels = None
+                    table = segment_large_here(path, name, out / f"{name}{LABELS_SUFFIX}",
+                                               detector, channel=channel, tile=tile,
+                                               overlap=overlap, progress=progress)
+                else:
+                    raw = read_image(path, channel)
+                    labels, table, prepared = _segment_array(raw, detector, tile, overlap,
+                                                             name, progress)
             except InputError as e:
                 message = str(e)
                 on_error(message if message.startswith(str(path)) else f"{path}: {message}")
                 summary.failed.append(str(path))
                 continue
-            write_labels(out / f"{name}{LABELS_SUFFIX}", labels)
-            write_overlay(out / f"{name}{OVERLAY_SUFFIX}", prepared, labels)
+            if labels is not None:
+                write_labels(out / f"{name}{LABELS_SUFFIX}", labels)
+                write_overlay(out / f"{name}{OVERLAY_SUFFIX}", prepared, labels)
             tables.append(table)
             summary.images += 1
             summary.nuclei += len(table)

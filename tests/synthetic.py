@@ -91,3 +91,21 @@ def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:
     rows = [np.concatenate([pieces[(r * n + c) % len(pieces)] for c in range(n)], axis=1)
             for r in range(n)]
     return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size])
+
+
+def make_threshold_detector(level: int = 128, delay: float = 0.0,
+                            normalization: str | None = None):
+    """:func:`threshold_detector` as a :class:`nucleus.detectors.Detector`, built by import
+    path (``"synthetic:make_threshold_detector"``) in Dask worker processes; ``delay`` seconds
+    a call make a run long enough to kill a worker in the middle of it."""
+    import time
+
+    from nucleus.detectors import Detector
+
+    detect = threshold_detector(level)
+
+    def slow(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(delay)
+        return detect(image)
+
+    return Detector(slow if delay else detect, normalization=normalization, name="threshold")

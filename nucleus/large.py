@@ -1,0 +1,299 @@
+"""Segment an image larger than memory: tiles read lazily, detected anywhere, stitched in bands.
+
+The tiles of :func:`nucleus.tiling.plan_tiles` are read and prepared one at a time
+(:mod:`nucleus.lazy_io`) and detected here or on Dask workers (:mod:`nucleus.parallel`); each
+returns only the nuclei it owns. :class:`BandStitcher` pastes them in tile order with
+:func:`nucleus.tiling.stitch`'s rule, keeping only one band of rows in memory: a tile row's
+nuclei lie inside its tiles, which start at or below the row's first pixel row, so every row
+above it is final once that tile row begins, and can be numbered (raster order of each
+nucleus's first pixel, as ``stitch`` numbers) and written out. Labels go to a zarr store on disk
+and then into a tiled BigTIFF, tile by tile, so memory stays flat as the image grows.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from nucleus.image_io import grey_intensity
+from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
+from nucleus.tiling import Instance, Tile, instances_of, owned, plan_tiles
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nucleus.detectors import Detector
+
+TIFF_TILE = 512
+"""Tile side of the written label TIFF (and chunk side of the zarr store behind it)."""
+
+
+@dataclass
+class Found:
+    """A nucleus a tile owns, with the raw intensities under its box (for the table)."""
+    instance: Instance
+    intensity: np.ndarray
+
+
+class PreparedView:
+    """A lazily read image as the detector sees it: ``view[y0:y1, x0:x1]`` is that window of
+    ``detector.prepare(whole image)``."""
+
+    def __init__(self, image: LazyImage, prep: Preparation):
+        self.image, self.prep = image, prep
+        self.shape = tuple(image.shape[:2]) + (3,)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return prepare_window(self.image[key], self.prep)
+
+
+def detect_window(image: LazyImage, prep: Preparation, tile: Tile,
+                  detector: Detector) -> list[Found]:
+    """The nuclei ``tile`` owns (:func:`nucleus.tiling.detect_tile`) and their intensities."""
+    y0, x0, y1, x1 = tile.box
+    raw = image.window(y0, x0, y1, x1)
+    masks, scores = detector.detect_prepared(prepare_window(raw, prep))
+    intensity = grey_intensity(raw)
+    out = []
+    for inst in instances_of(masks, scores, (y0, x0)):
+        if owned(inst, tile):
+            b = inst.box
+            out.append(Found(inst, np.ascontiguousarray(
+                intensity[b[0] - y0:b[2] - y0, b[1] - x0:b[3] - x0])))
+    return out
+
+
+def detect_file_tile(path: str, channel: int | None, prep: Preparation, tile: Tile,
+                     detector: Detector) -> list[Found]:
+    """:func:`detect_window` on a file, opened once per process (the task a worker runs)."""
+    return detect_window(cached_open(path, channel), prep, tile, detector)
+
+
+class BandStitcher:
+    """:func:`nucleus.tiling.stitch` for results that arrive tile by tile, in tile order,
+    holding one tile row of labels in memory. Finished rows go to ``sink(y0, rows)`` with
+    their final labels (uint32); :meth:`table` measures the nuclei as ``measure`` would."""
+
+    def __init__(self, shape: Sequence[int], sink: Callable[[int, np.ndarray], None],
+                 name: str = "image"):
+        self.height, self.width = int(shape[0]), int(shape[1])
+        self.sink, self.name = sink, name
+        self.y0 = 0                                            # first row of the band
+        self.band = np.zeros((0, self.width), np.uint32)
+        self.keys: list[int] = []        # per kept nucleus (temporary id - 1): first pixel
+        self.scores: list[float] = []
+        self.rank = np.zeros(1, np.uint32)   # temporary id -> final label (0 -> 0)
+        self.ranked = 0                      # nuclei numbered so far
+        self.pending: list[int] = []         # temporary ids not numbered yet
+        self.rows: list[dict] = []           # measurements per tile, by temporary id
+
+    def _advance(self, y0: int, y1: int) -> None:
+        """Start a tile row covering rows y0..y1: rows above y0 are final."""
+        if y0 > self.y0:
+            self._flush(y0)
+        if y1 > self.y0 + len(self.band):
+            grow = np.zeros((y1 - self.y0 - len(self.band), self.width), np.uint32)
+            self.band = np.concatenate([self.band, grow])
+
+    def _flush(self, limit: int) -> None:
+        """Number the nuclei that start above row ``limit``, write the rows above it."""
+        limit_key = limit * self.width
+        ready = [k for k in self.pending if self.keys[k - 1] < limit_key]
+        if ready:
+            ready.sort(key=lambda k: self.keys[k - 1])
+            self.rank[np.asarray(ready)] = np.arange(self.ranked + 1,
+                                                     self.ranked + 1 + len(ready))
+            self.ranked += len(ready)
+            taken = set(ready)
+            self.pending = [k for k in self.pending if k not in taken]
+        n = min(limit, self.height) - self.y0
+        if n > 0:
+            self.sink(self.y0, self.rank[self.band[:n]])
+            self.band = self.band[n:]
+            self.y0 += n
+
+    def add_tile(self, tile: Tile, found: Iterable[Found]) -> None:
+        """Paste one tile's nuclei (tiles must come in :func:`plan_tiles` order)."""
+        self._advance(tile.box[0], tile.box[2])
+        kept, crops = [], []
+        for f in found:
+            inst = f.instance
+            y0, x0, y1, x1 = inst.box
+            region = self.band[y0 - self.y0:y1 - self.y0, x0:x1]
+            free = inst.mask & (region == 0)
+            n_free = int(np.count_nonzero(free))
+            if n_free == 0 or 2 * n_free < int(np.count_nonzero(inst.mask)):
+                continue
+            self.keys.append(0)
+            self.scores.append(inst.score)
+            tid = len(self.keys)
+            region[free] = tid
+            row = int(np.argmax(free.any(axis=1)))
+            col = int(np.argmax(free[row]))
+            self.keys[tid - 1] = (y0 + row) * self.width + x0 + col
+            self.pending.append(tid)
+            kept.append((tid, inst.box, free))
+            crops.append(f.intensity)
+        if len(self.rank) <= len(self.keys):
+            self.rank = np.concatenate([self.rank, np.zeros(len(self.keys) + 1 - len(self.rank)
+                                                            + 1024, np.uint32)])
+        if kept:
+            self._measure(tile, kept, crops)
+
+    def _measure(self, tile: Tile, kept, crops) -> None:
+        """regionprops of this tile's kept nuclei, on a canvas of the tile's box."""
+        from skimage.measure import regionprops_table
+
+        ty0, tx0, ty1, tx1 = tile.box
+        labels = np.zeros((ty1 - ty0, tx1 - tx0), np.int64)
+        intensity = np.zeros(labels.shape, np.float64)
+        for (tid, (y0, x0, y1, x1), free), crop in zip(kept, crops):
+            labels[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = tid
+            intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = crop[free]
+        props = regionprops_table(labels, intensity_image=intensity, properties=(
+            "label", "centroid", "bbox", "area", "perimeter", "eccentricity", "intensity_mean"))
+        props["centroid-0"] = props["centroid-0"] + ty0
+        props["centroid-1"] = props["centroid-1"] + tx0
+        for key, off in (("bbox-0", ty0), ("bbox-1", tx0), ("bbox-2", ty0), ("bbox-3", tx0)):
+            props[key] = props[key] + off
+        self.rows.append(props)
+
+    def finish(self) -> int:
+        """Write the last rows; the number of nuclei."""
+        self._flush(self.height + 1)
+        return self.ranked
+
+    def table(self) -> pd.DataFrame:
+        """One row per label, as :func:`nucleus.segment.measure` makes it."""
+        import pandas as pd
+
+        from nucleus.segment import _RENAME, COLUMNS
+
+        if not self.rows:
+            from nucleus.segment import measure
+
+            return measure(np.zeros((1, 1), np.uint16), [], np.zeros((1, 1)), self.name)
+        table = pd.concat([pd.DataFrame(p) for p in self.rows], ignore_index=True)
+        tids = table["label"].to_numpy(np.int64)
+        table["label"] = self.rank[tids].astype(np.int64)
+        table["score"] = np.asarray(self.scores, np.float32)[tids - 1].astype(np.float64)
+        table = table.rename(columns=_RENAME).sort_values("label", ignore_index=True)
+        table.insert(0, "image", self.name)
+        return table[list(COLUMNS)]
+
+
+# ----------------------------------------------------------------------------- label files
+class LabelStore:
+    """Rows of labels streamed to a temporary zarr store, then written as a tiled BigTIFF
+    (uint16, or uint32 past 65535 nuclei, as :func:`nucleus.segment.write_labels` chooses)."""
+
+    def __init__(self, path: Path, shape: Sequence[int]):
+        import zarr
+
+        self.path = Path(path)
+        self.scratch = self.path.parent / f".{self.path.name}.zarr.tmp"
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        chunk = (min(TIFF_TILE, shape[0]), min(TIFF_TILE, shape[1]))
+        self.array = zarr.open_array(str(self.scratch), mode="w", shape=tuple(shape[:2]),
+                                     chunks=chunk, dtype=np.uint32, fill_value=0)
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None:
+        self.array[y0:y0 + len(rows)] = rows
+
+    def _tiles(self, dtype) -> Iterator[np.ndarray]:
+        height, width = self.array.shape
+        for y in range(0, height, TIFF_TILE):
+            band = self.array[y:y + TIFF_TILE]
+            for x in range(0, width, TIFF_TILE):
+                tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype)
+                part = band[:, x:x + TIFF_TILE]
+                tile[:part.shape[0], :part.shape[1]] = part
+                yield tile
+
+    def close(self, count: int) -> None:
+        """Write the TIFF atomically and remove the scratch store."""
+        import tifffile
+
+        dtype = np.uint16 if count < 2**16 else np.uint32
+        # tifffile needs a named file to write tiles from a generator: a temporary one beside
+        # the target, renamed over it when complete (what atomic_write does for open files).
+        tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
+        try:
+            tifffile.imwrite(tmp, self._tiles(dtype), shape=self.array.shape, dtype=dtype,
+                             tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
+                             compression="zlib", bigtiff=True)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def serial_tiles(path: str, channel: int | None, prep: Preparation, tiles: Sequence[Tile],
+                 detector: Detector) -> Iterator[list[Found]]:
+    """Each tile's nuclei in turn, detected in this process."""
+    for tile in tiles:
+        yield detect_file_tile(path, channel, prep, tile, detector)
+
+
+def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
+                  normalization: str | None,
+                  detect_tiles: Callable[[str, int | None, Preparation, list[Tile]],
+                                         Iterable[list[Found]]],
+                  *, channel: int | None = None, tile: int = 512, overlap: int = 128,
+                  progress: bool = False) -> pd.DataFrame:
+    """Segment one lazily readable image into the label TIFF ``labels_path``; its table.
+
+    ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
+    tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.parallel`).
+    """
+    from nucleus.lazy_io import plan_preparation
+
+    path = str(path)
+    image = cached_open(path, channel)
+    prep = plan_preparation(image, normalization)
+    tiles = plan_tiles(image.shape, tile, overlap)
+    store = LabelStore(Path(labels_path), image.shape)
+    stitcher = BandStitcher(image.shape, store.write_rows, name)
+    try:
+        bar = tqdm(detect_tiles(path, channel, prep, tiles), total=len(tiles), desc="tiles",
+                   unit="tile", leave=False, disable=not progress)
+        for t, found in zip(tiles, bar):
+            stitcher.add_tile(t, found)
+        count = stitcher.finish()
+    except BaseException:
+        store.discard()
+        raise
+    store.close(count)
+    return stitcher.table()
+
+
+def is_large(path: str | os.PathLike, channel: int | None = None,
+             large_pixels: int | None = None) -> bool:
+    """Whether the file is segmented window by window: a TIFF or zarr store of one plane with
+    at least ``large_pixels`` pixels (default :data:`nucleus.lazy_io.LAZY_PIXELS`)."""
+    from nucleus.lazy_io import LAZY_PIXELS, open_lazy
+
+    image = open_lazy(path, channel)
+    if image is None:
+        return False
+    image.close()
+    return image.pixels >= (LAZY_PIXELS if large_pixels is None else large_pixels)
+
+
+def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
+                       detector: Detector, *, channel: int | None = None, tile: int = 512,
+                       overlap: int = 128, progress: bool = False) -> pd.DataFrame:
+    """:func:`segment_large` with every tile detected in this process."""
+    def detect_tiles(path, channel, prep, tiles):
+        return serial_tiles(path, channel, prep, tiles, detector)
+
+    return segment_large(path, name, labels_path, detector.normalization, detect_tiles,
+                         channel=channel, tile=tile, overlap=overlap, progress=progress)

@@ -1,0 +1,255 @@
+"""Spread ``nucleus segment`` over Dask workers: the images of a folder, and the tiles of a large
+image, each one task; the model is loaded once per worker process.
+
+Tasks carry file paths and tile windows, never pixels: each worker reads what it needs (large
+images window by window, :mod:`nucleus.lazy_io`) and sends back results: a small image's label
+image, overlay PNG and table; a tile's nuclei. Only this process (the client) writes files, each
+once, atomically, from those results; so a worker that dies mid-run has its tasks redone by
+Dask's scheduler and nothing is lost or written twice. Tiles are stitched here in tile order by
+:class:`nucleus.large.BandStitcher`, the rule the serial run uses, so the result equals it.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from nucleus.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from nucleus.detectors import Detector
+    from nucleus.large import Found
+    from nucleus.lazy_io import Preparation
+    from nucleus.segment import Summary
+    from nucleus.tiling import Tile
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How a worker builds the detector: ``factory`` ("module:function") called with
+    ``kwargs``. The default is :func:`nucleus.detectors.make_detector`; a worker keeps what it
+    built for every later task with the same spec."""
+    factory: str = "nucleus.detectors:make_detector"
+    kwargs: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        from dask.base import tokenize
+
+        return tokenize(self.factory, self.kwargs)
+
+    def build(self) -> Detector:
+        module, _, name = self.factory.partition(":")
+        return getattr(importlib.import_module(module), name)(**self.kwargs)
+
+    @property
+    def normalization(self) -> str | None:
+        """The detector's intensity normalisation, which the client needs to plan a large
+        image; read from the weights file's configuration, no model built."""
+        return worker_detector(self).normalization if self.factory != DetectorSpec.factory \
+            else _normalization_of(**self.kwargs)
+
+
+def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,
+                      *, profile: str | None = None, overrides: dict | None = None,
+                      **_: Any) -> str | None:
+    if model == "fcn":
+        return None
+    from nucleus.detectors import mrcnn_weights
+    from nucleus.training import config_from_weights
+
+    return config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
+                               overrides=dict(overrides or {}),
+                               profile=profile).IMAGE_NORMALIZATION
+
+
+_DETECTORS: dict[str, Any] = {}
+_BUILDS: list[str] = []          # every build in this process, to show each happens once
+_LOCK = threading.Lock()
+
+
+def worker_detector(spec: DetectorSpec) -> Detector:
+    """The detector of ``spec``, built once per process (a Dask worker loads its model once)."""
+    key = spec.key
+    with _LOCK:
+        if key not in _DETECTORS:
+            _DETECTORS[key] = spec.build()
+            _BUILDS.append(key)
+        return _DETECTORS[key]
+
+
+def detector_builds() -> dict[str, Any]:
+    """This process's id and the detectors it built (``client.run`` it on the workers)."""
+    return {"pid": os.getpid(), "builds": list(_BUILDS)}
+
+
+# ----------------------------------------------------------------------------- tasks
+def segment_file_task(path: str, name: str, spec: DetectorSpec, channel: int | None,
+                      tile: int, overlap: int) -> dict:
+    """One image on a worker: its labels, overlay PNG bytes and table, or its error."""
+    from PIL import Image
+
+    from nucleus.image_io import read_image
+    from nucleus.segment import _segment_array, overlay
+
+    try:
+        raw = read_image(path, channel)
+        labels, table, prepared = _segment_array(raw, worker_detector(spec), tile, overlap, name,
+                                                 False)
+    except InputError as e:
+        message = str(e)
+        return {"error": message if message.startswith(str(path)) else f"{path}: {message}"}
+    png = io.BytesIO()
+    Image.fromarray(overlay(prepared, labels)).save(png, format="PNG", compress_level=3)
+    return {"labels": labels, "overlay": png.getvalue(), "table": table}
+
+
+def tile_task(path: str, channel: int | None, prep: Preparation, spec: DetectorSpec,
+              tile: Tile) -> list[Found]:
+    """One tile of a large image on a worker: the nuclei it owns."""
+    from nucleus.large import detect_file_tile
+
+    return detect_file_tile(path, channel, prep, tile, worker_detector(spec))
+
+
+def dask_tiles(client: Client, spec: DetectorSpec):
+    """A ``detect_tiles`` for :func:`nucleus.large.segment_large` that maps the tiles over the
+    workers and yields their results in tile order."""
+    def detect_tiles(path: str, channel: int | None, prep: Preparation,
+                     tiles: Sequence[Tile]) -> Iterator[list[Found]]:
+        futures = client.map(functools.partial(tile_task, path, channel, prep, spec), tiles,
+                             key=[f"tile-{Path(path).name}-{t.index}" for t in tiles])
+        try:
+            for k in range(len(futures)):
+                yield futures[k].result()
+                futures[k] = None              # let the worker forget it
+        finally:
+            client.cancel([f for f in futures if f is not None])
+    return detect_tiles
+
+
+# ----------------------------------------------------------------------------- clusters
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None,
+                timeout: str = "30s") -> Iterator[Client]:
+    """A client of the running scheduler at ``scheduler`` (waiting up to ``timeout`` for it),
+    or of a local cluster of ``workers`` processes (one thread each; TensorFlow's threads
+    shared out among them)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except OSError as e:
+            raise InputError(f"--scheduler {scheduler}: cannot reach a Dask scheduler "
+                             f"({e})") from None
+        with client:
+            yield client
+        return
+    if not workers or workers < 1:
+        raise InputError(f"--workers {workers}: must be 1 or more")
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+           "OMP_NUM_THREADS": threads, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", silence_logs=logging.ERROR, env=env) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+# ----------------------------------------------------------------------------- files
+def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: DetectorSpec,
+                       client: Client, *, channel: int | None = None, tile: int = 512,
+                       overlap: int = 128, large_pixels: int | None = None,
+                       progress: bool = True, on_error: Callable[[str], None] = print,
+                       written: list | None = None) -> Summary:
+    """:func:`nucleus.segment.segment_files` on Dask workers, with the same outputs.
+
+    Small images are one task each; images of at least ``large_pixels`` pixels (default
+    :data:`nucleus.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
+    ``written`` collects each path written (a test shows none is written twice).
+    """
+    import pandas as pd
+    from distributed import as_completed
+
+    from nucleus.image_io import unique_names
+    from nucleus.io_utils import atomic_write
+    from nucleus.large import segment_large
+    from nucleus.lazy_io import LAZY_PIXELS, open_lazy
+    from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
+                                 write_labels, write_table)
+
+    large_pixels = LAZY_PIXELS if large_pixels is None else large_pixels
+    written = [] if written is None else written
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    tables: dict[int, pd.DataFrame] = {}
+    small, large = [], []
+    for i, (path, name) in enumerate(zip(files, unique_names(files))):
+        try:
+            lazy = open_lazy(path, channel)
+        except InputError as e:
+            on_error(str(e))
+            summary.failed.append(str(path))
+            continue
+        if lazy is not None:
+            lazy.close()
+        (large if lazy is not None and lazy.pixels >= large_pixels else small).append(
+            (i, path, name))
+
+    def done(i: int, name: str, table: pd.DataFrame) -> None:
+        tables[i] = table
+        summary.images += 1
+        summary.nuclei += len(table)
+
+    try:
+        futures = {client.submit(segment_file_task, str(path), name, spec, channel, tile,
+                                 overlap, key=f"segment-{i}-{name}"): (i, path, name)
+                   for i, path, name in small}
+        bar = tqdm(total=len(small) + len(large), desc="segment", unit="image",
+                   disable=not progress)
+        for future in as_completed(futures):
+            i, path, name = futures.pop(future)
+            result = future.result()
+            future.release()
+            bar.update()
+            if "error" in result:
+                on_error(result["error"])
+                summary.failed.append(str(path))
+                continue
+            labels_path = out / f"{name}{LABELS_SUFFIX}"
+            write_labels(labels_path, result["labels"])
+            with atomic_write(out / f"{name}{OVERLAY_SUFFIX}", "wb") as f:
+                f.write(result["overlay"])
+            written += [labels_path, out / f"{name}{OVERLAY_SUFFIX}"]
+            done(i, name, result["table"])
+        if large:
+            normalization = spec.normalization
+        for i, path, name in large:
+            bar.set_postfix_str(Path(path).name)
+            labels_path = out / f"{name}{LABELS_SUFFIX}"
+            table = segment_large(path, name, labels_path, normalization,
+                                  dask_tiles(client, spec), channel=channel, tile=tile,
+                                  overlap=overlap, progress=progress)
+            written.append(labels_path)
+            done(i, name, table)
+            bar.update()
+    finally:
+        if tables:
+            rows = [tables[i] for i in sorted(tables) if len(tables[i])]
+            write_table(out / TABLE_NAME, pd.concat(rows, ignore_index=True) if rows
+                        else tables[min(tables)])
+            written.append(out / TABLE_NAME)
+    return summary
