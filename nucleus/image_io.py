@@ -169,6 +169,8 @@ def expand_path(path: str | os.PathLike) -> list[Path]:
     """
     text = str(path)
     p = Path(text)
+    if p.is_dir() and p.suffix.lower() == ".zarr":     # a zarr store is one image
+        return [p]
     if p.is_dir():
         found = sorted(f for f in p.iterdir()
                        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES

@@ -277,15 +277,16 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
 
 def is_large(path: str | os.PathLike, channel: int | None = None,
              large_pixels: int | None = None) -> bool:
-    """Whether the file is segmented window by window: a TIFF or zarr store of one plane with
-    at least ``large_pixels`` pixels (default :data:`nucleus.lazy_io.LAZY_PIXELS`)."""
-    from nucleus.lazy_io import LAZY_PIXELS, open_lazy
+    """Whether the file is segmented window by window: a zarr store, or a TIFF of one plane
+    with at least ``large_pixels`` pixels (default :data:`nucleus.lazy_io.LAZY_PIXELS`)."""
+    from nucleus.lazy_io import LAZY_PIXELS, ZARR_SUFFIX, open_lazy
 
     image = open_lazy(path, channel)
     if image is None:
         return False
     image.close()
-    return image.pixels >= (LAZY_PIXELS if large_pixels is None else large_pixels)
+    return (Path(path).suffix.lower() == ZARR_SUFFIX
+            or image.pixels >= (LAZY_PIXELS if large_pixels is None else large_pixels))
 
 
 def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,

@@ -185,12 +185,10 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
 
     from nucleus.image_io import unique_names
     from nucleus.io_utils import atomic_write
-    from nucleus.large import segment_large
-    from nucleus.lazy_io import LAZY_PIXELS, open_lazy
+    from nucleus.large import is_large, segment_large
     from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
                                  write_labels, write_table)
 
-    large_pixels = LAZY_PIXELS if large_pixels is None else large_pixels
     written = [] if written is None else written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,15 +197,10 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     small, large = [], []
     for i, (path, name) in enumerate(zip(files, unique_names(files))):
         try:
-            lazy = open_lazy(path, channel)
+            (large if is_large(path, channel, large_pixels) else small).append((i, path, name))
         except InputError as e:
             on_error(str(e))
             summary.failed.append(str(path))
-            continue
-        if lazy is not None:
-            lazy.close()
-        (large if lazy is not None and lazy.pixels >= large_pixels else small).append(
-            (i, path, name))
 
     def done(i: int, name: str, table: pd.DataFrame) -> None:
         tables[i] = table

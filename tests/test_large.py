@@ -1,0 +1,152 @@
+"""large (nucleus/large.py): an image segmented window by window, stitched in bands, gives the
+label image and table of the in-memory run; labels go to a tiled TIFF; nothing is left behind."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from nucleus import lazy_io, segment
+from nucleus.detectors import Detector
+from nucleus.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
+from nucleus.segment import COLUMNS, TABLE_NAME, segment_files
+from nucleus.tiling import Instance, plan_tiles, stitch
+from synthetic import make_threshold_detector, sample_mosaic, threshold_detector
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory):
+    """A 16-bit 1500 x 1700 tiled TIFF of nuclei (3 x 4 tiles of 512)."""
+    image = (sample_mosaic(1800)[:1500, :1700, 0].astype(np.uint16) * 200 + 300)
+    path = tmp_path_factory.mktemp("large") / "section.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), compression="zlib")
+    return path, image
+
+
+@pytest.mark.parametrize("normalization", [None, "stretch"])
+def test_window_by_window_equals_in_memory(section, tmp_path, normalization):
+    path, image = section
+    detector = Detector(threshold_detector(), normalization=normalization)
+    labels, table = segment(image, detector, tile=512, overlap=128, name="section")
+    got_table = segment_large_here(path, "section", tmp_path / "labels.tif", detector,
+                                   tile=512, overlap=128)
+    with tifffile.TiffFile(tmp_path / "labels.tif") as tif:
+        assert tif.pages[0].is_tiled and tif.is_bigtiff
+        got = tif.asarray()
+    assert got.dtype == np.uint16 and labels.max() > 500
+    np.testing.assert_array_equal(got, labels)
+    assert list(got_table.columns) == list(COLUMNS)
+    assert (got_table["image"] == "section").all()
+    np.testing.assert_array_equal(got_table["label"], table["label"])
+    for column in COLUMNS[2:]:
+        np.testing.assert_allclose(got_table[column].to_numpy(float),
+                                   table[column].to_numpy(float), rtol=1e-9, err_msg=column)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
+
+
+def random_found(shape, tiles, rng):
+    """Per tile, owned blobs of many sizes that overlap each other (even across tiles)."""
+    from nucleus.tiling import owned
+
+    per_tile = []
+    for tile in tiles:
+        y0, x0, y1, x1 = tile.box
+        found = []
+        for _ in range(40):
+            h, w = rng.integers(1, 60, 2)
+            by, bx = rng.integers(y0, max(y0 + 1, y1 - h)), rng.integers(x0, max(x0 + 1, x1 - w))
+            h, w = min(h, y1 - by), min(w, x1 - bx)
+            mask = rng.random((h, w)) < 0.7
+            mask[0, :] |= True
+            mask[:, 0] |= True
+            inst = Instance((int(by), int(bx), int(by + h), int(bx + w)), mask,
+                            float(rng.random()))
+            if owned(inst, tile):
+                found.append(Found(inst, np.ones((h, w), np.float32)))
+        per_tile.append(found)
+    return per_tile
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((700, 900), 256, 64), ((300, 1000), 128, 100),
+                                                ((200, 200), 512, 128)])
+def test_band_stitching_is_stitch(shape, tile, overlap):
+    rng = np.random.default_rng(sum(shape) + tile)
+    tiles = plan_tiles(shape, tile, overlap)
+    per_tile = random_found(shape, tiles, rng)
+    want, scores = stitch(shape, [f.instance for found in per_tile for f in found])
+    got = np.full(shape, 999999, np.uint32)
+    rows_written = []
+
+    def sink(y0, rows):
+        rows_written.append((y0, len(rows)))
+        got[y0:y0 + len(rows)] = rows
+
+    stitcher = BandStitcher(shape, sink)
+    for t, found in zip(tiles, per_tile):
+        stitcher.add_tile(t, found)
+    assert stitcher.finish() == want.max()
+    np.testing.assert_array_equal(got, want)
+    assert sum(n for _, n in rows_written) == shape[0]            # every row once, in order
+    assert [y for y, _ in rows_written] == sorted({y for y, _ in rows_written})
+    table = stitcher.table()
+    np.testing.assert_array_equal(table["label"], np.arange(1, want.max() + 1))
+    np.testing.assert_allclose(table["score"], scores.astype(np.float64))
+    np.testing.assert_array_equal(table["area"], np.bincount(want.ravel())[1:])
+
+
+def test_label_files_past_65535_nuclei_are_uint32(tmp_path):
+    store = LabelStore(tmp_path / "many.tif", (600, 700))
+    rows = np.arange(600 * 700, dtype=np.uint32).reshape(600, 700)
+    store.write_rows(0, rows[:250])
+    store.write_rows(250, rows[250:])
+    store.close(int(rows.max()))
+    back = tifffile.imread(tmp_path / "many.tif")
+    assert back.dtype == np.uint32
+    np.testing.assert_array_equal(back, rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["many.tif"]
+
+
+def test_a_failing_run_leaves_nothing(section, tmp_path):
+    path, _ = section
+    calls = []
+    base = threshold_detector()
+
+    def fails_late(image):
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("detector broke")
+        return base(image)
+
+    with pytest.raises(RuntimeError, match="detector broke"):
+        segment_large_here(path, "s", tmp_path / "s_labels.tif", Detector(fails_late))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_segment_files_takes_large_tiffs_window_by_window(section, tmp_path, monkeypatch):
+    path, image = section
+    assert not is_large(path)                       # 2.5 megapixels: read whole by default
+    monkeypatch.setattr(lazy_io, "LAZY_PIXELS", 1_000_000)
+    assert is_large(path) and not is_large(path, large_pixels=3_000_000)
+    summary = segment_files([path], tmp_path, make_threshold_detector(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TABLE_NAME, "section_labels.tif"]
+    labels, table = segment(image, make_threshold_detector(), name="section")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "section_labels.tif"), labels)
+    assert summary.nuclei == len(table) == len(pd.read_csv(tmp_path / TABLE_NAME))
+
+
+def test_a_zarr_store_is_one_image_read_window_by_window(tmp_path):
+    import zarr
+
+    from nucleus.segment import collect_files
+
+    image = sample_mosaic(600)[:300, :400]
+    store = zarr.open_array(str(tmp_path / "slide.zarr"), mode="w", shape=image.shape,
+                            chunks=(128, 128, 3), dtype=image.dtype)
+    store[:] = image
+    files, failed = collect_files([tmp_path / "slide.zarr"], tmp_path / "out", print)
+    assert files == [tmp_path / "slide.zarr"] and failed == [] and is_large(files[0])
+    segment_files(files, tmp_path / "out", make_threshold_detector(), tile=256, overlap=64,
+                  progress=False)
+    labels, _ = segment(image, make_threshold_detector(), tile=256, overlap=64)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "slide_labels.tif"), labels)
