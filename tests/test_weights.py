@@ -477,3 +477,28 @@ def test_keras3_bfloat16_weights_load_as_keras_reads_them(tmp_path):
     weights_io.load_weights(target, str(path), by_name=True)
     np.testing.assert_array_equal(np.asarray(target.get_layer("d").kernel.numpy(), np.float32),
                                   kernel)
+
+
+def test_saved_arrays_keep_their_dtype_unless_floats_are_halved(tmp_path):
+    import keras
+
+    class Counted(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(3,), initializer="ones", name="scale")
+            self.count = self.add_weight(shape=(), initializer="zeros", dtype="int32",
+                                         trainable=False, name="count")
+
+        def call(self, x):
+            return x * self.scale
+
+    inputs = keras.Input((3,))
+    network = keras.Model(inputs, Counted(name="counted")(inputs))
+    network.get_layer("counted").count.assign(7)
+    for dtype, float_kind in ((None, np.float32), ("float16", np.float16)):
+        path = tmp_path / f"{dtype}.h5"
+        weights_io.save_weights(network, str(path), dtype=dtype)
+        with h5py.File(path, "r") as f:
+            group = f["counted"]
+            names = [n.decode() for n in group.attrs["weight_names"]]
+            assert group[names[0]].dtype == float_kind
+            assert group[names[1]].dtype == np.int32 and group[names[1]][()] == 7
