@@ -420,6 +420,8 @@ def test_file_errors_name_the_file_and_the_problem(model, tmp_path):
     assert str(info.value) == (
         f"{few}: holds 12 layers with weights, the model has {n_units}; load with "
         "by_name=True to match layers by name")
+    with pytest.raises(WeightsError, match="by_name=True"):       # in order unless asked
+        weights_io.load_weights(model.keras_model, str(few))
 
 
 def test_a_layer_with_the_wrong_number_of_arrays_is_refused(model, tmp_path):
