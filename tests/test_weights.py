@@ -504,3 +504,36 @@ def test_saved_arrays_keep_their_dtype_unless_floats_are_halved(tmp_path):
             names = [n.decode() for n in group.attrs["weight_names"]]
             assert group[names[0]].dtype == float_kind
             assert group[names[1]].dtype == np.int32 and group[names[1]][()] == 7
+
+
+def test_keras3_file_missing_layers_are_named_five_at_most(model, tmp_path):
+    import keras
+
+    path = tmp_path / "part.weights.h5"
+    model.keras_model.save_weights(str(path))
+    plain = [u.name for u in weights_io.weight_units(model.keras_model)
+             if not isinstance(u, keras.Model)][-6:]
+    for gone in (plain[:5], plain):
+        part = tmp_path / f"part{len(gone)}.weights.h5"
+        part.write_bytes(path.read_bytes())
+        with h5py.File(part, "a") as f:
+            doomed = []
+            f.visititems(lambda name, obj: doomed.append(name)
+                         if obj.attrs.get("name") in gone else None)
+            for name in doomed:
+                del f[name]
+        with pytest.raises(WeightsError) as info:
+            model.load_weights(str(part))
+        listed = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+        assert str(info.value) == (f"{part}: the model's layers {listed} are not in the file; "
+                                   "load with by_name=True to load the layers it has")
+
+
+def test_a_layer_called_model_weights_does_not_hide_the_root_list(model, tmp_path):
+    path = tmp_path / "odd.h5"
+    kernel = np.full(layer(model, "conv1").weights[0].shape, 0.5, np.float32)
+    bias = np.zeros(layer(model, "conv1").weights[1].shape, np.float32)
+    write_keras2(path, [("model_weights", [], []),
+                        ("conv1", ["conv1/kernel:0", "conv1/bias:0"], [kernel, bias])])
+    assert model.load_weights(str(path), by_name=True) == ["conv1"]
+    np.testing.assert_array_equal(values_of(model, "conv1")[0], kernel)
