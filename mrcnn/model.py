@@ -69,7 +69,12 @@ _CHECKPOINT_RE = re.compile(
 
 
 def _strategy(config) -> tf.distribute.Strategy:
-    """MirroredStrategy over GPU_COUNT devices (GPUs, or logical CPUs when there is no GPU)."""
+    """MirroredStrategy over GPU_COUNT devices (GPUs, or logical CPUs when there is no GPU);
+    the multi-worker strategy of :mod:`mrcnn.distribute` when one was made."""
+    from mrcnn import distribute
+
+    if distribute.active() is not None:
+        return distribute.active()
     if config.GPU_COUNT <= 1:
         return tf.distribute.get_strategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -205,6 +210,9 @@ class MaskRCNN:
         self.config = config
         self.model_dir = model_dir
         self.strategy = _strategy(config)
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # the generator yields global batches; each worker's replicas get IMAGES_PER_GPU
+            config.BATCH_SIZE = config.IMAGES_PER_GPU * self.strategy.num_replicas_in_sync
         # The dtype policy is global in Keras: set it for this model's layers only.
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(config.MIXED_PRECISION or "float32")
@@ -316,13 +324,17 @@ class MaskRCNN:
         if val_dataset is not None and self.config.VALIDATION_STEPS:
             val_gen = DataGenerator(val_dataset, self.config, anchors,
                                     self.config.VALIDATION_STEPS, shuffle=True)
-        os.makedirs(self.log_dir, exist_ok=True)
-        callbacks = [
-            keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
-                                        write_graph=False, profile_batch=0),
-            keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"), append=True),
-            CheckpointCallback(self),
-        ] + list(custom_callbacks or [])
+        from mrcnn.distribute import is_chief
+
+        callbacks = list(custom_callbacks or [])
+        if is_chief():      # other workers of a multi-worker run write nothing
+            os.makedirs(self.log_dir, exist_ok=True)
+            callbacks[:0] = [
+                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
+                                            write_graph=False, profile_batch=0),
+                keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"),
+                                          append=True),
+                CheckpointCallback(self)]
         trainable = self.set_trainable(regex)
         if verbose:  # what matterport printed
             print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")

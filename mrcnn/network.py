@@ -166,7 +166,11 @@ class MaskRCNNNet(keras.Model):
         for name in LOSS_NAMES:
             self.loss_trackers[name].update_state(loss_values[name])
         self.loss_trackers["loss"].update_state(total)
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages a multi-worker step's outputs over axis 0, which a scalar lacks
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under tf.distribute Keras first averages a batch over the replicas to build the model

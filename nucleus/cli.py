@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.add_argument("--crop-size", type=int, default=256, help="FCN: training crop size")
     p.add_argument("--batch-size", type=int, default=4, help="FCN: crops per step")
+    p.add_argument("--multi-worker", action="store_true",
+                   help="Mask R-CNN: train across machines under MultiWorkerMirroredStrategy; "
+                        "run the same command on each with TF_CONFIG naming all workers and its "
+                        "own index (worker 0 writes the checkpoints; resume with --weights last)")
 
     p = sub.add_parser("sweep", help="train one Mask R-CNN run per combination of settings "
                                      "(resumable), then compare their validation mAP curves")
@@ -336,6 +340,15 @@ def _detector_spec(args):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    if getattr(args, "multi_worker", False):
+        if args.model != "mrcnn":
+            raise InputError("--multi-worker trains Mask R-CNN only")
+        from mrcnn.distribute import use_multi_worker
+
+        try:
+            use_multi_worker()      # before TensorFlow runs anything else in this process
+        except ValueError as e:
+            raise InputError(str(e)) from None
     if args.model == "fcn":
         from nucleus.fcn.train import train_fcn
 
