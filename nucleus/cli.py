@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from nucleus.errors import InputError
 

@@ -14,7 +14,6 @@ from tqdm import tqdm
 from nucleus import metric
 from nucleus.io_utils import atomic_write
 from nucleus.kinds import KINDS, image_kind
-from nucleus.overlap import eliminate_overlaps
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
                                     *(f"map_{kind}" for kind in KINDS))
@@ -68,10 +67,14 @@ def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks [H, W, N] without overlaps (the biggest mask keeps shared pixels) and their scores."""
-    masks, scores = raw_detections(model, image)
-    masks, kept = eliminate_overlaps(masks)
-    return masks, scores[kept]
+    """Masks [H, W, N] without overlaps (the biggest mask keeps shared pixels) and their scores.
+
+    The model normalises the image itself (its own ``IMAGE_NORMALIZATION``); the overlap rule is
+    the one detector interface's (:meth:`nucleus.detectors.Detector.detect_prepared`).
+    """
+    from nucleus.detectors import Detector
+
+    return Detector(lambda im: raw_detections(model, im)).detect_prepared(image)
 
 
 def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset,
