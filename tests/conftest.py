@@ -26,6 +26,9 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+    # Tests that must hold under every Keras backend: the README's test command runs them
+    # again with KERAS_BACKEND=jax (``-m backends``).
+    config.addinivalue_line("markers", "backends: runs under every Keras backend (TF and JAX)")
 
 
 class TinyConfig(Config):
