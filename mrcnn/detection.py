@@ -1,40 +1,48 @@
-"""Detection layer: refine ROIs with the box head, drop background and weak scores, per-class NMS."""
+"""Detection stage: refine ROIs with the box head, drop background and weak scores, per-class NMS.
+
+The output has a static shape (``DETECTION_MAX_INSTANCES`` rows, zero after the last detection)
+and comes with the count of real rows, so the stage compiles once under JAX.
+"""
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from mrcnn import backend_ops
 from mrcnn.box_ops import apply_box_deltas, clip_boxes
 
 
-def refine_detections(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor, window: tf.Tensor,
-                      config) -> tf.Tensor:
+def refine_detections(rois, probs, deltas, window, config):
     """One image: rois [N, 4], probs [N, K], deltas [N, K, 4], window [4] (normalised)
-    -> detections [n, (y1, x1, y2, x2, class_id, score)], best first, n <= DETECTION_MAX_INSTANCES.
+    -> (detections [M, (y1, x1, y2, x2, class_id, score)] best first and zero padded,
+    count: how many rows are detections), M = DETECTION_MAX_INSTANCES.
     """
-    class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)
-    indices = tf.stack([tf.range(tf.shape(probs)[0]), class_ids], axis=1)
-    class_scores = tf.gather_nd(probs, indices)
-    deltas_specific = tf.gather_nd(deltas, indices)
-    refined = apply_box_deltas(rois, deltas_specific * np.asarray(config.BBOX_STD_DEV, np.float32))
+    rois = ops.cast(rois, "float32")
+    probs = ops.cast(probs, "float32")
+    class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")
+    class_scores = ops.max(probs, axis=1)
+    chosen = ops.expand_dims(ops.expand_dims(class_ids, -1), -1)
+    deltas_specific = ops.squeeze(ops.take_along_axis(ops.cast(deltas, "float32"), chosen,
+                                                      axis=1), 1)
+    refined = apply_box_deltas(rois, deltas_specific * np.asarray(config.BBOX_STD_DEV,
+                                                                  np.float32))
     refined = clip_boxes(refined, window)
 
     keep = class_ids > 0
     if config.DETECTION_MIN_CONFIDENCE:
-        keep = tf.logical_and(keep, class_scores >= config.DETECTION_MIN_CONFIDENCE)
+        keep = ops.logical_and(keep, class_scores >= config.DETECTION_MIN_CONFIDENCE)
     # ROIs that are zero padding have zero area: drop them as well.
     area = (refined[:, 2] - refined[:, 0]) * (refined[:, 3] - refined[:, 1])
-    keep = tf.logical_and(keep, area > 0)
-    keep_ix = tf.where(keep)[:, 0]
-    boxes = tf.gather(refined, keep_ix)
-    ids = tf.gather(class_ids, keep_ix)
-    scores = tf.gather(class_scores, keep_ix)
+    keep = ops.logical_and(keep, area > 0)
+    scores = ops.where(keep, class_scores, -np.inf)
     # Per-class NMS in one call: shift each class to its own region so classes never overlap.
-    offset = tf.cast(ids, tf.float32)[:, None] * 4.0
-    nms_keep = tf.image.non_max_suppression(boxes + offset, scores,
-                                            config.DETECTION_MAX_INSTANCES,
-                                            config.DETECTION_NMS_THRESHOLD)
-    boxes = tf.gather(boxes, nms_keep)
-    ids = tf.gather(ids, nms_keep)
-    scores = tf.gather(scores, nms_keep)
-    return tf.concat([boxes, tf.cast(ids, tf.float32)[:, None], scores[:, None]], axis=1)
+    offset = ops.expand_dims(ops.cast(class_ids, "float32"), -1) * 4.0
+    limit = int(config.DETECTION_MAX_INSTANCES)
+    chosen, counts = backend_ops.non_max_suppression(
+        (refined + offset)[None], scores[None], limit, config.DETECTION_NMS_THRESHOLD)
+    chosen, count = chosen[0], counts[0]
+    rows = ops.concatenate([ops.take(refined, chosen, axis=0),
+                            ops.cast(ops.take(class_ids, chosen, axis=0), "float32")[:, None],
+                            ops.take(class_scores, chosen, axis=0)[:, None]], axis=1)
+    filled = ops.arange(limit) < count
+    return ops.where(filled[:, None], rows, 0.0), count

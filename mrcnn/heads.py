@@ -6,8 +6,8 @@ the mask head see only the ROIs that matter (positives in training, detections a
 """
 from __future__ import annotations
 
-import tensorflow as tf
 from keras import layers as KL
+from keras import ops
 
 from mrcnn.backbone import BatchNorm
 
@@ -39,25 +39,25 @@ def build_mask_head(num_classes: int, train_bn: bool, conv_size: int = 256) -> d
     return layers
 
 
-def box_head(layers: dict, pooled: tf.Tensor, training: bool):
+def box_head(layers: dict, pooled, training: bool):
     """pooled [N, 7, 7, C] -> logits [N, K], probs [N, K], deltas [N, K, 4] (float32)."""
     x = layers["mrcnn_class_conv1"](pooled)
-    x = tf.nn.relu(layers["mrcnn_class_bn1"](x, training=training))
+    x = ops.relu(layers["mrcnn_class_bn1"](x, training=training))
     x = layers["mrcnn_class_conv2"](x)
-    x = tf.nn.relu(layers["mrcnn_class_bn2"](x, training=training))
-    shared = tf.reshape(x, [tf.shape(x)[0], x.shape[-1]])
-    logits = tf.cast(layers["mrcnn_class_logits"](shared), tf.float32)
-    probs = tf.nn.softmax(logits)
-    deltas = tf.cast(layers["mrcnn_bbox_fc"](shared), tf.float32)
-    deltas = tf.reshape(deltas, [tf.shape(deltas)[0], logits.shape[-1], 4])
+    x = ops.relu(layers["mrcnn_class_bn2"](x, training=training))
+    shared = ops.reshape(x, [-1, x.shape[-1]])
+    logits = ops.cast(layers["mrcnn_class_logits"](shared), "float32")
+    probs = ops.softmax(logits, axis=-1)
+    deltas = ops.cast(layers["mrcnn_bbox_fc"](shared), "float32")
+    deltas = ops.reshape(deltas, [-1, logits.shape[-1], 4])
     return logits, probs, deltas
 
 
-def mask_head(layers: dict, pooled: tf.Tensor, training: bool) -> tf.Tensor:
+def mask_head(layers: dict, pooled, training: bool):
     """pooled [N, 14, 14, C] -> per-class masks [N, 28, 28, K] (sigmoid, float32)."""
     x = pooled
     for i in range(1, 5):
         x = layers[f"mrcnn_mask_conv{i}"](x)
-        x = tf.nn.relu(layers[f"mrcnn_mask_bn{i}"](x, training=training))
+        x = ops.relu(layers[f"mrcnn_mask_bn{i}"](x, training=training))
     x = layers["mrcnn_mask_deconv"](x)
-    return tf.cast(layers["mrcnn_mask"](x), tf.float32)
+    return ops.cast(layers["mrcnn_mask"](x), "float32")

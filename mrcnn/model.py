@@ -8,13 +8,16 @@ import re
 from collections import OrderedDict
 from typing import Any, Iterable
 
+import contextlib
+
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from mrcnn import box_ops, data, heads, utils, weights as weights_io
+from mrcnn import backend_ops, data, execution, heads, utils, weights as weights_io
 from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (matterport names)
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
+from mrcnn.proposals import top_anchors
 from mrcnn.roi_align import pyramid_roi_align
 from mrcnn.utils import compose_image_meta, parse_image_meta  # noqa: F401 (matterport names)
 
@@ -68,9 +71,25 @@ _CHECKPOINT_RE = re.compile(
     r".*[/\\][\w-]+?(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+?(\d{4})\.h5$")
 
 
-def _strategy(config) -> tf.distribute.Strategy:
-    """MirroredStrategy over GPU_COUNT devices (GPUs, or logical CPUs when there is no GPU);
-    the multi-worker strategy of :mod:`mrcnn.distribute` when one was made."""
+class _OneDevice:
+    """The strategy of backends that distribute through ``keras.distribution`` instead."""
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def _strategy(config):
+    """Under TensorFlow: MirroredStrategy over GPU_COUNT devices (GPUs, or logical CPUs when
+    there is no GPU), or the multi-worker strategy of :mod:`mrcnn.distribute` when one was
+    made. Under JAX, GPU_COUNT > 1 sets Keras's DataParallel distribution over that many
+    devices (GPUs, or CPU devices when there are no GPUs)."""
+    if keras.backend.backend() != "tensorflow":
+        if config.GPU_COUNT > 1:
+            _data_parallel(config.GPU_COUNT)
+        return _OneDevice()
+    import tensorflow as tf
+
     from mrcnn import distribute
 
     if distribute.active() is not None:
@@ -83,6 +102,17 @@ def _strategy(config) -> tf.distribute.Strategy:
         raise ValueError(f"GPU_COUNT={config.GPU_COUNT} but only {len(devices)} devices are "
                          "visible")
     return tf.distribute.MirroredStrategy([d.name for d in devices[:config.GPU_COUNT]])
+
+
+def _data_parallel(count: int) -> None:
+    """Keras's DataParallel over ``count`` devices of one kind, for every model made next."""
+    devices = keras.distribution.list_devices("gpu")
+    if len(devices) < count:
+        devices = keras.distribution.list_devices("cpu")
+    if len(devices) < count:
+        raise ValueError(f"GPU_COUNT={count} but only {len(devices)} devices are visible")
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices[:count]))
 
 
 def find_last_checkpoint(model_dir: str, name: str | None) -> str:
@@ -210,7 +240,7 @@ class MaskRCNN:
         self.config = config
         self.model_dir = model_dir
         self.strategy = _strategy(config)
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if type(self.strategy).__name__ == "MultiWorkerMirroredStrategy":
             # the generator yields global batches; each worker's replicas get IMAGES_PER_GPU
             config.BATCH_SIZE = config.IMAGES_PER_GPU * self.strategy.num_replicas_in_sync
         # The dtype policy is global in Keras: set it for this model's layers only.
@@ -300,7 +330,9 @@ class MaskRCNN:
         with self.strategy.scope():
             optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
                                              global_clipnorm=self.config.GRADIENT_CLIP_NORM)
-            self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+            # TensorFlow runs the step as a graph (XLA is slower on these CPUs); JAX compiles
+            self.keras_model.compile(optimizer=optimizer,
+                                     jit_compile=keras.backend.backend() != "tensorflow")
 
     def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int, layers: str,
               augmentation=None, custom_callbacks: list | None = None,
@@ -330,11 +362,12 @@ class MaskRCNN:
         if is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
             callbacks[:0] = [
-                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
-                                            write_graph=False, profile_batch=0),
                 keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"),
                                           append=True),
                 CheckpointCallback(self)]
+            if keras.backend.backend() == "tensorflow":  # its writer needs TensorFlow
+                callbacks.insert(0, keras.callbacks.TensorBoard(
+                    log_dir=self.log_dir, histogram_freq=0, write_graph=False, profile_batch=0))
         trainable = self.set_trainable(regex)
         if verbose:  # what matterport printed
             print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
@@ -378,11 +411,22 @@ class MaskRCNN:
 
     def _infer(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
         """The compiled inference graph on one molded image; ``window`` in its pixels."""
-        norm_window = utils.norm_boxes(np.array(window, np.float32), molded.shape[:2])
-        anchors = self.get_anchors(molded.shape)
-        out = self.keras_model.infer(tf.constant(molded[None]), tf.constant(anchors),
-                                     tf.constant(norm_window, tf.float32))
-        return {k: v.numpy() for k, v in out.items()}
+        shape = original = molded.shape[:2]
+        if not backend_ops.uses_fused_kernels():
+            # a compiling backend: pad to a bucket size (with the molded value of black, as
+            # resizing pads), so many image sizes share a few compiled graphs
+            shape = execution.image_bucket(*shape)
+            molded = execution.pad_to(molded, *shape, -np.asarray(self.config.MEAN_PIXEL))
+        norm_window = utils.norm_boxes(np.array(window, np.float32), shape)
+        out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
+        out["molded_shape"] = shape
+        if shape != original:
+            # normalised to the padded image: back to the molded image's coordinates
+            scale = np.array([(shape[0] - 1) / (original[0] - 1), (shape[1] - 1) /
+                              (original[1] - 1)] * 2, np.float32)
+            out["proposals"] = out["proposals"] * scale
+            out["detections"][:, :4] = out["detections"][:, :4] * scale
+        return out
 
     def run_stages(self, image: np.ndarray) -> tuple[dict, dict]:
         """Every intermediate output of the inference graph for one image (for notebooks),
@@ -579,30 +623,31 @@ class MaskRCNN:
         if not len(detections):
             return np.zeros((0,) + tuple(config.MASK_SHAPE) + (config.NUM_CLASSES,), np.float32)
         net = self.keras_model
-        images = tf.cast(tf.constant(image[None]), net.compute_dtype)
+        images = ops.cast(image[None], net.compute_dtype)
         feature_maps = net.features(images, False)
-        pooled = pyramid_roi_align(tf.constant(detections[:, :4], tf.float32),
-                                   tf.zeros([len(detections)], tf.int32), feature_maps[:4],
-                                   config.MASK_POOL_SIZE, tf.shape(images)[1:3])
-        return heads.mask_head(net.mask_layers, pooled, False).numpy()
+        pooled = pyramid_roi_align(detections[:, :4].astype(np.float32),
+                                   np.zeros([len(detections)], np.int32), feature_maps[:4],
+                                   config.MASK_POOL_SIZE, image.shape[:2])
+        return ops.convert_to_numpy(heads.mask_head(net.mask_layers, pooled, False))
 
     def _proposal_steps(self, out: dict, anchors: np.ndarray) -> dict[str, np.ndarray]:
-        """The proposal layer's steps (those of :func:`mrcnn.proposals.propose_one`), one by
+        """The proposal stage's steps (those of :func:`mrcnn.proposals.propose`), one by
         one: best anchors by score, refined by the RPN deltas, clipped, kept by NMS."""
         config = self.config
-        scores = out["rpn_class"][0, :, 1]
-        deltas = out["rpn_bbox"][0] * np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
-        k = min(config.PRE_NMS_LIMIT, len(anchors))
-        top_scores, ix = tf.math.top_k(scores, k, sorted=True)
-        pre_nms = tf.gather(anchors, ix)
-        refined = box_ops.apply_box_deltas(pre_nms, tf.gather(deltas, ix))
-        clipped = box_ops.clip_boxes(refined, tf.constant([0., 0., 1., 1.]))
-        keep = tf.image.non_max_suppression(clipped, top_scores, config.POST_NMS_ROIS_INFERENCE,
-                                            config.RPN_NMS_THRESHOLD)
-        return {"ROI/pre_nms_anchors": pre_nms.numpy()[None],
-                "ROI/refined_anchors": refined.numpy()[None],
-                "ROI/refined_anchors_clipped": clipped.numpy()[None],
-                "ROI/rpn_non_max_suppression": keep.numpy()}
+        if len(anchors) != out["rpn_class"].shape[1]:
+            # a compiling backend ran the image padded to its bucket size
+            anchors = self.get_anchors(out["molded_shape"])
+        scores = out["rpn_class"][:1, :, 1]
+        deltas = out["rpn_bbox"][:1] * np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
+        top_scores, pre_nms, refined, clipped = top_anchors(scores, deltas, anchors,
+                                                            config.PRE_NMS_LIMIT)
+        keep, count = backend_ops.non_max_suppression(
+            clipped, top_scores, config.POST_NMS_ROIS_INFERENCE, config.RPN_NMS_THRESHOLD)
+        keep = ops.convert_to_numpy(keep)[0][:int(ops.convert_to_numpy(count)[0])]
+        return {"ROI/pre_nms_anchors": ops.convert_to_numpy(pre_nms),
+                "ROI/refined_anchors": ops.convert_to_numpy(refined),
+                "ROI/refined_anchors_clipped": ops.convert_to_numpy(clipped),
+                "ROI/rpn_non_max_suppression": keep}
 
     def debug_model(self, layer_names: list[str]) -> keras.Model:
         """A model from the molded image to the outputs of named backbone/FPN layers

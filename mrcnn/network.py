@@ -1,21 +1,25 @@
-"""The Mask R-CNN network as a Keras 3 model: layers, training step and inference graph.
+"""The Mask R-CNN network as a Keras 3 model of any backend: stages, training and inference.
 
-The forward pass is plain TensorFlow code calling named Keras layers (no KerasTensor tricks, no
-``add_loss``), so it runs the same eagerly, in ``tf.function`` and under ``tf.distribute``.
+The forward pass calls the pipeline's stages (``mrcnn.proposals``, ``targets``, ``roi_align``,
+``heads``, ``detection``, ``losses``), all written in ``keras.ops`` with static shapes. Training
+is Keras's own: :meth:`MaskRCNNNet.call` on a training batch returns the five losses (and the
+weight decay), :meth:`compute_loss` weighs them, and each backend's trainer (TensorFlow's tape,
+JAX's ``value_and_grad``) does the rest. Inference runs as one ``tf.function`` under TensorFlow
+and as two jitted functions under JAX (see :meth:`MaskRCNNNet.infer`).
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from mrcnn import box_ops, heads, losses, utils
+from mrcnn import backend_ops, box_ops, execution, heads, losses, utils
 from mrcnn.backbone import BatchNorm, build_backbone, compute_backbone_shapes
 from mrcnn.detection import refine_detections
 from mrcnn.proposals import propose
 from mrcnn.roi_align import pyramid_roi_align
 from mrcnn.rpn import build_rpn_model
-from mrcnn.targets import detection_targets
+from mrcnn.targets import detection_targets, max_positive_rois
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
               "mrcnn_mask_loss")
@@ -32,7 +36,7 @@ def anchors_for_shape(config, image_shape) -> np.ndarray:
 class MaskRCNNNet(keras.Model):
     """All trainable parts of Mask R-CNN plus the graphs that use them."""
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, seed: int | None = None, **kwargs):
         super().__init__(name="mask_rcnn", **kwargs)
         self.config = config
         train_bn = bool(config.TRAIN_BN)
@@ -48,18 +52,22 @@ class MaskRCNNNet(keras.Model):
                                                  config.MASK_HEAD_CONV_SIZE)
         for name, layer in {**self.box_layers, **self.mask_layers}.items():
             setattr(self, name, layer)
-        self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES + ("loss",)}
+        # One Mean per loss; Keras's own tracker reports the total as "loss".
+        self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        # The detection-target stage's random sampling (a variable, so JAX threads it through).
+        self.seed_generator = keras.random.SeedGenerator(seed)
         # Build the heads so their weights exist before any loading.
         depth = config.TOP_DOWN_PYRAMID_SIZE
-        heads.box_head(self.box_layers, tf.zeros([1, config.POOL_SIZE, config.POOL_SIZE, depth]),
-                       False)
+        heads.box_head(self.box_layers,
+                       np.zeros([1, config.POOL_SIZE, config.POOL_SIZE, depth], np.float32), False)
         heads.mask_head(self.mask_layers,
-                        tf.zeros([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth]), False)
+                        np.zeros([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth],
+                                 np.float32), False)
         self.built = True
         for layer in self._batch_norm_layers():
             layer.momentum = float(config.BATCH_NORM_MOMENTUM)
         self._train_anchors = None
-        self._infer_fn = None
+        self._infer_fns: dict = {}
 
     def _batch_norm_layers(self) -> list[BatchNorm]:
         layers = [l for l in self.backbone.layers if isinstance(l, BatchNorm)]
@@ -78,15 +86,11 @@ class MaskRCNNNet(keras.Model):
         return self._train_anchors
 
     @property
-    def _train_anchors_norm(self) -> tf.Tensor:
-        return tf.constant(utils.norm_boxes(self.train_anchors, self.config.IMAGE_SHAPE[:2]),
-                           tf.float32)
+    def _train_anchors_norm(self) -> np.ndarray:
+        return utils.norm_boxes(self.train_anchors, self.config.IMAGE_SHAPE[:2]).astype(
+            np.float32)
 
     # ------------------------------------------------------------------ shared stages
-    @property
-    def metrics(self):
-        return list(self.loss_trackers.values())
-
     def features(self, images, training):
         """Pyramid [P2..P6] of a molded image batch."""
         return self.backbone(images, training=training)
@@ -94,159 +98,200 @@ class MaskRCNNNet(keras.Model):
     def rpn(self, feature_maps):
         """RPN outputs of every level, concatenated: logits, probs, deltas [B, A, ...]."""
         outputs = [self.rpn_model(p) for p in feature_maps]
-        logits, probs, deltas = [tf.concat([tf.cast(o[i], tf.float32) for o in outputs], axis=1)
-                                 for i in range(3)]
+        logits, probs, deltas = [
+            ops.concatenate([ops.cast(o[i], "float32") for o in outputs], axis=1)
+            for i in range(3)]
         return logits, probs, deltas
 
     # ------------------------------------------------------------------ training
     def compute_losses(self, inputs: dict, training: bool = True) -> dict:
         """The five losses of one batch (``inputs`` as :class:`mrcnn.data.DataGenerator` yields)."""
         config = self.config
-        images = tf.cast(inputs["input_image"], self.compute_dtype)
-        image_shape = tf.shape(images)[1:3]
-        batch = tf.shape(images)[0]
+        images = ops.cast(inputs["input_image"], self.compute_dtype)
+        image_shape = ops.shape(images)[1:3]
+        batch = ops.shape(images)[0]
         feature_maps = self.features(images, training)
         rpn_logits, rpn_probs, rpn_deltas = self.rpn(feature_maps)
 
         proposals = propose(rpn_probs, rpn_deltas, self._train_anchors_norm,
                             config.POST_NMS_ROIS_TRAINING, config.RPN_NMS_THRESHOLD,
                             config.PRE_NMS_LIMIT, config.RPN_BBOX_STD_DEV)
-        gt_class_ids = tf.cast(inputs["input_gt_class_ids"], tf.int32)
-        gt_boxes = box_ops.norm_boxes(tf.cast(inputs["input_gt_boxes"], tf.float32), image_shape)
-        gt_masks = tf.cast(inputs["input_gt_masks"], tf.float32)
+        gt_boxes = box_ops.norm_boxes(inputs["input_gt_boxes"], image_shape)
         rois, target_ids, target_deltas, target_masks = detection_targets(
-            tf.stop_gradient(proposals), gt_class_ids, gt_boxes, gt_masks, config)
+            ops.stop_gradient(proposals), inputs["input_gt_class_ids"], gt_boxes,
+            inputs["input_gt_masks"], config, seed=self.seed_generator)
 
         num_rois = config.TRAIN_ROIS_PER_IMAGE
-        flat_rois = tf.reshape(rois, [-1, 4])
-        box_indices = tf.repeat(tf.range(batch), num_rois)
-        flat_ids = tf.reshape(target_ids, [-1])
-        flat_deltas = tf.reshape(target_deltas, [-1, 4])
-        valid = tf.reduce_sum(tf.abs(flat_rois), axis=1) > 0
+        flat_rois = ops.reshape(rois, [-1, 4])
+        box_indices = ops.repeat(ops.arange(batch), num_rois)
+        flat_ids = ops.reshape(target_ids, [-1])
         head_maps = feature_maps[:4]
         pooled = pyramid_roi_align(flat_rois, box_indices, head_maps, config.POOL_SIZE,
                                    image_shape)
         class_logits, _, pred_deltas = heads.box_head(self.box_layers, pooled, training)
 
-        positive = tf.where(flat_ids > 0)[:, 0]
-        pos_ids = tf.gather(flat_ids, positive)
-        pos_masks = tf.gather(tf.reshape(target_masks, [-1] + list(config.MASK_SHAPE)), positive)
+        # Positives are among the first max_pos ROIs of each image (mrcnn.targets).
+        max_pos = max_positive_rois(config)
+        mask_ids = ops.reshape(target_ids[:, :max_pos], [-1])
         if config.MASK_HEAD_POSITIVE_ONLY:
-            pooled_masks = pyramid_roi_align(tf.gather(flat_rois, positive),
-                                             tf.gather(box_indices, positive), head_maps,
+            pooled_masks = pyramid_roi_align(ops.reshape(rois[:, :max_pos], [-1, 4]),
+                                             ops.repeat(ops.arange(batch), max_pos), head_maps,
                                              config.MASK_POOL_SIZE, image_shape)
             pred_masks = heads.mask_head(self.mask_layers, pooled_masks, training)
         else:
             pooled_masks = pyramid_roi_align(flat_rois, box_indices, head_maps,
                                              config.MASK_POOL_SIZE, image_shape)
-            pred_masks = tf.gather(heads.mask_head(self.mask_layers, pooled_masks, training),
-                                   positive)
+            pred_masks = heads.mask_head(self.mask_layers, pooled_masks, training)
+            pred_masks = ops.reshape(pred_masks, [-1, num_rois] + list(pred_masks.shape[1:]))
+            pred_masks = ops.reshape(pred_masks[:, :max_pos], [-1] + list(pred_masks.shape[2:]))
         return {
             "rpn_class_loss": losses.rpn_class_loss(inputs["input_rpn_match"], rpn_logits),
-            "rpn_bbox_loss": losses.rpn_bbox_loss(tf.cast(inputs["input_rpn_bbox"], tf.float32),
+            "rpn_bbox_loss": losses.rpn_bbox_loss(inputs["input_rpn_bbox"],
                                                   inputs["input_rpn_match"], rpn_deltas),
-            "mrcnn_class_loss": losses.mrcnn_class_loss(flat_ids, class_logits, valid),
-            "mrcnn_bbox_loss": losses.mrcnn_bbox_loss(flat_deltas, flat_ids, pred_deltas),
-            "mrcnn_mask_loss": losses.mrcnn_mask_loss(pos_masks, pos_ids, pred_masks),
+            "mrcnn_class_loss": losses.mrcnn_class_loss(flat_ids, class_logits,
+                                                        box_ops.valid_rows(flat_rois)),
+            "mrcnn_bbox_loss": losses.mrcnn_bbox_loss(ops.reshape(target_deltas, [-1, 4]),
+                                                      flat_ids, pred_deltas),
+            "mrcnn_mask_loss": losses.mrcnn_mask_loss(
+                ops.reshape(target_masks, [-1] + list(config.MASK_SHAPE)), mask_ids,
+                pred_masks),
         }
 
-    def weight_decay_loss(self) -> tf.Tensor:
+    def weight_decay_loss(self):
         """L2 on trainable kernels and biases (not BatchNorm), scaled by size as matterport does."""
-        terms = [self.config.WEIGHT_DECAY * tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                 / tf.cast(tf.size(w), tf.float32)
+        terms = [self.config.WEIGHT_DECAY * ops.sum(ops.square(ops.cast(w, "float32")))
+                 / float(np.prod(w.shape))
                  for w in self.trainable_weights if "gamma" not in w.name and "beta" not in w.name]
-        return tf.add_n(terms) if terms else tf.constant(0.0)
-
-    def _total(self, loss_values: dict) -> tf.Tensor:
-        weights = self.config.LOSS_WEIGHTS
-        total = tf.add_n([loss_values[n] * weights.get(n, 1.0) for n in LOSS_NAMES])
-        return total + self.weight_decay_loss()
-
-    def _track(self, loss_values: dict, total) -> dict:
-        for name in LOSS_NAMES:
-            self.loss_trackers[name].update_state(loss_values[name])
-        self.loss_trackers["loss"].update_state(total)
-        results = {m.name: m.result() for m in self.metrics}
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras averages a multi-worker step's outputs over axis 0, which a scalar lacks
-            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
-        return results
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under tf.distribute Keras first averages a batch over the replicas to build the model
-        # symbolically; that MEAN reduce fails on the boolean gt masks. The network is built in
-        # __init__, so build (the optimizer) without a batch.
-        super()._maybe_symbolic_build(iterator=None, data_batch=data_batch)
-
-    @staticmethod
-    def _unpack(data):
-        return data[0] if isinstance(data, (tuple, list)) else data
-
-    def train_step(self, data):
-        inputs = self._unpack(data)
-        with tf.GradientTape() as tape:
-            loss_values = self.compute_losses(inputs, training=True)
-            total = self._total(loss_values)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = total / tf.cast(replicas, tf.float32)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply_gradients(pairs)
-        return self._track(loss_values, total)
-
-    def test_step(self, data):
-        inputs = self._unpack(data)
-        loss_values = self.compute_losses(inputs, training=False)
-        return self._track(loss_values, self._total(loss_values))
+        return ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0, "float32")
 
     def call(self, inputs, training=False):
-        """Keras entry point: the inference graph on ``(images, anchors, window)``."""
+        """A training batch (dict) -> its losses and weight decay; ``(images, anchors,
+        window)`` -> the inference stages' outputs (:meth:`inference`)."""
+        if isinstance(inputs, dict):
+            values = self.compute_losses(inputs, training=training)
+            values["weight_decay"] = self.weight_decay_loss()
+            return values
         images, anchors, window = inputs
         return self.inference(images, anchors, window)
 
-    # ------------------------------------------------------------------ inference
-    def inference(self, images, anchors, window) -> dict:
-        """One molded image [1, H, W, 3]; anchors [A, 4] and window [4] normalised.
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The weighted sum of the losses :meth:`call` returned, plus the weight decay."""
+        weights = self.config.LOSS_WEIGHTS
+        total = y_pred["weight_decay"]
+        for name in LOSS_NAMES:
+            total = total + y_pred[name] * weights.get(name, 1.0)
+        return execution.scale_loss_for_replicas(total)
 
-        Returns every intermediate result by name, so notebooks can look at each stage.
-        """
+    def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
+        for name in LOSS_NAMES:
+            self.loss_trackers[name].update_state(y_pred[name])
+        results = {m.name: m.result() for m in self.metrics}
+        return execution.step_outputs_for_workers(results)
+
+    # ------------------------------------------------------------------ inference
+    def detection_stage(self, images, anchors, window) -> dict:
+        """One molded image [1, H, W, 3]; anchors [A, 4] and window [4] normalised ->
+        every intermediate result by name up to the detections (zero padded to
+        DETECTION_MAX_INSTANCES rows, ``detection_count`` of them real) and the pyramid
+        maps the mask head crops from (``head_maps``)."""
         config = self.config
-        images = tf.cast(images, self.compute_dtype)
-        image_shape = tf.shape(images)[1:3]
+        images = ops.cast(images, self.compute_dtype)
         feature_maps = self.features(images, False)
         rpn_logits, rpn_probs, rpn_deltas = self.rpn(feature_maps)
         proposals = propose(rpn_probs, rpn_deltas, anchors, config.POST_NMS_ROIS_INFERENCE,
                             config.RPN_NMS_THRESHOLD, config.PRE_NMS_LIMIT,
-                            config.RPN_BBOX_STD_DEV)
-        rois = proposals[0]
-        rois, _ = box_ops.trim_zero_rows(rois)
+                            config.RPN_BBOX_STD_DEV)[0]
         head_maps = feature_maps[:4]
-        zeros = tf.zeros([tf.shape(rois)[0]], tf.int32)
+        image_shape = ops.shape(images)[1:3]
+        rois = proposals
+        if backend_ops.uses_fused_kernels():
+            # TensorFlow traces one graph for every size: cropping only real ROIs is cheaper
+            rois = proposals[:ops.sum(ops.cast(box_ops.valid_rows(proposals), "int32"))]
+        zeros = ops.zeros([ops.shape(rois)[0]], "int32")
         pooled = pyramid_roi_align(rois, zeros, head_maps, config.POOL_SIZE, image_shape)
         class_logits, class_probs, deltas = heads.box_head(self.box_layers, pooled, False)
-        detections = refine_detections(rois, class_probs, deltas, window, config)
-        det_boxes = detections[:, :4]
-        det_ids = tf.cast(detections[:, 4], tf.int32)
-        # TF's CPU Conv2D returns its input unchanged for an empty batch, which breaks the mask
-        # head on an image without detections: run it on one extra box and drop that again.
-        count = tf.shape(det_boxes)[0]
-        mask_boxes = tf.concat([det_boxes, tf.constant([[0., 0., 1., 1.]])], axis=0)
-        pooled_masks = pyramid_roi_align(mask_boxes, tf.zeros([count + 1], tf.int32),
-                                         head_maps, config.MASK_POOL_SIZE, image_shape)
-        all_masks = heads.mask_head(self.mask_layers, pooled_masks, False)[:count]
-        masks = tf.gather(tf.transpose(all_masks, [0, 3, 1, 2]), det_ids, axis=1, batch_dims=1)
+        detections, count = refine_detections(rois, class_probs, deltas, window, config)
         return {
             "rpn_class_logits": rpn_logits, "rpn_class": rpn_probs, "rpn_bbox": rpn_deltas,
             "proposals": rois, "mrcnn_class": class_probs, "mrcnn_bbox": deltas,
-            "detections": detections, "mrcnn_mask": masks,
+            "detections": detections, "detection_count": count, "head_maps": head_maps,
+            "image_shape": image_shape,
         }
 
+    def mask_stage(self, head_maps, image_shape, detections):
+        """Masks [N, 28, 28] of detections [N, 6] (their own class's channel, sigmoid)."""
+        config = self.config
+        boxes = detections[:, :4]
+        ids = ops.cast(detections[:, 4], "int32")
+        # TF's CPU Conv2D returns its input unchanged for an empty batch, which breaks the mask
+        # head on an image without detections: run it on one extra box and drop that again.
+        count = ops.shape(boxes)[0]
+        boxes = ops.concatenate([boxes, np.array([[0., 0., 1., 1.]], np.float32)], axis=0)
+        pooled = pyramid_roi_align(boxes, ops.zeros([count + 1], "int32"), head_maps,
+                                   config.MASK_POOL_SIZE, image_shape)
+        all_masks = heads.mask_head(self.mask_layers, pooled, False)[:count]
+        channels = ops.reshape(ids, [-1, 1, 1, 1])
+        return ops.squeeze(ops.take_along_axis(all_masks, channels, axis=3), 3)
+
+    def inference(self, images, anchors, window) -> dict:
+        """Every intermediate result of inference by name; detections and masks trimmed to
+        the real detections (so the shapes are dynamic: TensorFlow, or eager)."""
+        out = self.detection_stage(images, anchors, window)
+        detections = out["detections"][:out["detection_count"]]
+        masks = self.mask_stage(out.pop("head_maps"), out.pop("image_shape"), detections)
+        out.update(detections=detections, mrcnn_mask=masks)
+        return out
+
     def infer(self, images, anchors, window) -> dict:
-        """Compiled :meth:`inference` (one trace for every image size)."""
-        if self._infer_fn is None:
-            spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT], tf.float32),
-                    tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
-            self._infer_fn = tf.function(self.inference, input_signature=spec,
-                                         reduce_retracing=True)
-        return self._infer_fn(images, anchors, window)
+        """Compiled :meth:`inference` on numpy inputs -> numpy outputs.
+
+        TensorFlow traces one graph for every image size. JAX compiles per shape, so the
+        caller pads images to a few bucket sizes (:func:`mrcnn.execution.image_bucket`) and the mask
+        head runs on the detections padded to a power of two: a handful of compilations
+        instead of one per image.
+        """
+        images = np.asarray(images, np.float32)
+        anchors = np.asarray(anchors, np.float32)
+        window = np.asarray(window, np.float32)
+        if backend_ops.uses_fused_kernels():
+            fn = self._infer_fns.get("tf")
+            if fn is None:
+                import tensorflow as tf
+
+                spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT],
+                                      tf.float32),
+                        tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
+                fn = self._infer_fns["tf"] = tf.function(self.inference, input_signature=spec,
+                                                         reduce_retracing=True)
+            return {k: np.asarray(v) for k, v in fn(images, anchors, window).items()}
+        return self._infer_static(images, anchors, window)
+
+    def _infer_static(self, images, anchors, window) -> dict:
+        """Two compiled functions (detection stage, mask head on a bucket of detections)."""
+        if "detect" not in self._infer_fns:
+            self._infer_fns["detect"] = execution.compile_stateless(
+                self, lambda i, a, w: self.detection_stage(i, a, w))
+            self._infer_fns["masks"] = execution.compile_stateless(
+                self, lambda maps, shape, dets: self.mask_stage(maps, shape, dets))
+        out = self._infer_fns["detect"](images, anchors, window)
+        count = int(out.pop("detection_count"))
+        rows = detection_bucket(count, self.config.DETECTION_MAX_INSTANCES)
+        masks = self._infer_fns["masks"](out.pop("head_maps"), out.pop("image_shape"),
+                                         out["detections"][:rows])
+        result = {k: ops.convert_to_numpy(v) for k, v in out.items()}
+        # as TensorFlow's path: only the proposals NMS kept, only the real detections
+        kept = int(np.sum(np.any(result["proposals"] != 0, axis=1)))
+        for key in ("proposals", "mrcnn_class", "mrcnn_bbox"):
+            result[key] = result[key][:kept]
+        result["detections"] = result["detections"][:count]
+        result["mrcnn_mask"] = ops.convert_to_numpy(masks)[:count]
+        return result
+
+
+def detection_bucket(count: int, limit: int) -> int:
+    """Rows the mask head runs on for ``count`` detections: the next power of two (at least
+    8), at most ``limit``, so it compiles for a few sizes only."""
+    rows = 8
+    while rows < count:
+        rows *= 2
+    return max(min(rows, int(limit)), min(count, int(limit)))

@@ -1,96 +1,128 @@
-"""Detection targets: sample ROIs among the proposals and give each its class, box and mask target.
+"""Detection-target stage: sample ROIs among the proposals and give each its class, box and mask.
 
-Positive ROIs (IoU >= 0.5 with a ground-truth box) come first, then negatives, then zero padding,
-so that the positives of image b are ``rois[b, :positive_count[b]]``.
+For every image, ``TRAIN_ROIS_PER_IMAGE`` rows: positive ROIs (IoU >= 0.5 with a ground-truth
+box) first, then negatives, then zero rows. Positives are at most
+``int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)``, so mask targets are needed only for that many
+leading rows. All shapes are static (a random key per candidate and ``top_k`` instead of a
+shuffle of a list of unknown length), so the stage compiles once under JAX; randomness comes from
+``keras.random`` and the seed (generator) the caller passes.
 """
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from keras import ops, random
 
-from mrcnn import box_ops
+from mrcnn import backend_ops, box_ops
 
 
-def detection_targets_one(proposals, gt_class_ids, gt_boxes, gt_masks, config):
-    """One image.
+def max_positive_rois(config) -> int:
+    """Rows of each image's ROIs that can hold positives (and so need mask targets)."""
+    return int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
 
-    proposals [P, 4], gt_class_ids [G], gt_boxes [G, 4] (normalised), gt_masks [h, w, G]
-    -> rois [R, 4], class_ids [R], deltas [R, 4], masks [R, mh, mw] with R = TRAIN_ROIS_PER_IMAGE.
+
+def negative_counts(positive_count, config):
+    """How many negatives go with ``positive_count`` positives [B]: enough to make positives
+    ROI_POSITIVE_RATIO of the sample, or a quarter of the ROIs when there is no positive."""
+    ratio = 1.0 / config.ROI_POSITIVE_RATIO
+    count = ops.cast(ratio * ops.cast(positive_count, "float32"), "int32") - positive_count
+    count = ops.maximum(count, 0)
+    return ops.where(positive_count > 0, count, config.TRAIN_ROIS_PER_IMAGE // 4)
+
+
+def _take_rows(values, index):
+    """values [B, N, ...] -> values[b, index[b, r]] [B, R, ...]."""
+    for _ in range(len(values.shape) - 2):
+        index = ops.expand_dims(index, -1)
+    return ops.take_along_axis(values, index, axis=1)
+
+
+def detection_targets(proposals, gt_class_ids, gt_boxes, gt_masks, config, seed=None):
+    """Batch of B images.
+
+    proposals [B, P, 4] (zero rows are padding), gt_class_ids [B, G] (0 = padding),
+    gt_boxes [B, G, 4] normalised, gt_masks [B, h, w, G] (mini masks when USE_MINI_MASK)
+    -> rois [B, R, 4], class_ids [B, R] int32, deltas [B, R, 4], masks [B, M, mh, mw] for the
+    first M = :func:`max_positive_rois` rows (zero where a row is not positive). No gradients.
     """
     num_rois = config.TRAIN_ROIS_PER_IMAGE
-    proposals, _ = box_ops.trim_zero_rows(proposals)
-    # Padding rows have class id 0 (normalising turns their zero boxes into non-zero values).
-    non_zeros = gt_class_ids > 0
-    gt_boxes = tf.boolean_mask(gt_boxes, non_zeros)
-    gt_class_ids = tf.boolean_mask(gt_class_ids, non_zeros)
-    gt_masks = tf.boolean_mask(gt_masks, non_zeros, axis=2)
+    max_pos = max_positive_rois(config)
+    proposals = ops.cast(proposals, "float32")
+    gt_boxes = ops.cast(gt_boxes, "float32")
+    gt_class_ids = ops.cast(gt_class_ids, "int32")
+    batch = ops.shape(proposals)[0]
+    gt_valid = gt_class_ids > 0
     # Ground-truth boxes are always candidate ROIs too, so every object has positives
     # from the first step of training on (the RPN is useless then).
-    proposals = tf.concat([proposals, gt_boxes], axis=0)
+    candidates = ops.concatenate([proposals, gt_boxes], axis=1)
+    candidate_valid = ops.concatenate([box_ops.valid_rows(proposals), gt_valid], axis=1)
+    iou = ops.where(ops.expand_dims(gt_valid, 1), box_ops.overlaps(candidates, gt_boxes), -1.0)
+    iou_max = ops.max(iou, axis=2)
+    positive = ops.logical_and(candidate_valid, iou_max >= 0.5)
+    negative = ops.logical_and(candidate_valid, iou_max < 0.5)
 
-    iou = box_ops.overlaps(proposals, gt_boxes)
-    has_gt = tf.shape(gt_boxes)[0] > 0
-    roi_iou_max = tf.cond(has_gt, lambda: tf.reduce_max(iou, axis=1),
-                          lambda: tf.zeros([tf.shape(proposals)[0]]))
-    positive_indices = tf.where(roi_iou_max >= 0.5)[:, 0]
-    negative_indices = tf.where(roi_iou_max < 0.5)[:, 0]
+    # A random order of the positives, then of the negatives: top_k of a random key that
+    # puts the wanted kind above everything else.
+    key = random.uniform(ops.shape(iou_max), seed=seed)
+    _, positive_ix = ops.top_k(ops.where(positive, key + 1.0, -1.0), max_pos)
+    _, negative_ix = ops.top_k(ops.where(negative, key + 1.0, -1.0), num_rois)
+    positive_count = ops.minimum(ops.sum(ops.cast(positive, "int32"), axis=1), max_pos)
+    negative_count = ops.minimum(negative_counts(positive_count, config),
+                                 ops.sum(ops.cast(negative, "int32"), axis=1))
+    negative_count = ops.minimum(negative_count, num_rois - positive_count)
 
-    positive_count = int(num_rois * config.ROI_POSITIVE_RATIO)
-    positive_indices = tf.random.shuffle(positive_indices)[:positive_count]
-    positive_count = tf.shape(positive_indices)[0]
-    r = 1.0 / config.ROI_POSITIVE_RATIO
-    negative_count = tf.cast(r * tf.cast(positive_count, tf.float32), tf.int32) - positive_count
-    negative_count = tf.maximum(negative_count, 0)
-    # With no positive at all, still train the classifier on some background.
-    negative_count = tf.where(positive_count > 0, negative_count, num_rois // 4)
-    negative_indices = tf.random.shuffle(negative_indices)[:negative_count]
+    slot = ops.arange(num_rois)[None, :]
+    pos_count = ops.expand_dims(positive_count, 1)
+    is_positive = slot < pos_count
+    is_negative = ops.logical_and(slot >= pos_count,
+                                  slot < pos_count + ops.expand_dims(negative_count, 1))
+    from_positives = _take_rows(positive_ix, ops.broadcast_to(ops.minimum(slot, max_pos - 1),
+                                                               [batch, num_rois]))
+    from_negatives = _take_rows(negative_ix, ops.clip(slot - pos_count, 0, num_rois - 1))
+    chosen = ops.where(is_positive, from_positives, from_negatives)
+    used = ops.logical_or(is_positive, is_negative)
+    rois = ops.where(ops.expand_dims(used, -1), _take_rows(candidates, chosen), 0.0)
 
-    positive_rois = tf.gather(proposals, positive_indices)
-    negative_rois = tf.gather(proposals, negative_indices)
-    positive_iou = tf.gather(iou, positive_indices)
-    assignment = tf.cond(tf.shape(positive_iou)[1] > 0,
-                         lambda: tf.argmax(positive_iou, axis=1),
-                         lambda: tf.zeros([0], tf.int64))
-    roi_gt_boxes = tf.gather(gt_boxes, assignment)
-    roi_gt_class_ids = tf.gather(gt_class_ids, assignment)
-    deltas = box_ops.box_refinement(positive_rois, roi_gt_boxes)
-    deltas = deltas / np.asarray(config.BBOX_STD_DEV, np.float32)
+    # Targets of the rows that may be positive.
+    pos_valid = is_positive[:, :max_pos]
+    pos_rois = ops.where(ops.expand_dims(pos_valid, -1), rois[:, :max_pos],
+                         np.array([0.0, 0.0, 1.0, 1.0], np.float32))
+    assignment = ops.argmax(_take_rows(iou, chosen[:, :max_pos]), axis=2)
+    roi_gt_boxes = ops.where(ops.expand_dims(pos_valid, -1), _take_rows(gt_boxes, assignment),
+                             np.array([0.0, 0.0, 1.0, 1.0], np.float32))
+    roi_gt_ids = ops.where(pos_valid, _take_rows(gt_class_ids, assignment), 0)
+    deltas = box_ops.box_refinement(pos_rois, roi_gt_boxes)
+    deltas = ops.where(ops.expand_dims(pos_valid, -1),
+                       deltas / np.asarray(config.BBOX_STD_DEV, np.float32), 0.0)
+    masks = mask_targets(pos_rois, roi_gt_boxes, assignment, gt_masks, pos_valid, config)
 
-    # Mask targets: crop each assigned gt mask at the ROI and resize to MASK_SHAPE.
-    masks = tf.expand_dims(tf.transpose(gt_masks, [2, 0, 1]), -1)
-    roi_masks = tf.gather(masks, assignment)
-    boxes = positive_rois
+    pad = num_rois - max_pos
+    class_ids = ops.concatenate([roi_gt_ids, ops.zeros([batch, pad], "int32")], axis=1)
+    deltas = ops.concatenate([deltas, ops.zeros([batch, pad, 4], "float32")], axis=1)
+    return [ops.stop_gradient(t) for t in (rois, class_ids, deltas, masks)]
+
+
+def mask_targets(rois, roi_gt_boxes, assignment, gt_masks, valid, config):
+    """Crop each ROI's assigned gt mask at the ROI and resize it to MASK_SHAPE, rounded to 0/1.
+
+    rois, roi_gt_boxes [B, M, 4], assignment [B, M] (gt index), gt_masks [B, h, w, G],
+    valid [B, M] -> [B, M, mh, mw] (zeros where not valid).
+    """
+    batch, max_pos = ops.shape(rois)[0], rois.shape[1]
+    gt_count = gt_masks.shape[3]
+    boxes = rois
     if config.USE_MINI_MASK:
         # Mini masks are stored in their gt box's frame: express the ROI in that frame.
-        y1, x1, y2, x2 = tf.split(positive_rois, 4, axis=1)
-        gy1, gx1, gy2, gx2 = tf.split(roi_gt_boxes, 4, axis=1)
-        gh = gy2 - gy1
-        gw = gx2 - gx1
-        boxes = tf.concat([(y1 - gy1) / gh, (x1 - gx1) / gw, (y2 - gy1) / gh, (x2 - gx1) / gw], 1)
-    box_ids = tf.range(0, tf.shape(roi_masks)[0])
-    target_masks = tf.image.crop_and_resize(tf.cast(roi_masks, tf.float32), boxes, box_ids,
-                                            list(config.MASK_SHAPE))
-    target_masks = tf.round(tf.squeeze(target_masks, axis=3))
-
-    rois = tf.concat([positive_rois, negative_rois], axis=0)
-    n_neg = tf.shape(negative_rois)[0]
-    padding = tf.maximum(num_rois - tf.shape(rois)[0], 0)
-    rois = tf.pad(rois, [(0, padding), (0, 0)])[:num_rois]
-    class_ids = tf.pad(tf.cast(roi_gt_class_ids, tf.int32), [(0, n_neg + padding)])[:num_rois]
-    deltas = tf.pad(deltas, [(0, n_neg + padding), (0, 0)])[:num_rois]
-    target_masks = tf.pad(target_masks, [(0, n_neg + padding), (0, 0), (0, 0)])[:num_rois]
-    return rois, class_ids, deltas, target_masks
-
-
-def detection_targets(proposals, gt_class_ids, gt_boxes, gt_masks, config):
-    """Batch version of :func:`detection_targets_one` (gradients stop here)."""
-    num_rois = config.TRAIN_ROIS_PER_IMAGE
-    mh, mw = config.MASK_SHAPE
-    out = tf.map_fn(
-        lambda x: detection_targets_one(x[0], x[1], x[2], x[3], config),
-        (proposals, gt_class_ids, gt_boxes, gt_masks),
-        fn_output_signature=(tf.TensorSpec([num_rois, 4], tf.float32),
-                             tf.TensorSpec([num_rois], tf.int32),
-                             tf.TensorSpec([num_rois, 4], tf.float32),
-                             tf.TensorSpec([num_rois, mh, mw], tf.float32)))
-    return [tf.stop_gradient(t) for t in out]
+        gh = roi_gt_boxes[..., 2] - roi_gt_boxes[..., 0]
+        gw = roi_gt_boxes[..., 3] - roi_gt_boxes[..., 1]
+        boxes = ops.stack([(rois[..., 0] - roi_gt_boxes[..., 0]) / gh,
+                           (rois[..., 1] - roi_gt_boxes[..., 1]) / gw,
+                           (rois[..., 2] - roi_gt_boxes[..., 0]) / gh,
+                           (rois[..., 3] - roi_gt_boxes[..., 1]) / gw], axis=-1)
+    # One image per gt mask: [B * G, h, w, 1]; each ROI crops mask (b, assignment).
+    masks = ops.reshape(ops.transpose(ops.cast(gt_masks, "float32"), [0, 3, 1, 2]),
+                        [-1, gt_masks.shape[1], gt_masks.shape[2], 1])
+    image_ix = ops.arange(batch)[:, None] * gt_count + ops.cast(assignment, "int32")
+    crops = backend_ops.crop_and_resize(masks, ops.reshape(boxes, [-1, 4]),
+                                        ops.reshape(image_ix, [-1]), tuple(config.MASK_SHAPE))
+    crops = ops.reshape(ops.round(crops), [-1, max_pos] + list(config.MASK_SHAPE))
+    return ops.where(ops.reshape(valid, [-1, max_pos, 1, 1]), crops, 0.0)
