@@ -7,13 +7,21 @@ made before TensorFlow runs any operation in the process, so :func:`use_multi_wo
 called first; :class:`mrcnn.model.MaskRCNN` then builds and trains under it. Only the chief
 (worker 0) writes checkpoints and logs; a run stopped on any worker resumes from the chief's last
 checkpoint when all workers are started again (``--weights last``).
+
+``tf.distribute`` is TensorFlow's: under another Keras backend (JAX) this module still imports
+(without TensorFlow), and :func:`use_multi_worker` says that multi-worker training needs the
+TensorFlow backend.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+from mrcnn import backend
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 _STRATEGY: tf.distribute.Strategy | None = None
 
@@ -40,7 +48,10 @@ def use_multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
     """Make (once) the strategy every model of this process trains under."""
     global _STRATEGY
     if _STRATEGY is None:
+        backend.require_tensorflow("multi-worker training (tf.distribute)")
         tf_config()
+        import tensorflow as tf
+
         _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
     return _STRATEGY
 

@@ -546,8 +546,12 @@ def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def batch_slice(inputs, graph_fn, batch_size: int, names=None):
-    """Kept for matterport compatibility: apply ``graph_fn`` per batch item and stack."""
-    import tensorflow as tf  # local: utils must stay importable without TensorFlow cost
+    """Kept for matterport compatibility: apply ``graph_fn`` per batch item and stack.
+
+    Stacks with ``keras.ops``, so it runs under every Keras backend; ``names`` (TensorFlow op
+    names in matterport's version) is accepted and ignored.
+    """
+    import keras  # local: utils must stay importable without the cost of a Keras backend
 
     if not isinstance(inputs, list):
         inputs = [inputs]
@@ -558,8 +562,7 @@ def batch_slice(inputs, graph_fn, batch_size: int, names=None):
             output_slice = [output_slice]
         outputs.append(output_slice)
     outputs = list(zip(*outputs))
-    names = names or [None] * len(outputs)
-    result = [tf.stack(o, axis=0, name=n) for o, n in zip(outputs, names)]
+    result = [keras.ops.stack(o, axis=0) for o in outputs]
     return result[0] if len(result) == 1 else result
 
 

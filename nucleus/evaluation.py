@@ -146,14 +146,14 @@ class MapCallback(keras.callbacks.Callback):
         append_val_map_row(path, row)
         if logs is not None:
             logs["val_map"] = result.map
-        try:
-            import tensorflow as tf
-            with tf.summary.create_file_writer(os.path.join(log_dir, "val_map")).as_default():
-                tf.summary.scalar("val_map", result.map, step=epoch)
-                for kind, (_, m) in by_kind.items():
-                    tf.summary.scalar(f"val_map_{kind}", m, step=epoch)
-        except Exception:  # TensorBoard is optional for the curve
-            pass
+        try:  # TensorBoard's own writer: no TensorFlow needed under the JAX backend
+            from mrcnn.backend import write_scalars
+
+            write_scalars(os.path.join(log_dir, "val_map"),
+                          {"val_map": result.map,
+                           **{f"val_map_{kind}": m for kind, (_, m) in by_kind.items()}}, epoch)
+        except Exception as e:  # TensorBoard is optional: the CSV and PNG curve remain
+            print(f"could not write val_map to TensorBoard: {e}")
         try:
             from nucleus.plots import save_map_curve
             save_map_curve(os.path.join(log_dir, "val_map.png"), path)

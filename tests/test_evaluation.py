@@ -157,6 +157,7 @@ class _FakeKerasModel:
         self.weights = list(weights)
 
 
+@pytest.mark.backends
 def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
     detect = _truth_lookup(dataset)
     training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([1, 2]),
@@ -185,6 +186,14 @@ def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
     assert logs_by_epoch[5] == {"val_map": 1.0} and logs_by_epoch[15] == {"val_map": 1.0}
     assert logs_by_epoch[6] == {}
     assert (tmp_path / "val_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # TensorBoard's curves, under every backend (no TensorFlow needed under JAX)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "val_map"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("val_map")] == [(5, 1.0), (15, 1.0)]
+    assert [e.step for e in events.Scalars("val_map_fluorescence")] == [5, 15]
+    assert "val_map_colour" not in events.Tags()["scalars"]  # no colour image validated
 
 
 def test_val_map_rows_append_and_old_files_are_upgraded(tmp_path):
