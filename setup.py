@@ -18,7 +18,12 @@ setup(
                               "sample/*/*/masks/*.png"]},
     data_files=[("share/nucleus-mrcnn/weights", ["weights/mask_rcnn_nucleus.h5"])],
     install_requires=requirements,
-    extras_require={"test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+    extras_require={"test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                             # the backends-marked tests run again under KERAS_BACKEND=jax
+                             "jax[cpu]>=0.10"],
+                    # Keras's JAX backend beside TensorFlow; GPUs: pip install "jax[cuda12]".
+                    # Without TensorFlow: requirements-jax.txt, then pip install --no-deps .
+                    "jax": ["jax[cpu]>=0.10"],
                     # tools/mutation.py; mutmut 3 reads its [mutmut] section of setup.cfg
                     "mutation": ["mutmut>=3.8,<4"]},
     entry_points={"console_scripts": ["nucleus=nucleus.cli:main"]},

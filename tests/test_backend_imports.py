@@ -121,3 +121,16 @@ def test_fcn_baseline_predicts_and_trains_under_jax(tmp_path):
     assert result["checkpoint"] == "fcn_0001.weights.h5" and result["saved"]
     assert len(result["losses"]) == 1 and 0 < result["losses"][0] < 10, result["losses"]
     assert not result["tensorflow"]
+
+
+def _requirements(name: str) -> list[str]:
+    with open(os.path.join(REPO, name)) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def test_jax_requirements_are_the_default_ones_less_tensorflow_plus_jax():
+    default, jax_only = _requirements("requirements.txt"), _requirements("requirements-jax.txt")
+    assert any(r.startswith("tensorflow") for r in default)  # TensorFlow stays the default
+    assert [r for r in default if not r.startswith("tensorflow")] == \
+        [r for r in jax_only if not r.startswith("jax")]
+    assert [r for r in jax_only if r.startswith("jax")] == ["jax[cpu]>=0.10"]

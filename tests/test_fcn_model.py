@@ -9,7 +9,6 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from nucleus.errors import InputError
 from nucleus.fcn import model as fcn_model
@@ -17,6 +16,8 @@ from nucleus.fcn.model import (VGG16_NOTOP_FILE, bilinear_kernel, build_fcn8s, l
                                load_fcn_weights, predict_foreground, preprocess_image)
 
 SMALL = 16  # fc6/fc7 width for fast tests
+
+pytestmark = pytest.mark.backends  # plain Keras: holds under TensorFlow and JAX alike
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,8 @@ def test_bilinear_kernel_upsamples_like_bilinear_resize(factor):
     layer.build(small.shape)
     layer.set_weights([bilinear_kernel(size, 2)])
     up = keras.ops.convert_to_numpy(layer(small))
-    ref = tf.image.resize(small, (6 * factor, 5 * factor), method="bilinear").numpy()
+    ref = keras.ops.convert_to_numpy(keras.ops.image.resize(
+        small, (6 * factor, 5 * factor), interpolation="bilinear"))
     assert up.shape == ref.shape
     inner = slice(factor, -factor)  # borders differ: the deconvolution sees zeros outside
     np.testing.assert_allclose(up[:, inner, inner], ref[:, inner, inner], atol=1e-5)

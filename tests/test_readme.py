@@ -16,5 +16,12 @@ def test_readme_lists_every_command_and_flag():
 def test_ci_runs_the_readme_test_command():
     readme = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
-    command = 'pip install -e ".[test]" && python -m pytest -q tests'
+    command = ('pip install -e ".[test]" && python -m pytest -q tests'
+               ' && KERAS_BACKEND=jax python -m pytest -q -m backends tests')
     assert command in readme and command in ci
+
+
+def test_readme_installs_without_tensorflow_from_the_jax_requirements():
+    readme = README.read_text()
+    assert "pip install -r requirements-jax.txt && pip install --no-deps ." in readme
+    assert (README.parent / "requirements-jax.txt").is_file()
