@@ -126,9 +126,12 @@ def test_clip_boxes_to_window():
 
 def test_clip_boxes_uses_each_window_coordinate_for_its_own_axis():
     # A window whose four numbers all differ: y1/y2 clip rows, x1/x2 clip columns.
-    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    # Boxes wholly above-left or below-right of it collapse onto its corners.
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.05, 0.05],
+                      [0.95, 0.95, 1.0, 1.0]], np.float32)
     clipped = to_np(box_ops.clip_boxes(boxes, np.array([0.1, 0.2, 0.7, 0.8], np.float32)))
-    np.testing.assert_allclose(clipped, [[0.1, 0.2, 0.7, 0.8], [0.5, 0.5, 0.5, 0.5]],
+    np.testing.assert_allclose(clipped, [[0.1, 0.2, 0.7, 0.8], [0.5, 0.5, 0.5, 0.5],
+                                         [0.1, 0.2, 0.1, 0.2], [0.7, 0.8, 0.7, 0.8]],
                                rtol=1e-6)
 
 
@@ -140,6 +143,46 @@ def test_norm_boxes_agrees_with_numpy():
     # A tuple shape and leading axes work too.
     batched = to_np(box_ops.norm_boxes(np.stack([boxes, boxes[::-1]]), (64, 48)))
     np.testing.assert_allclose(batched[1], norm[::-1], rtol=1e-6)
+
+
+def test_box_ops_compute_in_float32_whatever_the_input_dtypes():
+    # The network passes int32 pixel gt boxes (norm_boxes), float16 head outputs under mixed
+    # precision, and NumPy float64 arrays: every op casts its inputs and returns float32.
+    pixels = np.array([[0, 0, 64, 48], [10, 5, 20, 30]], np.int32)
+    norm = box_ops.norm_boxes(pixels, np.array([64, 48], np.int32))
+    assert ops.convert_to_numpy(norm).dtype == np.float32
+    np.testing.assert_allclose(to_np(norm), utils.norm_boxes(pixels, (64, 48)), rtol=1e-6)
+
+    other = np.array([[5, 5, 15, 15], [0, 0, 10, 5]], np.int32)
+    for a, b in [(pixels, other), (pixels, other.astype(np.float64)),
+                 (pixels.astype(np.float16), other)]:
+        iou = box_ops.overlaps(a, b)
+        assert ops.convert_to_numpy(iou).dtype == np.float32
+        np.testing.assert_allclose(to_np(iou), utils.compute_overlaps(pixels, other),
+                                   rtol=1e-6)
+
+    boxes = np.array([[-0.2, 0.1, 0.5, 1.3], [0.25, 0.25, 0.375, 0.5]])  # float64
+    window = np.array([0.1, 0.0, 0.9, 1.0])
+    for b, w in [(boxes, window), (boxes.astype(np.float16), window.astype(np.float32)),
+                 (boxes.astype(np.float32), window.astype(np.float16))]:
+        clipped = box_ops.clip_boxes(b, w)
+        assert ops.convert_to_numpy(clipped).dtype == np.float32
+        np.testing.assert_allclose(to_np(clipped), [[0.1, 0.1, 0.5, 1.0],
+                                                    [0.25, 0.25, 0.375, 0.5]], atol=1e-3)
+
+    box = np.array([[0.25, 0.25, 0.45, 0.65]])
+    target = np.array([[0.25, 0.25, 0.65, 0.45]])
+    deltas = np.array([[0.5, -0.25, np.log(2.0), np.log(0.5)]])
+    for b, d in [(box, deltas.astype(np.float16)), (box.astype(np.float16), deltas),
+                 (box.astype(np.float32), deltas)]:
+        out = box_ops.apply_box_deltas(b, d)
+        assert ops.convert_to_numpy(out).dtype == np.float32
+        np.testing.assert_allclose(to_np(out), target, atol=2e-3)
+    for b, t in [(box, target.astype(np.float16)), (box.astype(np.float16), target),
+                 (box.astype(np.float32), target)]:
+        out = box_ops.box_refinement(b, t)
+        assert ops.convert_to_numpy(out).dtype == np.float32
+        np.testing.assert_allclose(to_np(out), deltas, atol=5e-3)
 
 
 def test_valid_rows():
