@@ -194,4 +194,7 @@ class DataGenerator(keras.utils.PyDataset):
             tries = 0
             samples.append(sample)
         batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        # uint8, not bool: TensorFlow's multi-device strategies average a first batch to
+        # build the model, and cannot average booleans
+        batch["input_gt_masks"] = batch["input_gt_masks"].astype(np.uint8)
         return (batch,)

@@ -148,7 +148,7 @@ def test_data_generator_batches_have_fixed_shapes_and_dtypes(tiny_config):
         "input_rpn_bbox": ((b, config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), np.float32),
         "input_gt_class_ids": ((b, g), np.int32),
         "input_gt_boxes": ((b, g, 4), np.float32),
-        "input_gt_masks": ((b, 28, 28, g), bool),
+        "input_gt_masks": ((b, 28, 28, g), np.uint8),
     }
     assert set(batch) == set(expected)
     for key, (shape, dtype) in expected.items():
