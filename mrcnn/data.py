@@ -144,8 +144,11 @@ class DataGenerator(keras.utils.PyDataset):
     """
 
     def __init__(self, dataset, config, anchors: np.ndarray, steps: int, shuffle: bool = True,
-                 augmentation=None, workers: int = 2, seed: int | None = None):
+                 augmentation=None, workers: int = 2, seed: int | None = None,
+                 batch_size: int | None = None):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+        # images per batch: config.BATCH_SIZE, or one worker's share of it across machines
+        self.batch_size = batch_size or config.BATCH_SIZE
         self.dataset = dataset
         self.config = config
         self.anchors = anchors
@@ -160,7 +163,7 @@ class DataGenerator(keras.utils.PyDataset):
         self._order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
-        need = self.steps * self.config.BATCH_SIZE
+        need = self.steps * self.batch_size
         reps = -(-need // len(self.image_ids))
         order = np.concatenate([self._rng.permutation(self.image_ids) if self.shuffle
                                 else self.image_ids for _ in range(reps)])
@@ -174,7 +177,7 @@ class DataGenerator(keras.utils.PyDataset):
             self._order = self._new_order()
 
     def __getitem__(self, idx: int) -> tuple[dict]:
-        b = self.config.BATCH_SIZE
+        b = self.batch_size
         with self._lock:
             ids = list(self._order[idx * b:(idx + 1) * b])
         samples = []

@@ -52,7 +52,28 @@ def use_multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
         tf_config()
         import tensorflow as tf
 
-        _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+        class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+            """MultiWorkerMirroredStrategy whose ``reduce`` also takes nested values.
+
+            Keras builds a model before ``fit`` by averaging a first batch with
+            ``strategy.reduce``; across workers that reduce takes one tensor only, and the
+            batches here are dicts (keras-team/keras#20329). Each tensor of the structure is
+            reduced on its own, in the structure's (sorted, so every worker's) order; integer
+            tensors as float32 (collectives cannot average them) and cast back.
+            """
+
+            def reduce(self, reduce_op, value, axis):
+                def one(v):
+                    dtype = self.experimental_local_results(v)[0].dtype
+                    if dtype.is_floating:
+                        return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis)
+                    as_float = self.run(lambda x: tf.cast(x, tf.float32), args=(v,))
+                    reduced = super(MultiWorkerStrategy, self).reduce(reduce_op, as_float, axis)
+                    return tf.cast(reduced, dtype)
+
+                return tf.nest.map_structure(one, value)
+
+        _STRATEGY = MultiWorkerStrategy()
     return _STRATEGY
 
 
@@ -67,3 +88,46 @@ def is_chief() -> bool:
     if _STRATEGY is None:
         return True
     return int(tf_config()["task"]["index"]) == 0
+
+
+
+def distributed_batches(batches, strategy) -> tf.distribute.DistributedDataset:
+    """This worker's batches (a Keras ``PyDataset`` yielding ``(dict,)``, each this worker's
+    share of the global batch) as the dataset ``fit`` takes under ``strategy``.
+
+    Keras would distribute the PyDataset itself: slicing the global batch of one generator
+    across workers (each worker loading images the others use), through a multi-device iterator
+    that prefetches with the Python generator; before the first epoch Keras reads one batch and
+    drops that iterator, and dropping it waits for a prefetch that waits for the Python lock the
+    dropping thread holds. Here each worker loads only its own images, fetched on the host.
+    """
+    import tensorflow as tf
+
+    (first,) = batches[0]
+    signature = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for k, v in first.items()}
+
+    def generate():
+        while True:
+            for i in range(len(batches)):
+                (batch,) = batches[i]
+                yield batch
+            batches.on_epoch_end()
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_replica = context.get_per_replica_batch_size(
+            batches.batch_size * context.num_input_pipelines)
+        if per_replica != batches.batch_size:
+            devices = strategy.num_replicas_in_sync // context.num_input_pipelines
+            raise ValueError(f"a worker with {devices} devices cannot split "
+                             f"{batches.batch_size} images per batch evenly")
+        return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+    return strategy.distribute_datasets_from_function(
+        dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=False))
+
+
+def worker_count() -> int:
+    """How many workers ``TF_CONFIG`` names (1 without a multi-worker strategy)."""
+    if _STRATEGY is None:
+        return 1
+    return len(tf_config()["cluster"]["worker"])

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mrcnn import backend_ops, data, execution, heads, utils, weights as weights_io
+from mrcnn import backend_ops, data, distribute, execution, heads, utils, weights as weights_io
 from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (matterport names)
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
 from mrcnn.proposals import top_anchors
@@ -89,8 +89,6 @@ def _strategy(config):
             _data_parallel(config.GPU_COUNT)
         return _OneDevice()
     import tensorflow as tf
-
-    from mrcnn import distribute
 
     if distribute.active() is not None:
         return distribute.active()
@@ -240,8 +238,8 @@ class MaskRCNN:
         self.config = config
         self.model_dir = model_dir
         self.strategy = _strategy(config)
-        if type(self.strategy).__name__ == "MultiWorkerMirroredStrategy":
-            # the generator yields global batches; each worker's replicas get IMAGES_PER_GPU
+        if distribute.active() is not None:
+            # a global batch over every worker's replicas, each replica IMAGES_PER_GPU
             config.BATCH_SIZE = config.IMAGES_PER_GPU * self.strategy.num_replicas_in_sync
         # The dtype policy is global in Keras: set it for this model's layers only.
         previous = keras.mixed_precision.global_policy()
@@ -349,17 +347,18 @@ class MaskRCNN:
                 print(f"Already at epoch {self.epoch} >= {epochs}: nothing to train")
             return None
         anchors = self.keras_model.train_anchors
+        multi_worker = distribute.active() is not None
         train_gen = DataGenerator(train_dataset, self.config, anchors,
                                   self.config.STEPS_PER_EPOCH, shuffle=True,
-                                  augmentation=augmentation)
+                                  augmentation=augmentation,
+                                  batch_size=self.config.BATCH_SIZE // distribute.worker_count()
+                                  if multi_worker else None)
         val_gen = None
         if val_dataset is not None and self.config.VALIDATION_STEPS:
             val_gen = DataGenerator(val_dataset, self.config, anchors,
                                     self.config.VALIDATION_STEPS, shuffle=True)
-        from mrcnn.distribute import is_chief
-
         callbacks = list(custom_callbacks or [])
-        if is_chief():      # other workers of a multi-worker run write nothing
+        if distribute.is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
             callbacks[:0] = [
                 keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"),
@@ -376,7 +375,10 @@ class MaskRCNN:
                   f"{len(weights_io.weight_units(self.keras_model))} layers with weights "
                   f"match {layers!r}")
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        if multi_worker:
+            train_gen = distribute.distributed_batches(train_gen, self.strategy)
         history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
+                                       shuffle=False,   # the generators shuffle
                                        steps_per_epoch=self.config.STEPS_PER_EPOCH,
                                        callbacks=callbacks, validation_data=val_gen,
                                        validation_steps=self.config.VALIDATION_STEPS
@@ -419,7 +421,8 @@ class MaskRCNN:
             molded = execution.pad_to(molded, *shape, -np.asarray(self.config.MEAN_PIXEL))
         norm_window = utils.norm_boxes(np.array(window, np.float32), shape)
         out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
-        out["molded_shape"] = shape
+        # the (height, width) the network ran on: the molded image's, or its bucket's
+        out["molded_shape"] = np.asarray(shape, np.int32)
         if shape != original:
             # normalised to the padded image: back to the molded image's coordinates
             scale = np.array([(shape[0] - 1) / (original[0] - 1), (shape[1] - 1) /
@@ -636,7 +639,7 @@ class MaskRCNN:
         config = self.config
         if len(anchors) != out["rpn_class"].shape[1]:
             # a compiling backend ran the image padded to its bucket size
-            anchors = self.get_anchors(out["molded_shape"])
+            anchors = self.get_anchors(tuple(int(n) for n in out["molded_shape"]))
         scores = out["rpn_class"][:1, :, 1]
         deltas = out["rpn_bbox"][:1] * np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
         top_scores, pre_nms, refined, clipped = top_anchors(scores, deltas, anchors,
