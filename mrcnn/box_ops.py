@@ -2,7 +2,8 @@
 
 Every function takes boxes [..., 4] with any leading axes, so the same code serves one image
 and a batch. One box coder (:func:`box_refinement` / :func:`apply_box_deltas`) is used by the
-RPN targets' twin in :mod:`mrcnn.utils`, the proposals, the detection targets and detection.
+RPN targets (through :mod:`mrcnn.utils`, on numpy), the proposals, the detection targets and
+detection.
 """
 from __future__ import annotations
 

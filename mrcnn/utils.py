@@ -86,33 +86,24 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, threshold: float)
 
 
 def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
-    """Deltas (dy, dx, log dh, log dw) that turn ``box`` into ``gt_box``."""
-    box = box.astype(np.float32)
-    gt_box = gt_box.astype(np.float32)
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    center_y = box[:, 0] + 0.5 * height
-    center_x = box[:, 1] + 0.5 * width
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
-    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
-    return np.stack([(gt_center_y - center_y) / height, (gt_center_x - center_x) / width,
-                     np.log(gt_height / height), np.log(gt_width / width)], axis=1)
+    """Deltas (dy, dx, log dh, log dw) that turn ``box`` into ``gt_box`` (numpy in and out):
+    :func:`mrcnn.box_ops.box_refinement`, the coder of every stage, so the RPN targets the
+    data loader builds are encoded exactly as the network decodes them."""
+    from keras import ops
+
+    from mrcnn import box_ops
+
+    return np.asarray(ops.convert_to_numpy(box_ops.box_refinement(box, gt_box)), np.float32)
 
 
 def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`box_refinement`."""
-    boxes = boxes.astype(np.float32)
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    center_y = boxes[:, 0] + 0.5 * height + deltas[:, 0] * height
-    center_x = boxes[:, 1] + 0.5 * width + deltas[:, 1] * width
-    height = height * np.exp(deltas[:, 2])
-    width = width * np.exp(deltas[:, 3])
-    y1 = center_y - 0.5 * height
-    x1 = center_x - 0.5 * width
-    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+    """Inverse of :func:`box_refinement` (:func:`mrcnn.box_ops.apply_box_deltas`: size changes
+    clamped as in the network)."""
+    from keras import ops
+
+    from mrcnn import box_ops
+
+    return np.asarray(ops.convert_to_numpy(box_ops.apply_box_deltas(boxes, deltas)), np.float32)
 
 
 def norm_boxes(boxes: np.ndarray, shape: Iterable[int]) -> np.ndarray:
