@@ -89,6 +89,10 @@ class Config:
     BATCH_NORM_MOMENTUM = 0.99        # moving-statistics momentum when TRAIN_BN; from scratch
                                       # 0.9 keeps inference statistics up with the weights
     MIXED_PRECISION = None            # None or "mixed_bfloat16" (CPUs with AVX512-BF16/AMX)
+    INFERENCE_SHAPE_STEP = 64         # JAX/compiling backends: images run padded to multiples
+                                      # of this (one compilation per padded shape); 64 adds no
+                                      # padding to "pad64" images, larger steps compile fewer
+                                      # shapes but change detections near the padded edges
 
     def __init__(self) -> None:
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT

@@ -68,10 +68,12 @@ def compile_stateless(model: keras.Model, fn: Callable) -> Callable:
     return run
 
 
-def image_bucket(height: int, width: int, step: int = 256) -> tuple[int, int]:
+def image_bucket(height: int, width: int, step: int = 64) -> tuple[int, int]:
     """The padded size an image of ``height`` x ``width`` runs at under a compiling backend:
     each side rounded up to a multiple of ``step``, so images of many sizes share a few
-    compiled graphs (at the price of convolving the extra padding)."""
+    compiled graphs. The padding is not free: besides convolving it, the network sees black
+    where the image's edge was, which moves detections near it (``Config.INFERENCE_SHAPE_STEP``
+    chooses; 64 leaves "pad64" images as they are)."""
     return (-(-int(height) // step) * step, -(-int(width) // step) * step)
 
 

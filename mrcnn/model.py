@@ -417,7 +417,7 @@ class MaskRCNN:
         if not backend_ops.uses_fused_kernels():
             # a compiling backend: pad to a bucket size (with the molded value of black, as
             # resizing pads), so many image sizes share a few compiled graphs
-            shape = execution.image_bucket(*shape)
+            shape = execution.image_bucket(*shape, step=self.config.INFERENCE_SHAPE_STEP)
             molded = execution.pad_to(molded, *shape, -np.asarray(self.config.MEAN_PIXEL))
         norm_window = utils.norm_boxes(np.array(window, np.float32), shape)
         out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
