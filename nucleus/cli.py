@@ -1,5 +1,5 @@
 """Command line: ``python nucleus.py COMMAND``: train, sweep, detect, evaluate, submit, crossval,
-pick-radius, curves, compare, segment.
+pick-radius, curves, compare, segment, export-labels.
 
 Also reachable as ``python -m nucleus`` and as the installed ``nucleus`` command. Every bad input
 ends in one line ``error: <file>: <problem>`` and exit status 2.
@@ -231,7 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tta(p)
 
     _add_segment(sub)
+    _add_export_labels(sub)
     return parser
+
+
+def _add_export_labels(sub) -> None:
+    p = sub.add_parser("export-labels", help="write a dataset as images/ plus masks/ (one uint16 "
+                                             "label PNG per image), the layout StarDist, "
+                                             "Cellpose and --dataset read")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="folder holding stage1_train/ ... or images/ and masks/ (default: the "
+                        "bundled sample)")
+    p.add_argument("--subset", default="train,val", metavar="S1,S2,...",
+                   help="subsets to export, each to OUT/SUBSET: train, val, stage1_train, "
+                        "stage1_test, stage2_test_final (an images/ + masks/ folder: all, "
+                        "train, val) (default: train,val, the fixed split)")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output folder: OUT/SUBSET/images/NAME.png (the image file copied as "
+                        "it is) and OUT/SUBSET/masks/NAME.png (0 background, nuclei 1..N in "
+                        "mask-file order; a pixel of several masks goes to the first)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT/SUBSET folder (without it, the command refuses)")
+    p.add_argument("--limit", type=int, default=None, help="export only the first N images")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
 def _add_segment(sub) -> None:
@@ -585,6 +607,15 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_export_labels(args) -> int:
+    from nucleus.export import export_labels, parse_subsets
+
+    summary = export_labels(args.dataset, parse_subsets(args.subset), args.out,
+                            overwrite=args.overwrite, limit=args.limit)
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from tqdm import tqdm
 
@@ -609,7 +640,7 @@ def cmd_compare(args) -> int:
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "detect": cmd_detect,
             "evaluate": cmd_evaluate, "submit": cmd_submit, "crossval": cmd_crossval,
             "pick-radius": cmd_pick_radius, "curves": cmd_curves, "compare": cmd_compare,
-            "segment": cmd_segment}
+            "segment": cmd_segment, "export-labels": cmd_export_labels}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
