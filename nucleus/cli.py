@@ -648,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from mrcnn.weights import WeightsError
+    from mrcnn.errors import WeightsError
 
     try:
         return COMMANDS[args.command](args)

@@ -233,6 +233,7 @@ FLAGS = {
     "pick-radius": ["--radii"],
     "compare": ["--fcn-weights", "--out"],
     "segment": ["--out", "--channel", "--tile", "--overlap", "--model", "--weights", "--tta"],
+    "export-labels": ["--dataset", "--subset", "--out", "--overwrite", "--limit"],
 }
 
 
