@@ -1,19 +1,35 @@
 """Speed and memory of Mask R-CNN training and detection on this machine (never asserts).
 
 Why: the port's claim is that a training step and a ``detect`` call are much cheaper than in
-matterport's TF2 fork on the same kind of CPU. This script measures both on the study's 512x512
-configuration (``NucleusConfig``, batch 1), breaks the training step into stages (forward and
-forward+backward, each compiled on its own), counts each stage's multiply-accumulates, measures
-the machine's own convolution throughput so figures from other machines compare by ratio, and
-records peak memory. It prints markdown tables and can write the same figures as JSON.
+matterport's TF2 fork on the same kind of CPU, and that the backend-agnostic network is no slower
+on TensorFlow than before. This script measures both on the study's 512x512 configuration
+(``NucleusConfig``, batch 1) under the Keras backend ``KERAS_BACKEND`` selects (TensorFlow or
+JAX; under JAX nothing imports TensorFlow):
+
+* the whole training step as ``fit`` runs it (Keras's own trainer, ``train_on_batch`` after
+  ``MaskRCNN.compile``) and ``MaskRCNN.detect``: the first call (tracing, or JAX's compilation)
+  and the median of the later ones, separately;
+* a breakdown of the training step into its stages, forward and forward+backward, each calling
+  the library's own stage (``MaskRCNNNet.features``/``rpn``, ``proposals.propose``,
+  ``targets.detection_targets``, ``roi_align.pyramid_roi_align``, ``heads.box_head``/
+  ``mask_head``, ``losses.*``) compiled on its own (``tf.function`` under TensorFlow, ``jax.jit``
+  on the model's variables under JAX) and fed the outputs of the real previous stage;
+* each stage's multiply-accumulates, counted from TensorFlow graphs (TensorFlow only: n/a
+  under JAX), the machine's own convolution throughput so figures from other machines compare by
+  ratio, and peak memory.
+
+It prints markdown tables and can write the same figures as JSON (with the backend and the
+versions of Keras, TensorFlow and JAX).
 
 Usage::
 
-    python benchmarks/speed.py [--backbones resnet50 resnet101] [--repeats 5] [--warmup 1]
-        [--size 512] [--layers all heads] [--mixed-precision] [--mask-head positive|all]
-        [--compare-mask-head] [--no-stages] [--no-detect] [--detections N] [--json out.json]
+    [KERAS_BACKEND=jax] python benchmarks/speed.py [--backbones resnet50 resnet101]
+        [--repeats 5] [--warmup 1] [--size 512] [--layers all heads] [--mixed-precision]
+        [--mask-head positive|all] [--compare-mask-head] [--no-stages] [--no-detect]
+        [--detections N] [--json out.json]
 
-Run it on an otherwise idle machine: every figure is wall time.
+Run it on an otherwise idle machine: every figure is wall time. ``benchmarks/compare_speed.py``
+runs it on this code and on an older commit in one go.
 
 Weights are random: speed does not depend on their values, except through the number of
 detections, which sets the cost of the inference mask head and of pasting masks. So for
@@ -25,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -34,7 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +60,15 @@ if str(_ROOT) not in sys.path:  # run as a script from anywhere
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from mrcnn import box_ops, heads, losses, utils  # noqa: E402
+from mrcnn import box_ops, execution, heads, losses, utils  # noqa: E402
 from mrcnn.data import build_training_sample  # noqa: E402
 from mrcnn.model import LAYER_REGEX, MaskRCNN  # noqa: E402
 from mrcnn.proposals import propose  # noqa: E402
 from mrcnn.roi_align import pyramid_roi_align  # noqa: E402
-from mrcnn.targets import detection_targets  # noqa: E402
+from mrcnn.targets import detection_targets, max_positive_rois  # noqa: E402
 from nucleus.config import make_config  # noqa: E402
 from nucleus.dataset import NucleusDataset  # noqa: E402
 from nucleus.io_utils import atomic_write  # noqa: E402
@@ -70,7 +87,10 @@ ROW_STEP_ALL = "train step, layers all (s)"
 ROW_STEP_HEADS = "train step, layers heads (s)"
 ROW_STEP_MASK_POSITIVE = "train step, layers all, mask head on positive ROIs (s)"
 ROW_STEP_MASK_ALL = "train step, layers all, mask head on all ROIs (s)"
+ROW_STEP_ALL_FIRST = "train step, layers all: first call, with tracing/compiling (s)"
+ROW_STEP_HEADS_FIRST = "train step, layers heads: first call, with tracing/compiling (s)"
 ROW_DETECT = "detect, one image (s)"
+ROW_DETECT_FIRST = "detect: first call, with tracing/compiling (s)"
 ROW_DETECT_GRAPH = "detect: inference graph only (s)"
 ROW_DETECTIONS = "detections per image"
 ROW_TRAIN_GMAC = "training forward (GMAC)"
@@ -89,19 +109,29 @@ STAGE_MASK_ALL = "mask head, all ROIs (+ ROIAlign)"
 STAGE_BOX_INFER = "box head, inference proposals"
 STAGE_MASK_INFER = "mask head, inference detections"
 
+NOT_COUNTED = "n/a"  # a MAC count under a backend other than TensorFlow
+
 FLOPS_METHOD = (
     "analytic, from the static shapes of every Conv2D, Conv2DBackpropInput (deconv) and MatMul "
-    "op in each stage's traced forward graph: conv = H_out*W_out*k*k*C_in*C_out, "
-    "deconv = H_in*W_in*k*k*C_in*C_out, dense = rows*in*out. 1 MAC = 2 FLOPs. ROIAlign, NMS, "
-    "BatchNorm and elementwise ops are not counted; a backward pass costs about 2x the forward "
-    "MACs of the layers it goes through.")
+    "op in each stage's traced forward TensorFlow graph (TensorFlow backend only): "
+    "conv = H_out*W_out*k*k*C_in*C_out, deconv = H_in*W_in*k*k*C_in*C_out, dense = rows*in*out. "
+    "1 MAC = 2 FLOPs. ROIAlign, NMS, BatchNorm and elementwise ops are not counted; a backward "
+    "pass costs about 2x the forward MACs of the layers it goes through.")
 
 CONV_BENCH_SHAPE = (128, 256)  # 3x3 conv, 256 -> 256 channels, on 128x128: 9.66 GMAC
 
 
+def backend() -> str:
+    return keras.backend.backend()
+
+
+def is_tensorflow() -> bool:
+    return backend() == "tensorflow"
+
+
 # --------------------------------------------------------------------------- measuring
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (tracemalloc does not see TF)."""
+    """Peak resident set size of this process so far, in MB (tracemalloc does not see TF/XLA)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes vs KB
 
@@ -116,16 +146,14 @@ def current_rss_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def _compile(fn: Callable) -> Callable:
-    """tf.function without AutoGraph: these small graphs have no tensor-dependent Python
-    control flow, and AutoGraph cannot read the source of lambdas."""
-    return tf.function(fn, autograph=False)
+def timed_calls(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
+    """(seconds of the first call, median seconds of ``repeats`` calls after ``warmup`` more).
 
-
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls, after one tracing call and ``warmup``
-    more. ``fn`` must return only once its work is done (read a small result back)."""
-    fn()  # traces and compiles tf.functions
+    The first call traces (TensorFlow) or compiles (JAX). ``fn`` must return only once its work
+    is done (read a small result back, or :func:`block`)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
     for _ in range(warmup):
         fn()
     times = []
@@ -133,26 +161,126 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+    return first, float(statistics.median(times))
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after the first call and ``warmup``
+    more (:func:`timed_calls`)."""
+    return timed_calls(fn, repeats, warmup)[1]
 
 
 def _value(x) -> float:
-    """Read a scalar tensor back, which also waits for the computation."""
-    return float(np.asarray(x))
+    """Read a scalar back, which also waits for the computation."""
+    return float(ops.convert_to_numpy(x))
 
 
-def conv_throughput(dtype: tf.DType, repeats: int, warmup: int = 1) -> float:
+def block(outputs) -> None:
+    """Wait until ``outputs`` (any nest of backend tensors) are computed. JAX dispatches
+    asynchronously; TensorFlow's eager runtime returns from a tf.function call once it ran."""
+    if backend() == "jax":
+        import jax
+
+        jax.block_until_ready(outputs)
+
+
+# --------------------------------------------------------------------------- compiling per backend
+def jit(fn: Callable) -> Callable:
+    """``fn`` (no Keras variables) compiled: tf.function without AutoGraph (these small graphs
+    have no tensor-dependent Python control flow) under TensorFlow, jax.jit under JAX."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        return tf.function(fn, autograph=False)
+    import jax
+
+    return jax.jit(fn)
+
+
+def compile_stage(net: keras.Model, fn: Callable) -> Callable:
+    """``fn(*arrays)``, which uses ``net``'s layers, compiled as the network compiles it:
+    tf.function under TensorFlow, :func:`mrcnn.execution.compile_stateless` (jax.jit with the
+    variables passed in) under JAX."""
+    if is_tensorflow():
+        return jit(fn)
+    return execution.compile_stateless(net, fn)
+
+
+def _squared_norm(grads) -> Any:
+    return sum(ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None)
+
+
+def forward_backward(net: keras.Model, loss_fn: Callable, variables: Sequence,
+                     wrt_inputs: bool) -> Callable:
+    """Compiled ``f(*inputs) -> scalar``: the forward pass ``loss_fn(*inputs)`` and the
+    gradients of its loss with respect to ``variables`` (and the inputs when ``wrt_inputs``,
+    as a stage's gradient flows on into the pyramid). ``loss_fn`` returns the loss, or
+    ``(loss, extra)`` where ``extra`` is output that gets no gradient (proposals) but must be
+    computed. The result is the gradients' global norm (plus the sum of ``extra``), so no
+    backward op is pruned; clipping consumes the gradients the same way.
+
+    TensorFlow: a GradientTape in a tf.function. JAX: jax.value_and_grad of the loss over the
+    variables' values mapped in by a StatelessScope (what ``stateless_call`` does), jitted.
+    """
+    variables = list(variables)
+
+    def split(out):
+        return out if isinstance(out, tuple) else (out, None)
+
+    def total(grads, extra):
+        norm = ops.sqrt(_squared_norm(grads))
+        return norm if extra is None else norm + ops.sum(ops.cast(extra, "float32"))
+
+    if is_tensorflow():
+        import tensorflow as tf
+
+        def fb(*inputs):
+            with tf.GradientTape() as tape:
+                if wrt_inputs:
+                    tape.watch(inputs)
+                loss, extra = split(loss_fn(*inputs))
+            grads = tape.gradient(loss, variables + (list(inputs) if wrt_inputs else []))
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
+            return total(grads, extra)
+        return jit(fb)
+
+    import jax
+
+    chosen = {id(v) for v in variables}
+    others = [v for v in net.variables if id(v) not in chosen]
+
+    def loss_of(values, inputs, other_values):
+        mapping = list(zip(variables, values)) + list(zip(others, other_values))
+        with keras.StatelessScope(state_mapping=mapping):
+            loss, extra = split(loss_fn(*inputs))
+        return loss, extra
+
+    grad_fn = jax.grad(loss_of, argnums=(0, 1) if wrt_inputs else 0, has_aux=True)
+
+    @jax.jit
+    def fb(values, inputs, other_values):
+        grads, extra = grad_fn(values, inputs, other_values)
+        return total(jax.tree_util.tree_leaves(grads), extra)
+
+    def run(*inputs):
+        return fb([v.value for v in variables], inputs, [v.value for v in others])
+    return run
+
+
+def conv_throughput(dtype: str, repeats: int, warmup: int = 1) -> float:
     """GMAC/s of one 3x3 256->256 convolution on a 128x128 map: the machine's yardstick."""
     size, channels = CONV_BENCH_SHAPE
-    x = tf.cast(tf.random.normal([1, size, size, channels]), dtype)
-    w = tf.cast(tf.random.normal([3, 3, channels, channels], stddev=0.05), dtype)
-    conv = _compile(lambda a, b: tf.reduce_sum(tf.cast(tf.nn.conv2d(a, b, 1, "SAME"),
-                                                          tf.float32)))
+    rng = np.random.default_rng(0)
+    x = ops.cast(rng.standard_normal([1, size, size, channels], np.float32), dtype)
+    w = ops.cast(0.05 * rng.standard_normal([3, 3, channels, channels], np.float32), dtype)
+    conv = jit(lambda a, b: ops.sum(ops.cast(ops.conv(a, b, 1, "same"), "float32")))
     seconds = median_seconds(lambda: _value(conv(x, w)), max(3, repeats), warmup)
     return size * size * 9 * channels * channels / seconds / 1e9
 
 
-def _op_macs(op: tf.Operation) -> int | None:
+# --------------------------------------------------------------------------- MACs (TensorFlow)
+def _op_macs(op) -> int | None:
     """Multiply-accumulates of one conv/deconv/matmul op, or None when a shape is unknown."""
     if op.type == "Conv2D":
         out, kernel = op.outputs[0].shape, op.inputs[1].shape
@@ -180,9 +308,16 @@ def _scaled(per_roi: float | None, count: int) -> float | None:
     return None if per_roi is None else per_roi * count
 
 
-def graph_gmacs(fn: Callable, *specs) -> float | None:
-    """GMACs of the conv/deconv/matmul ops of ``fn`` traced on fixed-shape ``specs``."""
-    concrete = _compile(fn).get_concrete_function(*specs)
+def graph_gmacs(fn: Callable, *shapes: tuple[Sequence[int | None], str]) -> float | None:
+    """GMACs of the conv/deconv/matmul ops of ``fn`` traced as a TensorFlow graph on inputs of
+    fixed ``(shape, dtype)``; None when a shape is unknown, or under another backend (the count
+    reads TensorFlow's graph)."""
+    if not is_tensorflow():
+        return None
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(shape, dtype) for shape, dtype in shapes]
+    concrete = tf.function(fn, autograph=False).get_concrete_function(*specs)
     total = 0
     for op in concrete.graph.get_operations():
         macs = _op_macs(op)
@@ -222,24 +357,20 @@ def pick_image(dataset: NucleusDataset) -> int:
 
 # --------------------------------------------------------------------------- training step
 def train_step_seconds(model: MaskRCNN, batch: dict, layers: str, positive_only: bool,
-                       opts: argparse.Namespace) -> float:
-    """Median seconds of the real ``train_step`` (compiled) with ``layers`` trainable."""
+                       opts: argparse.Namespace) -> tuple[float, float]:
+    """(first call, median) seconds of Keras's own training step (``train_on_batch``, the
+    step ``fit`` runs) with ``layers`` trainable and the mask head in the given mode."""
     net = model.keras_model
     model.config.MASK_HEAD_POSITIVE_ONLY = positive_only
     model.set_trainable(LAYER_REGEX[layers])
+    # a fresh train function: the trainable set and the mask mode changed
     model.compile(model.config.LEARNING_RATE, model.config.LEARNING_MOMENTUM)
-    net.optimizer.build(net.trainable_variables)
-    step = tf.function(net.train_step)  # a fresh trace: trainable set and mask mode changed
-    return median_seconds(lambda: _value(step((batch,))["loss"]), opts.repeats, opts.warmup)
+    return timed_calls(lambda: net.train_on_batch(batch, return_dict=True)["loss"],
+                       opts.repeats, opts.warmup)
 
 
-def _mean_of(tensors) -> tf.Tensor:
-    return tf.add_n([tf.reduce_mean(tf.cast(t, tf.float32)) for t in tensors])
-
-
-def _grad_norm(grads) -> tf.Tensor:
-    """Consume every gradient (so no backward op is pruned) the way clipping does."""
-    return tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads if g is not None])
+def _mean_of(tensors) -> Any:
+    return sum(ops.mean(ops.cast(t, "float32")) for t in tensors)
 
 
 def _layer_variables(layers: dict) -> list:
@@ -248,144 +379,141 @@ def _layer_variables(layers: dict) -> list:
 
 def stage_breakdown(model: MaskRCNN, batch: dict, opts: argparse.Namespace) -> list[dict]:
     """Forward and forward+backward seconds and forward GMACs of each stage of the training
-    step, each stage compiled on its own and fed the outputs of the real previous stage."""
+    step, each stage compiled on its own and fed the outputs of the real previous stage.
+
+    The stages are the ones ``MaskRCNNNet.compute_losses`` chains, called here one by one with
+    the same arguments; only the slicing between them is repeated here."""
     config, net = model.config, model.keras_model
     model.set_trainable(LAYER_REGEX["all"])
     reps, warm = opts.repeats, opts.warmup
-    size = opts.size
-    image_shape = tf.constant([size, size], tf.int32)
-    images = tf.cast(batch["input_image"], tf.float32)
-    maps = [tf.identity(m) for m in net.features(images, False)]
-    head_maps = maps[:4]
-    anchors = tf.constant(utils.norm_boxes(net.train_anchors, (size, size)), tf.float32)
-    rpn_match, rpn_bbox = batch["input_rpn_match"], tf.cast(batch["input_rpn_bbox"], tf.float32)
+    images_in_batch, height, width = batch["input_image"].shape[:3]
+    image_shape = np.array([height, width], np.int32)
     dtype = net.compute_dtype
+    images = ops.convert_to_tensor(batch["input_image"], "float32")
+    maps = list(compile_stage(net, lambda x: net.features(ops.cast(x, dtype), False))(images))
+    head_maps = maps[:4]
+    anchors = utils.norm_boxes(net.train_anchors, (height, width)).astype(np.float32)
+    rpn_match, rpn_bbox = batch["input_rpn_match"], batch["input_rpn_bbox"]
     rows = []
 
-    # Backbone + FPN.
-    def backbone_fb(x):
-        with tf.GradientTape() as tape:
-            loss = _mean_of(net.features(x, True))
-        return _grad_norm(tape.gradient(loss, net.backbone.trainable_variables))
+    def timings(fwd: Callable, fb: Callable | None, *inputs) -> dict:
+        return {"forward_s": median_seconds(lambda: block(fwd(*inputs)), reps, warm),
+                "forward_backward_s": None if fb is None else
+                median_seconds(lambda: _value(fb(*inputs)), reps, warm)}
 
-    fwd = _compile(lambda x: _mean_of(net.features(x, True)))
-    fb = _compile(backbone_fb)
+    # Backbone + FPN (the image gets no gradient).
+    def backbone_loss(x):
+        return _mean_of(net.features(ops.cast(x, dtype), True))
+
     rows.append({
-        "stage": STAGE_BACKBONE, "inputs": f"1 image {size}x{size}",
-        "forward_s": median_seconds(lambda: _value(fwd(images)), reps, warm),
-        "forward_backward_s": median_seconds(lambda: _value(fb(images)), reps, warm),
+        "stage": STAGE_BACKBONE, "inputs": f"{images_in_batch} image(s) {height}x{width}",
+        **timings(compile_stage(net, backbone_loss),
+                  forward_backward(net, backbone_loss, net.backbone.trainable_variables, False),
+                  images),
         "gmac": graph_gmacs(lambda x: net.features(x, False),
-                            tf.TensorSpec([1, size, size, config.IMAGE_CHANNEL_COUNT])),
+                            ([images_in_batch, height, width, config.IMAGE_CHANNEL_COUNT],
+                             "float32")),
         "per_roi_gmac": None})
 
     # RPN + proposals (proposals get no gradient; the RPN losses do, into the pyramid too).
-    def rpn_forward(feature_maps):
-        logits, probs, deltas = net.rpn(feature_maps)
+    def rpn_forward(*feature_maps):
+        logits, probs, deltas = net.rpn(list(feature_maps))
         proposals = propose(probs, deltas, anchors, config.POST_NMS_ROIS_TRAINING,
                             config.RPN_NMS_THRESHOLD, config.PRE_NMS_LIMIT,
                             config.RPN_BBOX_STD_DEV)
         return logits, deltas, proposals
 
-    def rpn_fb(feature_maps):
-        variables = net.rpn_model.trainable_variables
-        with tf.GradientTape() as tape:
-            tape.watch(feature_maps)
-            logits, deltas, proposals = rpn_forward(feature_maps)
-            loss = (losses.rpn_class_loss(rpn_match, logits)
-                    + losses.rpn_bbox_loss(rpn_bbox, rpn_match, deltas))
-        grads = tape.gradient(loss, variables + list(feature_maps))
-        return _grad_norm(grads) + tf.reduce_sum(proposals)
+    def rpn_loss(*feature_maps):
+        logits, deltas, proposals = rpn_forward(*feature_maps)
+        loss = (losses.rpn_class_loss(rpn_match, logits)
+                + losses.rpn_bbox_loss(rpn_bbox, rpn_match, deltas))
+        return loss, ops.stop_gradient(proposals)
 
-    rpn_fwd = _compile(rpn_forward)
-    fb = _compile(rpn_fb)
+    rpn_fwd = compile_stage(net, rpn_forward)
     rows.append({
         "stage": STAGE_RPN, "inputs": f"P2-P6, {config.POST_NMS_ROIS_TRAINING} proposals",
-        "forward_s": median_seconds(lambda: _value(tf.reduce_sum(rpn_fwd(maps)[2])), reps, warm),
-        "forward_backward_s": median_seconds(lambda: _value(fb(maps)), reps, warm),
+        **timings(rpn_fwd, forward_backward(net, rpn_loss, net.rpn_model.trainable_variables,
+                                            True), *maps),
         "gmac": graph_gmacs(lambda *m: net.rpn(list(m)),
-                            *[tf.TensorSpec(m.shape, m.dtype) for m in maps]),
+                            *[(m.shape, keras.backend.standardize_dtype(m.dtype))
+                              for m in maps]),
         "per_roi_gmac": None})
-    proposals = rpn_fwd(maps)[2]
+    proposals = rpn_fwd(*maps)[2]
 
-    # ROI sampling: forward only, no weights.
-    gt_ids = tf.cast(batch["input_gt_class_ids"], tf.int32)
-    gt_boxes = box_ops.norm_boxes(tf.cast(batch["input_gt_boxes"], tf.float32), image_shape)
-    gt_masks = tf.cast(batch["input_gt_masks"], tf.float32)
-    targets = _compile(lambda p: detection_targets(p, gt_ids, gt_boxes, gt_masks, config))
+    # ROI sampling: forward only, no weights; the network's own seed generator.
+    gt_ids = batch["input_gt_class_ids"]
+    gt_boxes = box_ops.norm_boxes(ops.convert_to_tensor(batch["input_gt_boxes"]), image_shape)
+    gt_masks = batch["input_gt_masks"]
+    targets = compile_stage(net, lambda p: detection_targets(p, gt_ids, gt_boxes, gt_masks,
+                                                             config, seed=net.seed_generator))
     rows.append({
         "stage": STAGE_TARGETS, "inputs": f"-> {config.TRAIN_ROIS_PER_IMAGE} ROIs",
-        "forward_s": median_seconds(lambda: _value(tf.reduce_sum(targets(proposals)[0])),
-                                    reps, warm),
-        "forward_backward_s": None, "gmac": 0.0, "per_roi_gmac": None})
-    rois, target_ids, target_deltas, target_masks = targets(proposals)
-    flat_rois = tf.reshape(rois, [-1, 4])
-    box_indices = tf.zeros([tf.shape(flat_rois)[0]], tf.int32)
-    flat_ids = tf.reshape(target_ids, [-1])
-    flat_deltas = tf.reshape(target_deltas, [-1, 4])
-    valid = tf.reduce_sum(tf.abs(flat_rois), axis=1) > 0
-    positive = tf.where(flat_ids > 0)[:, 0]
-    n_pos, n_rois = int(positive.shape[0]), int(flat_rois.shape[0])
-    pos_ids = tf.gather(flat_ids, positive)
-    pos_masks = tf.gather(tf.reshape(target_masks, [-1] + list(config.MASK_SHAPE)), positive)
+        **timings(targets, None, proposals), "gmac": 0.0, "per_roi_gmac": None})
+    rois, target_ids, target_deltas, target_masks = [
+        ops.convert_to_numpy(t) for t in targets(proposals)]
+
+    # As compute_losses: flat ROIs of the batch, positives among the first max_pos rows of each
+    # image.
+    num_rois, max_pos = config.TRAIN_ROIS_PER_IMAGE, max_positive_rois(config)
+    flat_rois = rois.reshape(-1, 4)
+    box_indices = np.repeat(np.arange(images_in_batch, dtype=np.int32), num_rois)
+    flat_ids = target_ids.reshape(-1)
+    flat_deltas = target_deltas.reshape(-1, 4)
+    valid = ops.convert_to_numpy(box_ops.valid_rows(flat_rois))
+    n_pos, n_rois = int(np.sum(flat_ids > 0)), len(flat_rois)
+    mask_ids = target_ids[:, :max_pos].reshape(-1)
+    mask_targets = target_masks.reshape([-1] + list(config.MASK_SHAPE))
     depth = config.TOP_DOWN_PYRAMID_SIZE
 
     # Box head on every sampled ROI.
-    def box_forward(feature_maps):
-        pooled = pyramid_roi_align(flat_rois, box_indices, feature_maps, config.POOL_SIZE,
+    def box_forward(*feature_maps):
+        pooled = pyramid_roi_align(flat_rois, box_indices, list(feature_maps), config.POOL_SIZE,
                                    image_shape)
         return heads.box_head(net.box_layers, pooled, True)
 
-    def box_fb(feature_maps):
-        variables = _layer_variables(net.box_layers)
-        with tf.GradientTape() as tape:
-            tape.watch(feature_maps)
-            logits, _, deltas = box_forward(feature_maps)
-            loss = (losses.mrcnn_class_loss(flat_ids, logits, valid)
-                    + losses.mrcnn_bbox_loss(flat_deltas, flat_ids, deltas))
-        return _grad_norm(tape.gradient(loss, variables + list(feature_maps)))
+    def box_loss(*feature_maps):
+        logits, _, deltas = box_forward(*feature_maps)
+        return (losses.mrcnn_class_loss(flat_ids, logits, valid)
+                + losses.mrcnn_bbox_loss(flat_deltas, flat_ids, deltas))
 
-    fwd = _compile(lambda m: tf.reduce_sum(box_forward(m)[0]))
-    fb = _compile(box_fb)
     box_gmac_per_roi = graph_gmacs(lambda p: heads.box_head(net.box_layers, p, False),
-                                   tf.TensorSpec([1, config.POOL_SIZE, config.POOL_SIZE, depth],
-                                                 dtype))
+                                   ([1, config.POOL_SIZE, config.POOL_SIZE, depth], dtype))
     rows.append({
         "stage": STAGE_BOX, "inputs": f"{n_rois} ROIs",
-        "forward_s": median_seconds(lambda: _value(fwd(head_maps)), reps, warm),
-        "forward_backward_s": median_seconds(lambda: _value(fb(head_maps)), reps, warm),
+        **timings(compile_stage(net, box_forward),
+                  forward_backward(net, box_loss, _layer_variables(net.box_layers), True),
+                  *head_maps),
         "gmac": _scaled(box_gmac_per_roi, n_rois), "per_roi_gmac": box_gmac_per_roi})
 
-    # Mask head: on the positive ROIs only, or on all of them as matterport does.
+    # Mask head: on the rows that may be positive only, or on all ROIs as matterport does.
     mask_gmac_per_roi = graph_gmacs(
         lambda p: heads.mask_head(net.mask_layers, p, False),
-        tf.TensorSpec([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth], dtype))
+        ([1, config.MASK_POOL_SIZE, config.MASK_POOL_SIZE, depth], dtype))
 
     def mask_forward(feature_maps, positive_only: bool):
         if positive_only:
-            pooled = pyramid_roi_align(tf.gather(flat_rois, positive),
-                                       tf.gather(box_indices, positive), feature_maps,
+            pooled = pyramid_roi_align(rois[:, :max_pos].reshape(-1, 4),
+                                       np.repeat(np.arange(images_in_batch, dtype=np.int32),
+                                                 max_pos), list(feature_maps),
                                        config.MASK_POOL_SIZE, image_shape)
             return heads.mask_head(net.mask_layers, pooled, True)
-        pooled = pyramid_roi_align(flat_rois, box_indices, feature_maps, config.MASK_POOL_SIZE,
-                                   image_shape)
-        return tf.gather(heads.mask_head(net.mask_layers, pooled, True), positive)
+        pooled = pyramid_roi_align(flat_rois, box_indices, list(feature_maps),
+                                   config.MASK_POOL_SIZE, image_shape)
+        pred = heads.mask_head(net.mask_layers, pooled, True)
+        pred = ops.reshape(pred, [-1, num_rois] + list(pred.shape[1:]))
+        return ops.reshape(pred[:, :max_pos], [-1] + list(pred.shape[2:]))
 
-    for positive_only, label, count in ((True, STAGE_MASK_POSITIVE, n_pos),
+    for positive_only, label, count in ((True, STAGE_MASK_POSITIVE, images_in_batch * max_pos),
                                         (False, STAGE_MASK_ALL, n_rois)):
-        def mask_fb(feature_maps, positive_only=positive_only):
-            variables = _layer_variables(net.mask_layers)
-            with tf.GradientTape() as tape:
-                tape.watch(feature_maps)
-                pred = mask_forward(feature_maps, positive_only)
-                loss = losses.mrcnn_mask_loss(pos_masks, pos_ids, pred)
-            return _grad_norm(tape.gradient(loss, variables + list(feature_maps)))
+        def mask_loss(*feature_maps, positive_only=positive_only):
+            pred = mask_forward(feature_maps, positive_only)
+            return losses.mrcnn_mask_loss(mask_targets, mask_ids, pred)
 
-        fwd = _compile(lambda m, p=positive_only: tf.reduce_sum(mask_forward(m, p)))
-        fb = _compile(mask_fb)
         rows.append({
             "stage": label, "inputs": f"{count} ROIs ({n_pos} positive)",
-            "forward_s": median_seconds(lambda: _value(fwd(head_maps)), reps, warm),
-            "forward_backward_s": median_seconds(lambda: _value(fb(head_maps)), reps, warm),
+            **timings(compile_stage(net, lambda *m, p=positive_only: mask_forward(m, p)),
+                      forward_backward(net, mask_loss, _layer_variables(net.mask_layers), True),
+                      *head_maps),
             "gmac": _scaled(mask_gmac_per_roi, count), "per_roi_gmac": mask_gmac_per_roi})
     return rows
 
@@ -409,6 +537,13 @@ def data_loading_rows(dataset: NucleusDataset, config, anchors: np.ndarray,
 
 
 # --------------------------------------------------------------------------- per backbone
+def training_batch(samples: Sequence[dict]) -> dict:
+    """Samples stacked as the batch a ``DataGenerator`` yields (masks uint8)."""
+    batch = {k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]}
+    batch["input_gt_masks"] = batch["input_gt_masks"].astype(np.uint8)
+    return batch
+
+
 def bench_training(backbone: str, opts: argparse.Namespace, dataset: NucleusDataset,
                    image_id: int, model_dir: str, bar: tqdm) -> dict:
     config = training_config(backbone, opts)
@@ -418,20 +553,21 @@ def bench_training(backbone: str, opts: argparse.Namespace, dataset: NucleusData
     if sample is None:
         raise ValueError(f"image {dataset.image_info[image_id]['path']} has no nucleus left at "
                          f"{opts.size}x{opts.size}: choose a larger --size")
-    batch = {k: tf.constant(v[None]) for k, v in sample.items()}
+    batch = training_batch([sample])
     default_positive = opts.mask_head == "positive"
     out: dict[str, Any] = {}
 
     for layers in opts.layers:
         bar.set_description(f"{backbone}: train step, layers {layers}")
-        out[f"step_{layers}"] = train_step_seconds(model, batch, layers, default_positive, opts)
+        out[f"step_{layers}_first"], out[f"step_{layers}"] = train_step_seconds(
+            model, batch, layers, default_positive, opts)
         bar.update()
     if opts.compare_mask_head:
         bar.set_description(f"{backbone}: train step, other mask-head mode")
         same = out.get("step_all")
         if same is None:
-            same = train_step_seconds(model, batch, "all", default_positive, opts)
-        other = train_step_seconds(model, batch, "all", not default_positive, opts)
+            same = train_step_seconds(model, batch, "all", default_positive, opts)[1]
+        other = train_step_seconds(model, batch, "all", not default_positive, opts)[1]
         out["step_all_mask_positive"] = same if default_positive else other
         out["step_all_mask_all"] = other if default_positive else same
         model.config.MASK_HEAD_POSITIVE_ONLY = default_positive
@@ -464,7 +600,8 @@ def force_foreground(model: MaskRCNN, margin: float = 10.0) -> None:
 
 def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDataset,
                  image_id: int, model_dir: str, stages: list[dict] | None) -> dict:
-    """Median seconds of ``detect`` on one size x size image, and of its graph alone."""
+    """First-call and median seconds of ``detect`` on one size x size image, and the median
+    of its compiled inference alone (``MaskRCNN._infer``: no molding, no mask pasting)."""
     detections = opts.detections or len(dataset.image_info[image_id]["mask_paths"])
     config = inference_config(backbone, opts, detections)
     model = MaskRCNN("inference", config, model_dir=model_dir)
@@ -472,19 +609,15 @@ def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDatase
     image = utils.resize_image(dataset.load_image(image_id), min_dim=opts.size,
                                max_dim=opts.size, mode="square")[0]
     out: dict[str, Any] = {}
-    out["detect"] = median_seconds(lambda: model.detect([image]), opts.repeats, opts.warmup)
+    out["detect_first"], out["detect"] = timed_calls(lambda: model.detect([image]),
+                                                     opts.repeats, opts.warmup)
     result = model.detect([image])[0]
     out["detections"] = int(len(result["scores"]))
 
     molded, _, windows = model.mold_inputs([image])
-    window = tf.constant(utils.norm_boxes(np.array(windows[0], np.float32), molded[0].shape[:2]),
-                         tf.float32)
-    anchors = tf.constant(model.get_anchors(molded[0].shape))
-    molded = tf.constant(molded[0][None])
-    infer = model.keras_model.infer
-    out["detect_graph"] = median_seconds(
-        lambda: infer(molded, anchors, window)["detections"].numpy(), opts.repeats, opts.warmup)
-    n_proposals = int(infer(molded, anchors, window)["proposals"].shape[0])
+    out["detect_graph"] = median_seconds(lambda: model._infer(molded[0], windows[0]),
+                                         opts.repeats, opts.warmup)
+    n_proposals = int(model._infer(molded[0], windows[0])["proposals"].shape[0])
     out["proposals"] = n_proposals
     if stages:
         rows = {r["stage"]: r for r in stages}
@@ -500,7 +633,7 @@ def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDatase
                  extra[1]["gmac"]]
         out["infer_gmac"] = None if None in parts else sum(parts)
     out["peak_rss_mb"] = peak_rss_mb()
-    del model
+    model = None  # (not del: the timing lambdas close over it) freed before the next backbone
     _free()
     return out
 
@@ -511,6 +644,14 @@ def _free() -> None:
 
 
 # --------------------------------------------------------------------------- report
+def _version(package: str) -> str | None:
+    """Installed version of ``package`` without importing it (TensorFlow under JAX)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict:
     model = platform.processor() or platform.machine()
     try:
@@ -525,30 +666,45 @@ def machine_info() -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    return {"cpu": model, "cores": cores, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "python": platform.python_version(),
+    return {"cpu": model, "cores": cores, "backend": backend(), "keras": keras.__version__,
+            "tensorflow": _version("tensorflow"), "jax": _version("jax"),
+            "jaxlib": _version("jaxlib"), "numpy": np.__version__,
+            "python": platform.python_version(),
             "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
 
 
+def _backend_line(m: dict) -> str:
+    name = m.get("backend", "tensorflow")
+    versions = f"Keras {m['keras']}"
+    if name == "tensorflow":
+        versions += f", TF {m.get('tensorflow')}"
+    elif name == "jax":
+        versions += f", JAX {m.get('jax')} (jaxlib {m.get('jaxlib')})"
+    return f"backend {name} ({versions})"
+
+
 def format_report(results: dict) -> str:
     """Markdown tables of ``results`` (as :func:`run` returns them)."""
     s, m = results["settings"], results["machine"]
+    counted = m.get("backend", "tensorflow") == "tensorflow"  # MACs read from TF graphs
     names = list(results["backbones"])
     lines = [f"# Mask R-CNN speed, {s['size']}x{s['size']}, batch 1, "
              f"policy {s['dtype_policy']}, mask head on {s['mask_head']} ROIs",
              "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras "
-             f"{m['keras']}; load average at start {m['load_average_at_start']}. Median of "
-             f"{s['repeats']} repeat(s) after {s['warmup']} warm-up call(s) (plus the tracing "
-             "call).",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {_backend_line(m)}; load average at "
+             f"start {m['load_average_at_start']}. Median of {s['repeats']} repeat(s) after "
+             f"{s['warmup']} warm-up call(s) (plus the first call, which traces or compiles "
+             "and is reported on its own).",
              ""]
     conv = results["conv_gmacs_per_s"]
     lines.append("Convolution throughput (3x3, 256->256, 128x128): "
@@ -564,6 +720,9 @@ def format_report(results: dict) -> str:
     def row(label: str, key: str, ref_key: str | None = None, digits: int = 3) -> None:
         values = [results["backbones"][n].get(key) for n in names]
         if all(v is None for v in values) and key not in ("step_all", "step_heads", "detect"):
+            if key.endswith("_gmac") and not counted:
+                lines.append(f"| {label} | " + " | ".join([NOT_COUNTED] * len(names))
+                             + " | | | |")
             return
         cells = [label] + [_fmt(v, digits) for v in values]
         if ref_key:
@@ -580,22 +739,27 @@ def format_report(results: dict) -> str:
 
     row(ROW_STEP_ALL, "step_all", "step_all")
     row(ROW_STEP_HEADS, "step_heads", "step_heads")
+    row(ROW_STEP_ALL_FIRST, "step_all_first")
+    row(ROW_STEP_HEADS_FIRST, "step_heads_first")
     row(ROW_STEP_MASK_POSITIVE, "step_all_mask_positive")
     row(ROW_STEP_MASK_ALL, "step_all_mask_all")
     row(ROW_DETECT, "detect", "detect")
+    row(ROW_DETECT_FIRST, "detect_first")
     row(ROW_DETECT_GRAPH, "detect_graph")
     row(ROW_DETECTIONS, "detections")
-    row(ROW_TRAIN_GMAC, "train_gmac", digits=1)
-    row(ROW_INFER_GMAC, "infer_gmac", digits=1)
+    if any(results["backbones"][n].get("stages") for n in names):
+        row(ROW_TRAIN_GMAC, "train_gmac", digits=1)
+        row(ROW_INFER_GMAC, "infer_gmac", digits=1)
     row(ROW_RSS, "peak_rss_mb", digits=0)
     lines.append("")
-    lines.append(f"Baseline RSS with TensorFlow loaded: {results['baseline_rss_mb']:.0f} MB. "
+    lines.append(f"Baseline RSS with the backend loaded: {results['baseline_rss_mb']:.0f} MB. "
                  "Peak RSS is per process, so a backbone measured after another includes "
                  "its leftovers: run one backbone at a time for a clean figure.")
     lines.append(f"Image: {s['image']} ({s['image_nuclei']} nuclei), square-resized. detect "
                  f"keeps up to {s['detections']} detections (random weights, every ROI scored "
                  "a nucleus): its time grows with the number of detections.")
 
+    gmac_cell = (lambda v: _fmt(v, 2)) if counted else (lambda v: NOT_COUNTED)
     for name in names:
         stages = results["backbones"][name].get("stages")
         if not stages:
@@ -606,7 +770,7 @@ def format_report(results: dict) -> str:
                   "|---|---|---|---|---|"]
         for r in stages:
             lines.append(f"| {r['stage']} | {r['inputs']} | {_fmt(r['forward_s'])} | "
-                         f"{_fmt(r['forward_backward_s'])} | {_fmt(r['gmac'], 2)} |")
+                         f"{_fmt(r['forward_backward_s'])} | {gmac_cell(r['gmac'])} |")
     if any(results["backbones"][n].get("stages") for n in names):
         lines += ["", "Data loading runs in DataGenerator threads beside the step. "
                   f"FLOPs: {FLOPS_METHOD}"]
@@ -615,11 +779,12 @@ def format_report(results: dict) -> str:
 
 # --------------------------------------------------------------------------- entry points
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " The Keras backend is KERAS_BACKEND's.")
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed calls after the tracing call")
+                        help="untimed calls after the first (tracing/compiling) call")
     parser.add_argument("--size", type=int, default=512, help="image side (multiple of 64)")
     parser.add_argument("--layers", nargs="+", choices=("all", "heads"), default=["all", "heads"],
                         help="trainable layer groups to time the training step with")
@@ -661,8 +826,8 @@ def run(opts: argparse.Namespace) -> dict:
         results: dict[str, Any] = {
             "machine": machine_info(),
             "settings": {"size": opts.size, "repeats": opts.repeats, "warmup": opts.warmup,
-                         "dtype_policy": policy, "mask_head": opts.mask_head,
-                         "detections": opts.detections},
+                         "backend": backend(), "dtype_policy": policy,
+                         "mask_head": opts.mask_head, "detections": opts.detections},
             "baseline_rss_mb": current_rss_mb() or peak_rss_mb(),
             "reference_seconds": REFERENCE_SECONDS, "target_share": TARGET_SHARE,
             "flops_method": FLOPS_METHOD, "backbones": {}}
@@ -674,9 +839,9 @@ def run(opts: argparse.Namespace) -> dict:
         results["settings"]["image_nuclei"] = len(dataset.image_info[image_id]["mask_paths"])
         results["settings"]["detections"] = (opts.detections
                                              or results["settings"]["image_nuclei"])
-        conv = {"float32": conv_throughput(tf.float32, opts.repeats, opts.warmup)}
+        conv = {"float32": conv_throughput("float32", opts.repeats, opts.warmup)}
         if opts.mixed_precision:
-            conv["bfloat16"] = conv_throughput(tf.bfloat16, opts.repeats, opts.warmup)
+            conv["bfloat16"] = conv_throughput("bfloat16", opts.repeats, opts.warmup)
         results["conv_gmacs_per_s"] = conv
         with tempfile.TemporaryDirectory() as model_dir, \
                 tqdm(total=(len(opts.layers) + 3) * len(opts.backbones), desc="speed", unit="part",

@@ -1,6 +1,12 @@
-"""benchmarks/speed.py: MAC counting, argument checks, the report's rows, and a tiny real run."""
+"""benchmarks/speed.py: MAC counting, the per-backend gradient helper, argument checks, the
+report's rows, the stage breakdown and a tiny real run.
+
+The MAC counts read TensorFlow graphs and run under TensorFlow only (TensorFlow is imported
+inside them); everything else runs under every backend.
+"""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -12,8 +18,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
+
+from conftest import TinyConfig
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 _spec = importlib.util.spec_from_file_location("benchmark_speed", _PATH)
@@ -31,19 +40,22 @@ def _cell(report: str, label: str, column: int = 1) -> str:
     raise AssertionError(f"no row {label!r} in:\n{report}")
 
 
+# --------------------------------------------------------------------------- MACs (TensorFlow)
 def test_graph_gmacs_counts_conv_deconv_and_dense():
+    import tensorflow as tf
+
     def fn(x, y, m):
         a = tf.nn.conv2d(x, tf.ones([3, 3, 4, 6]), 1, "SAME")            # 8*8*6 * 3*3*4
         b = tf.nn.conv2d_transpose(y, tf.ones([2, 2, 5, 6]), [1, 8, 8, 5], 2)  # 4*4*6 * 2*2*5
         c = tf.matmul(m, tf.ones([10, 7]))                                  # 3*7 * 10
         return a, b, c
 
-    gmacs = speed.graph_gmacs(fn, tf.TensorSpec([1, 8, 8, 4]), tf.TensorSpec([1, 4, 4, 6]),
-                              tf.TensorSpec([3, 10]))
+    gmacs = speed.graph_gmacs(fn, ([1, 8, 8, 4], "float32"), ([1, 4, 4, 6], "float32"),
+                              ([3, 10], "float32"))
     assert math.isclose(gmacs * 1e9, 8 * 8 * 6 * 36 + 4 * 4 * 6 * 20 + 3 * 7 * 10)
     # An unknown spatial size cannot be counted: say so rather than guess.
     assert speed.graph_gmacs(lambda x: tf.nn.conv2d(x, tf.ones([3, 3, 4, 6]), 1, "SAME"),
-                             tf.TensorSpec([1, None, None, 4])) is None
+                             ([1, None, None, 4], "float32")) is None
 
 
 def test_mask_head_macs_match_the_layer_shapes():
@@ -52,11 +64,62 @@ def test_mask_head_macs_match_the_layer_shapes():
 
     layers = heads.build_mask_head(2, False, 256)
     per_roi = speed.graph_gmacs(lambda p: heads.mask_head(layers, p, False),
-                                tf.TensorSpec([1, 14, 14, 256]))
+                                ([1, 14, 14, 256], "float32"))
     expected = 4 * 14 * 14 * 9 * 256 * 256 + 14 * 14 * 4 * 256 * 256 + 28 * 28 * 256 * 2
     assert math.isclose(per_roi * 1e9, expected)
 
 
+# --------------------------------------------------------------------------- any backend
+class _TwoDense(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Dense(3)
+        self.second = keras.layers.Dense(2)
+        self.first.build((None, 4))
+        self.second.build((None, 3))
+        self.built = True
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("wrt_inputs", [False, True])
+def test_forward_backward_is_the_global_norm_of_the_chosen_gradients(wrt_inputs):
+    """The backward helper differentiates with respect to the variables it is given (and the
+    inputs when asked), through layers whose variables it is not given, and leaves every
+    variable as it was."""
+    net = _TwoDense()
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    w2, b2 = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    net.first.set_weights([w1, b1])
+    net.second.set_weights([w2, b2])
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    extra = np.array([1.5, 2.0], np.float32)
+
+    def loss_fn(inputs):
+        loss = ops.sum(net.second(net.first(inputs)))  # linear: the gradients are constants
+        return loss, ops.convert_to_tensor(extra)
+
+    fb = speed.forward_backward(net, loss_fn, net.first.trainable_weights, wrt_inputs)
+    # d loss / d hidden[n, j] = sum_k w2[j, k]; hidden = x w1 + b1
+    upstream = w2.sum(axis=1)
+    grad_w1 = np.outer(x.sum(axis=0), upstream)
+    grad_b1 = len(x) * upstream
+    squared = np.sum(grad_w1 ** 2) + np.sum(grad_b1 ** 2)
+    if wrt_inputs:  # d loss / d x[n, i] = sum_j w1[i, j] upstream[j], for every row n
+        squared += len(x) * np.sum((w1 @ upstream) ** 2)
+    got = float(ops.convert_to_numpy(fb(x)))
+    assert math.isclose(got, math.sqrt(squared) + extra.sum(), rel_tol=1e-5)
+    # a scalar loss alone works too
+    plain = speed.forward_backward(net, lambda i: loss_fn(i)[0], net.first.trainable_weights,
+                                   wrt_inputs)
+    assert math.isclose(float(ops.convert_to_numpy(plain(x))), math.sqrt(squared),
+                        rel_tol=1e-5)
+    for got_w, want in zip(net.first.get_weights() + net.second.get_weights(),
+                           [w1, b1, w2, b2]):
+        np.testing.assert_array_equal(got_w, want)
+
+
+@pytest.mark.backends
 @pytest.mark.parametrize("argv, message", [
     (["--size", "100"], "multiple of 64"),
     (["--repeats", "0"], "at least 1"),
@@ -70,26 +133,31 @@ def test_bad_arguments_are_refused_with_a_reason(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def _fake_results() -> dict:
+def _fake_results(backend: str = "tensorflow") -> dict:
     stage_names = [speed.STAGE_DATA_COLD, speed.STAGE_DATA_WARM, speed.STAGE_BACKBONE,
                    speed.STAGE_RPN, speed.STAGE_TARGETS, speed.STAGE_BOX,
                    speed.STAGE_MASK_POSITIVE, speed.STAGE_MASK_ALL]
+    counted = backend == "tensorflow"
     stages = [{"stage": n, "inputs": "x", "forward_s": 0.1, "forward_backward_s": 0.3,
-               "gmac": 2.0, "per_roi_gmac": None} for n in stage_names]
-    one = {"step_all": 1.491, "step_heads": 1.2, "step_all_mask_positive": 1.491,
-           "step_all_mask_all": 2.5, "detect": 0.655, "detect_graph": 0.5, "detections": 56,
-           "train_gmac": 98.0, "infer_gmac": 90.0, "peak_rss_mb": 3000.0, "stages": stages}
+               "gmac": 2.0 if counted else None, "per_roi_gmac": None} for n in stage_names]
+    one = {"step_all": 1.491, "step_heads": 1.2, "step_all_first": 30.0, "step_heads_first": 20.0,
+           "step_all_mask_positive": 1.491, "step_all_mask_all": 2.5, "detect": 0.655,
+           "detect_first": 9.5, "detect_graph": 0.5, "detections": 56,
+           "train_gmac": 98.0 if counted else None, "infer_gmac": 90.0 if counted else None,
+           "peak_rss_mb": 3000.0, "stages": stages}
     return {
-        "machine": {"cpu": "cpu", "cores": 2, "tensorflow": "2", "keras": "3",
+        "machine": {"cpu": "cpu", "cores": 2, "backend": backend, "keras": "3",
+                    "tensorflow": "2.21" if counted else None, "jax": "0.10", "jaxlib": "0.10",
                     "load_average_at_start": [1.0, 1.0, 1.0]},
-        "settings": {"size": 512, "repeats": 5, "warmup": 1, "dtype_policy": "float32",
-                     "mask_head": "positive", "image": "a.png", "image_nuclei": 56,
-                     "detections": 56},
+        "settings": {"size": 512, "repeats": 5, "warmup": 1, "backend": backend,
+                     "dtype_policy": "float32", "mask_head": "positive", "image": "a.png",
+                     "image_nuclei": 56, "detections": 56},
         "baseline_rss_mb": 700.0, "conv_gmacs_per_s": {"float32": 50.0},
         "backbones": {"resnet50": one, "resnet101": dict(one, step_all=2.0, stages=None)},
     }
 
 
+@pytest.mark.backends
 def test_report_puts_our_figures_beside_matterports_and_the_targets():
     report = speed.format_report(_fake_results())
     assert _cell(report, speed.ROW_STEP_ALL, 1) == "1.491"
@@ -102,23 +170,94 @@ def test_report_puts_our_figures_beside_matterports_and_the_targets():
     assert _cell(report, speed.ROW_DETECT, 5) == "50%"
     assert _cell(report, speed.ROW_STEP_MASK_ALL, 1) == "2.500"
     assert _cell(report, speed.ROW_DETECTIONS, 1) == "56"
+    # the first call (tracing or compiling) is reported apart from the steady state
+    assert _cell(report, speed.ROW_STEP_ALL_FIRST, 1) == "30.000"
+    assert _cell(report, speed.ROW_DETECT_FIRST, 1) == "9.500"
+    assert _cell(report, speed.ROW_TRAIN_GMAC, 1) == "98.0"
     assert "float32 50.0 GMAC/s" in report
+    assert "backend tensorflow (Keras 3, TF 2.21)" in report
     # One stage table, for the backbone that has stages.
     assert report.count("## Stages") == 1
     assert _cell(report, speed.STAGE_MASK_ALL, 3) == "0.300"
     assert _cell(report, speed.STAGE_TARGETS, 4) == "2.00"
 
 
+@pytest.mark.backends
+def test_report_under_jax_says_macs_are_not_counted():
+    report = speed.format_report(_fake_results("jax"))
+    assert "backend jax (Keras 3, JAX 0.10 (jaxlib 0.10))" in report
+    assert _cell(report, speed.ROW_STEP_ALL, 1) == "1.491"
+    assert _cell(report, speed.ROW_TRAIN_GMAC, 1) == speed.NOT_COUNTED
+    assert _cell(report, speed.STAGE_BOX, 4) == speed.NOT_COUNTED
+    assert _cell(report, speed.STAGE_BOX, 3) == "0.300"
+
+
+@pytest.mark.backends
 def test_report_flags_a_comparison_at_another_size():
     results = _fake_results()
     results["settings"]["size"] = 256
     assert _cell(speed.format_report(results), speed.ROW_STEP_ALL, 5) == "30% (not at 512)"
 
 
+def _sample_batch(config, images: int) -> dict:
+    from mrcnn.data import build_training_sample
+    from mrcnn.network import anchors_for_shape
+    from nucleus.dataset import NucleusDataset
+
+    dataset = NucleusDataset()
+    dataset.load_nucleus(None, "stage1_train")
+    dataset.prepare()
+    anchors = anchors_for_shape(config, config.IMAGE_SHAPE)
+    busiest = speed.pick_image(dataset)
+    ids = [busiest] + [i for i in dataset.image_ids if i != busiest]
+    samples = [s for s in (build_training_sample(dataset, config, int(i), anchors)
+                           for i in ids[:images + 2]) if s is not None][:images]
+    assert len(samples) == images
+    return speed.training_batch(samples)
+
+
+@pytest.mark.backends
+def test_stage_breakdown_times_every_stage_of_a_batch(tmp_path):
+    """Every stage of the training step, compiled on this backend, on a batch of two images:
+    forward (and forward+backward where there are weights) take time, the mask rows cover
+    each image's rows that may be positive (or all ROIs), MACs are counted on TensorFlow."""
+    from mrcnn.model import MaskRCNN
+    from mrcnn.targets import max_positive_rois
+
+    config = type("Two", (TinyConfig,), {"IMAGES_PER_GPU": 2})()
+    model = MaskRCNN("training", config, str(tmp_path))
+    batch = _sample_batch(config, 2)
+    rows = speed.stage_breakdown(model, batch, argparse.Namespace(repeats=1, warmup=0))
+    by_stage = {r["stage"]: r for r in rows}
+    assert list(by_stage) == [speed.STAGE_BACKBONE, speed.STAGE_RPN, speed.STAGE_TARGETS,
+                              speed.STAGE_BOX, speed.STAGE_MASK_POSITIVE, speed.STAGE_MASK_ALL]
+    for r in rows:
+        assert r["forward_s"] > 0, r
+        if r["stage"] == speed.STAGE_TARGETS:
+            assert r["forward_backward_s"] is None
+        else:
+            assert r["forward_backward_s"] > 0, r
+    rois = config.TRAIN_ROIS_PER_IMAGE
+    assert by_stage[speed.STAGE_BACKBONE]["inputs"] == "2 image(s) 64x64"
+    assert by_stage[speed.STAGE_BOX]["inputs"] == f"{2 * rois} ROIs"
+    assert by_stage[speed.STAGE_MASK_POSITIVE]["inputs"].startswith(
+        f"{2 * max_positive_rois(config)} ROIs (")
+    assert by_stage[speed.STAGE_MASK_ALL]["inputs"].startswith(f"{2 * rois} ROIs (")
+    if keras.backend.backend() == "tensorflow":
+        mask = by_stage[speed.STAGE_MASK_ALL]
+        assert mask["gmac"] == pytest.approx(mask["per_roi_gmac"] * 2 * rois)
+        assert by_stage[speed.STAGE_BACKBONE]["gmac"] > 0
+    else:
+        assert all(r["gmac"] in (None, 0.0) for r in rows)
+
+
+@pytest.mark.backends
 def test_tiny_real_run(tmp_path, capsys):
-    """The real thing at 128x128, one repeat, one trace of the training step (the slow part):
-    the measured rows have positive figures, the skipped ones say so."""
+    """The real thing at 128x128, one repeat, one trace/compilation of Keras's training step
+    (the slow part): the measured rows have positive figures, the skipped ones say so, and the
+    JSON names the backend. Under JAX the run imports no TensorFlow."""
     policy = keras.mixed_precision.global_policy().name
+    tensorflow_before = "tensorflow" in sys.modules
     out = tmp_path / "speed.json"
     results = speed.main(["--size", "128", "--repeats", "1", "--warmup", "0", "--backbones",
                           "resnet50", "--layers", "all", "--no-stages", "--no-detect",
@@ -126,7 +265,7 @@ def test_tiny_real_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     report = results["report"]
     assert report in printed
-    for label in (speed.ROW_STEP_ALL, speed.ROW_RSS):
+    for label in (speed.ROW_STEP_ALL, speed.ROW_STEP_ALL_FIRST, speed.ROW_RSS):
         assert float(_cell(report, label, 1)) > 0
     for label in (speed.ROW_STEP_HEADS, speed.ROW_DETECT):  # skipped, and the table says so
         assert _cell(report, label, 1) == "-"
@@ -138,4 +277,9 @@ def test_tiny_real_run(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["backbones"]["resnet50"]["step_all"] == figures["step_all"]
     assert saved["settings"]["size"] == 128
+    backend = keras.backend.backend()
+    assert saved["settings"]["backend"] == saved["machine"]["backend"] == backend
+    assert saved["machine"]["keras"] == keras.__version__
     assert keras.mixed_precision.global_policy().name == policy
+    if backend == "jax" and not tensorflow_before:
+        assert "tensorflow" not in sys.modules
