@@ -1,15 +1,22 @@
-"""mrcnn.model.MaskRCNN: checkpoints, resuming, layer groups and detect's output format."""
+"""mrcnn.model.MaskRCNN: checkpoints, resuming, layer groups and detect's output format.
+
+The tests marked ``backends`` (training, detect, inference on several image sizes) run again
+under ``KERAS_BACKEND=jax``.
+"""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
 from mrcnn import model as modellib
 from mrcnn import weights as weights_io
+from seeded_weights import set_seeded_weights
 from synthetic import EllipseDataset, ellipse_image
 
 RUN = "tiny20240102T0930"
@@ -131,6 +138,7 @@ def test_any_regular_expression_selects_layers(fresh):
 
 
 # ----------------------------------------------------------------------------- resuming
+@pytest.mark.backends
 def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path, capsys):
     checkpoint = tmp_path / RUN / "mask_rcnn_tiny_0002.h5"
     fresh.save_weights(str(checkpoint))
@@ -180,22 +188,49 @@ def test_modes_guard_their_methods(training_model, inference_model):
 def confident(inference_model):
     """The untrained inference model with a classifier that calls every ROI an object.
 
-    Box deltas are zeroed too, so detections are the (clipped) anchors that survive NMS
-    whatever the random initialisation: an untrained regressor can push every box out.
+    Its weights come from a fixed NumPy seed (:mod:`seeded_weights`): with Keras's random
+    initialisation the RPN sometimes ranks only anchors in the black padding first, and then
+    nothing is detected. Box deltas are zeroed, so detections are the (clipped) anchors that
+    survive NMS: an untrained regressor can push every box out. All weights are put back after.
     """
     net = inference_model.keras_model
+    saved = net.get_weights()
+    set_seeded_weights(net, 0)
     logits = net.mrcnn_class_logits
     zeroed = [net.mrcnn_bbox_fc, net.rpn_model.get_layer("rpn_bbox_pred")]
-    variables = list(logits.weights) + [w for layer in zeroed for w in layer.weights]
-    saved = [w.numpy() for w in variables]
-    for w in variables:
+    for w in list(logits.weights) + [w for layer in zeroed for w in layer.weights]:
         w.assign(np.zeros(w.shape, np.float32))
     logits.bias.assign(np.array([-6.0, 6.0], np.float32))
     yield inference_model
-    for w, v in zip(variables, saved):
-        w.assign(v)
+    net.set_weights(saved)
 
 
+def check_detect_result(r: dict, shape: tuple[int, int], config) -> int:
+    """``detect``'s result for one image of ``shape``: matterport's keys, dtypes and shapes,
+    scores best first, boxes inside the image, each mask full size and inside its box.
+    Returns the number of detections."""
+    assert set(r) == {"rois", "class_ids", "scores", "masks"}
+    n = len(r["scores"])
+    assert n <= config.DETECTION_MAX_INSTANCES
+    assert r["rois"].shape == (n, 4) and np.issubdtype(r["rois"].dtype, np.integer)
+    assert r["class_ids"].shape == (n,) and np.issubdtype(r["class_ids"].dtype, np.integer)
+    assert r["scores"].shape == (n,) and r["scores"].dtype == np.float32
+    assert (r["scores"] >= config.DETECTION_MIN_CONFIDENCE).all() and (r["scores"] <= 1).all()
+    assert (np.diff(r["scores"]) <= 1e-6).all()  # best first
+    assert r["masks"].shape == tuple(shape) + (n,) and r["masks"].dtype == bool
+    rois = r["rois"]
+    assert (rois[:, :2] >= 0).all() and (rois[:, 2] <= shape[0]).all()
+    assert (rois[:, 3] <= shape[1]).all() and (rois[:, 2] > rois[:, 0]).all()
+    assert (rois[:, 3] > rois[:, 1]).all()
+    for k in range(n):                                   # every mask lies inside its box
+        y1, x1, y2, x2 = rois[k]
+        outside = r["masks"][..., k].copy()
+        outside[y1:y2, x1:x2] = False
+        assert not outside.any()
+    return n
+
+
+@pytest.mark.backends
 @pytest.mark.parametrize("mode,shape", [("pad64", (50, 70)), ("square", (100, 90))])
 def test_detect_returns_original_size_results(confident, monkeypatch, mode, shape):
     monkeypatch.setattr(confident.config, "IMAGE_RESIZE_MODE", mode)
@@ -203,26 +238,12 @@ def test_detect_returns_original_size_results(confident, monkeypatch, mode, shap
     image = image[:shape[0], :shape[1]]
     results = confident.detect([image])
     assert len(results) == 1
-    r = results[0]
-    assert set(r) == {"rois", "class_ids", "scores", "masks"}
-    n = len(r["scores"])
-    assert 0 < n <= confident.config.DETECTION_MAX_INSTANCES
-    assert r["rois"].shape == (n, 4) and np.issubdtype(r["rois"].dtype, np.integer)
-    assert r["class_ids"].shape == (n,) and np.issubdtype(r["class_ids"].dtype, np.integer)
-    assert (r["class_ids"] == 1).all()
-    assert r["scores"].shape == (n,) and (r["scores"] >= 0.5).all() and (r["scores"] <= 1).all()
-    assert (np.diff(r["scores"]) <= 1e-6).all()  # best first
-    assert r["masks"].shape == shape + (n,) and r["masks"].dtype == bool
-    rois = r["rois"]
-    assert (rois[:, :2] >= 0).all() and (rois[:, 2] <= shape[0]).all()
-    assert (rois[:, 3] <= shape[1]).all() and (rois[:, 2] > rois[:, 0]).all()
-    for k in range(n):                                   # every mask lies inside its box
-        y1, x1, y2, x2 = rois[k]
-        outside = r["masks"][..., k].copy()
-        outside[y1:y2, x1:x2] = False
-        assert not outside.any()
+    n = check_detect_result(results[0], shape, confident.config)
+    assert n > 0
+    assert (results[0]["class_ids"] == 1).all()
 
 
+@pytest.mark.backends
 def test_detect_without_detections_returns_empty_results(confident):
     logits = confident.keras_model.mrcnn_class_logits
     logits.bias.assign(np.array([6.0, -6.0], np.float32))   # everything is background now
@@ -230,6 +251,83 @@ def test_detect_without_detections_returns_empty_results(confident):
     assert r["rois"].shape == (0, 4) and r["class_ids"].shape == (0,)
     assert r["scores"].shape == (0,)
     assert r["masks"].shape == (40, 100, 0) and r["masks"].dtype == bool
+    check_detect_result(r, (40, 100), confident.config)
+
+
+@contextlib.contextmanager
+def jax_compilations():
+    """Counts XLA compilations (JAX's own monitoring events) while the block runs; yields a
+    list that holds one name per compiled function. Empty on other backends."""
+    compiled: list[str] = []
+    if keras.backend.backend() != "jax":
+        yield compiled
+        return
+    import jax
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(str(kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.backends
+def test_detect_on_images_of_several_sizes(confident, monkeypatch):
+    """Each image's result has the image's own size and matterport's format, whatever the
+    size. Under JAX images run padded to multiples of INFERENCE_SHAPE_STEP (128 here): the
+    padded run gives the RPN scores and proposals of the image padded by hand, in the image's
+    own pixels; an image whose padded shape ran before compiles nothing, a new one compiles."""
+    config = confident.config
+    on_jax = keras.backend.backend() == "jax"
+    rng = np.random.default_rng(11)
+    # Sizes pad64 leaves as they are: an untrained RPN ranks anchors in black padding as
+    # high as any (its scores saturate), so padded images may give no detections to check.
+    for shape in [(64, 64), (128, 192), (192, 128)]:
+        image, _ = ellipse_image(rng, size=max(shape))
+        result = confident.detect([image[:shape[0], :shape[1]]])[0]
+        assert check_detect_result(result, shape, config) > 0, shape
+
+    monkeypatch.setattr(config, "INFERENCE_SHAPE_STEP", 128)
+    image, _ = ellipse_image(rng, size=60)
+    image = image[:50]                                   # 50x60: pad64 makes it 64x64
+    out, facts = confident.run_stages(image)
+    assert facts["molded_image"].shape[:2] == (64, 64)
+    assert tuple(out["molded_shape"]) == ((128, 128) if on_jax else (64, 64))
+    by_hand = np.zeros((128, 128, 3), np.uint8)          # black, as the bucket pads
+    by_hand[7:57, 2:62] = image                          # where pad64 put the image
+    padded, padded_facts = confident.run_stages(by_hand)
+    assert padded_facts["molded_image"].shape[:2] == tuple(padded["molded_shape"]) == (128, 128)
+    if on_jax:                                           # the same network input
+        np.testing.assert_allclose(out["rpn_class"], padded["rpn_class"], atol=1e-5)
+        assert len(out["proposals"]) == len(padded["proposals"]) > 0
+        np.testing.assert_allclose(denorm(out["proposals"], (64, 64)),
+                                   denorm(padded["proposals"], (128, 128)), atol=1e-3)
+
+    # With no detections the mask head always runs on its smallest row bucket, so only the
+    # image's shape decides what is compiled.
+    confident.keras_model.mrcnn_class_logits.bias.assign(np.array([6.0, -6.0], np.float32))
+    blank = {shape: np.full(shape + (3,), 30, np.uint8)
+             for shape in [(100, 110), (120, 128), (330, 200)]}
+    check_detect_result(confident.detect([blank[(100, 110)]])[0], (100, 110), config)
+    with jax_compilations() as same_bucket:              # 128x128 as well
+        r = confident.detect([blank[(120, 128)]])[0]
+    check_detect_result(r, (120, 128), config)
+    with jax_compilations() as new_bucket:               # 384x256: first seen here
+        r = confident.detect([blank[(330, 200)]])[0]
+    check_detect_result(r, (330, 200), config)
+    assert same_bucket == []
+    assert bool(new_bucket) == on_jax                    # (so the counter does count)
+
+
+def denorm(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Normalised boxes -> float pixels of an image of ``shape`` (matterport's convention,
+    without rounding)."""
+    h, w = shape
+    return boxes * np.array([h - 1, w - 1, h - 1, w - 1]) + np.array([0, 0, 1, 1])
 
 
 def test_detect_refuses_crop_mode(confident, monkeypatch):
