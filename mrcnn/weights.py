@@ -70,7 +70,9 @@ def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
     with utils.atomic_path(filepath) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layer_names"] = np.array([u.name.encode("utf8") for u in units])
-            f.attrs["backend"] = b"tensorflow"
+            # informational only (the arrays are the same on every backend; loading
+            # ignores it): the Keras backend that wrote the file
+            f.attrs["backend"] = keras.backend.backend().encode("utf8")
             f.attrs["keras_version"] = keras.__version__.encode("utf8")
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
