@@ -36,3 +36,17 @@ def seeded_weights(model: keras.Model, seed: int) -> list[np.ndarray]:
 
 def set_seeded_weights(model: keras.Model, seed: int) -> None:
     model.set_weights(seeded_weights(model, seed))
+
+
+def set_detecting_weights(model: keras.Model, seed: int, scale: float = 1e-4) -> None:
+    """Seeded weights from which the untrained Mask R-CNN network detects things with varied
+    scores and boxes: the layers that end in box deltas or class logits get their kernels
+    shrunk by ``scale`` (else the saturated activations of an untrained ResNet push every box
+    off the image and every score to 0 or 1), and the classifier leans to the object class."""
+    set_seeded_weights(model, seed)
+    for layer in (model.rpn_model.get_layer("rpn_bbox_pred"), model.mrcnn_class_logits,
+                  model.mrcnn_bbox_fc):
+        layer.kernel.assign(layer.kernel.numpy() * scale)
+    bias = np.zeros(model.mrcnn_class_logits.bias.shape, np.float32)
+    bias[0], bias[1:] = -1.0, 1.0
+    model.mrcnn_class_logits.bias.assign(bias)
