@@ -283,3 +283,60 @@ def test_tiny_real_run(tmp_path, capsys):
     assert keras.mixed_precision.global_policy().name == policy
     if backend == "jax" and not tensorflow_before:
         assert "tensorflow" not in sys.modules
+
+
+# --------------------------------------------------------------------------- compare_speed.py
+_CPATH = _PATH.parent / "compare_speed.py"
+_cspec = importlib.util.spec_from_file_location("benchmark_compare_speed", _CPATH)
+compare = importlib.util.module_from_spec(_cspec)
+sys.modules["benchmark_compare_speed"] = compare
+_cspec.loader.exec_module(compare)
+
+
+@pytest.mark.backends
+def test_compare_interleaves_old_and_new_and_reverses_every_other_round():
+    runs = list(compare.RUNS)
+    order = compare.schedule(runs, 3)
+    names = [run.name for _, run in order]
+    assert names[:4] == ["old-tf-float32", "new-tf-float32", "old-tf-bfloat16", "new-tf-bfloat16"]
+    assert names[6:12] == names[:6][::-1]          # round 2: ABBA
+    assert names[12:] == names[:6]
+    assert [r for r, _ in order] == [0] * 6 + [1] * 6 + [2] * 6
+
+
+@pytest.mark.backends
+def test_compare_commands_run_each_codes_own_script(tmp_path):
+    opts = compare.parse_args([str(tmp_path), "--before", "/tmp/old", "--size", "128",
+                               "--repeats", "1"])
+    old = compare.Run("old", "tensorflow", "bfloat16")
+    new = compare.Run("new", "jax", "float32")
+    cmd = compare.command(old, Path("/tmp/old"), tmp_path / "x.json", opts)
+    assert cmd[3] == "/tmp/old/benchmarks/speed.py"
+    assert cmd[cmd.index("--size") + 1] == "128" and cmd[cmd.index("--repeats") + 1] == "1"
+    assert "--mixed-precision" in cmd and "--no-stages" in cmd
+    assert cmd[cmd.index("--layers") + 1:cmd.index("--layers") + 3] == ["all", "heads"]
+    assert compare.environment(old, Path("/tmp/old"))["PYTHONPATH"] == "/tmp/old"
+    env = compare.environment(new, Path("/tmp/old"))
+    assert env["KERAS_BACKEND"] == "jax" and env["PYTHONPATH"] == str(compare.ROOT)
+    assert "--mixed-precision" not in compare.command(new, Path("/tmp/old"), tmp_path, opts)
+
+
+@pytest.mark.backends
+def test_compare_table_gives_median_and_range_over_rounds_and_counts_failures():
+    def record(run, step, rss=2000.0):
+        return {"run": run, "figures": {"step_all": step, "step_heads": 1.0, "detect": 0.5,
+                                        "peak_rss_mb": rss, "step_all_first": None,
+                                        "detect_first": None}}
+    records = [record("old-tf-float32", 2.0), record("old-tf-float32", 2.2),
+               record("old-tf-float32", 2.1), record("new-tf-float32", 1.5),
+               {"run": "new-tf-float32", "error": "exit status 1"}]
+    runs = [compare.Run("old", "tensorflow", "float32"), compare.Run("new", "tensorflow",
+                                                                      "float32")]
+    table = compare.summary_table(records, "3604c84abc", runs)
+    assert _cell(table, "old (3604c84) / tensorflow / float32", 1) == "2.100 (2.000-2.200)"
+    assert _cell(table, "old (3604c84) / tensorflow / float32", 4) == "2000 (2000-2000)"
+    assert _cell(table, "old (3604c84) / tensorflow / float32", 5) == "-"  # old lacks it
+    assert _cell(table, "new / tensorflow / float32", 1) == "1.500"
+    assert _cell(table, "new / tensorflow / float32", 7) == "1 (1 failed, see logs)"
+    assert compare.ratios(records)[0].startswith(
+        "New / old on TensorFlow, float32: train step all 0.71, heads 1.00, detect 1.00")
