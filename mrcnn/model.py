@@ -103,10 +103,18 @@ def _strategy(config):
 
 
 def _data_parallel(count: int) -> None:
-    """Keras's DataParallel over ``count`` devices of one kind, for every model made next."""
-    devices = keras.distribution.list_devices("gpu")
-    if len(devices) < count:
-        devices = keras.distribution.list_devices("cpu")
+    """Keras's DataParallel over ``count`` devices of one kind (GPUs, else CPUs: JAX makes
+    several host devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``), for
+    every model made next: variables replicated on each device, each batch split along its
+    first axis. Keras takes the distribution's devices when a model creates its variables."""
+    devices: list[str] = []
+    for kind in ("gpu", "cpu"):
+        try:
+            devices = keras.distribution.list_devices(kind)
+        except RuntimeError:        # JAX raises for a platform that it does not have
+            devices = []
+        if len(devices) >= count:
+            break
     if len(devices) < count:
         raise ValueError(f"GPU_COUNT={count} but only {len(devices)} devices are visible")
     keras.distribution.set_distribution(
