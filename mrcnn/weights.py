@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from mrcnn import utils
+from mrcnn.errors import WeightsError  # noqa: F401  (raised here; public name)
 
 # Nested models that matterport's files store as one layer group.
 UNIT_MODELS = ("rpn_model",)
@@ -27,10 +28,6 @@ COCO_WEIGHTS_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2
 IMAGENET_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_RESNET50_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/"
                          "v0.2/" + IMAGENET_RESNET50_FILE)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used: the message names the file and the problem."""
 
 
 def weight_units(model: keras.Model) -> list[keras.layers.Layer]:
