@@ -20,7 +20,7 @@ def refine_detections(rois, probs, deltas, window, config):
     rois = ops.cast(rois, "float32")
     probs = ops.cast(probs, "float32")
     class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")
-    class_scores = ops.max(probs, axis=1)
+    class_scores = ops.take_along_axis(probs, class_ids[:, None], axis=1)[:, 0]  # any rows
     chosen = ops.expand_dims(ops.expand_dims(class_ids, -1), -1)
     deltas_specific = ops.squeeze(ops.take_along_axis(ops.cast(deltas, "float32"), chosen,
                                                       axis=1), 1)
@@ -41,8 +41,11 @@ def refine_detections(rois, probs, deltas, window, config):
     chosen, counts = backend_ops.non_max_suppression(
         (refined + offset)[None], scores[None], limit, config.DETECTION_NMS_THRESHOLD)
     chosen, count = chosen[0], counts[0]
-    rows = ops.concatenate([ops.take(refined, chosen, axis=0),
-                            ops.cast(ops.take(class_ids, chosen, axis=0), "float32")[:, None],
-                            ops.take(class_scores, chosen, axis=0)[:, None]], axis=1)
+    # NMS pads its indices with 0: with no ROI at all (TensorFlow trims the padding) there is
+    # no row 0, so gather from the rows plus one of zeros (the padding is zeroed below)
+    table = ops.concatenate([refined, ops.cast(class_ids, "float32")[:, None],
+                             class_scores[:, None]], axis=1)
+    table = ops.concatenate([table, ops.zeros([1, 6], "float32")], axis=0)
+    rows = ops.take(table, chosen, axis=0)
     filled = ops.arange(limit) < count
     return ops.where(filled[:, None], rows, 0.0), count

@@ -135,6 +135,15 @@ def test_nothing_to_detect_gives_only_padding():
     assert not out.any()
 
 
+def test_no_roi_at_all_gives_only_padding():
+    # TensorFlow's inference trims the proposals' padding, so an image whose proposals all
+    # vanished reaches detection with zero rows
+    out, kept = detect(np.zeros((0, 4), np.float32), np.zeros((0, 3), np.float32),
+                       np.zeros((0, 3, 4), np.float32), WINDOW, DetConfig())
+    assert kept.shape == (0, 6)
+    assert not out.any()
+
+
 def _one_class(rois, scores, config):
     """Detections of class 1 with the given scores, boxes unrefined, the window the whole image."""
     rois = np.asarray(rois, np.float32)
