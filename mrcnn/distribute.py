@@ -90,7 +90,6 @@ def is_chief() -> bool:
     return int(tf_config()["task"]["index"]) == 0
 
 
-
 def distributed_batches(batches, strategy) -> tf.distribute.DistributedDataset:
     """This worker's batches (a Keras ``PyDataset`` yielding ``(dict,)``, each this worker's
     share of the global batch) as the dataset ``fit`` takes under ``strategy``.

@@ -355,16 +355,16 @@ class MaskRCNN:
                 print(f"Already at epoch {self.epoch} >= {epochs}: nothing to train")
             return None
         anchors = self.keras_model.train_anchors
-        multi_worker = distribute.active() is not None
+        # each worker of a multi-worker run loads its own share of the global batch
+        worker_batch = self.config.BATCH_SIZE // distribute.worker_count()
         train_gen = DataGenerator(train_dataset, self.config, anchors,
                                   self.config.STEPS_PER_EPOCH, shuffle=True,
-                                  augmentation=augmentation,
-                                  batch_size=self.config.BATCH_SIZE // distribute.worker_count()
-                                  if multi_worker else None)
+                                  augmentation=augmentation, batch_size=worker_batch)
         val_gen = None
         if val_dataset is not None and self.config.VALIDATION_STEPS:
             val_gen = DataGenerator(val_dataset, self.config, anchors,
-                                    self.config.VALIDATION_STEPS, shuffle=True)
+                                    self.config.VALIDATION_STEPS, shuffle=True,
+                                    batch_size=worker_batch)
         callbacks = list(custom_callbacks or [])
         if distribute.is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
@@ -383,8 +383,10 @@ class MaskRCNN:
                   f"{len(weights_io.weight_units(self.keras_model))} layers with weights "
                   f"match {layers!r}")
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
-        if multi_worker:
+        if distribute.active() is not None:
             train_gen = distribute.distributed_batches(train_gen, self.strategy)
+            if val_gen is not None:
+                val_gen = distribute.distributed_batches(val_gen, self.strategy)
         history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
                                        shuffle=False,   # the generators shuffle
                                        steps_per_epoch=self.config.STEPS_PER_EPOCH,
@@ -647,7 +649,7 @@ class MaskRCNN:
         config = self.config
         if len(anchors) != out["rpn_class"].shape[1]:
             # a compiling backend ran the image padded to its bucket size
-            anchors = self.get_anchors(tuple(int(n) for n in out["molded_shape"]))
+            anchors = self.get_anchors(out["molded_shape"])
         scores = out["rpn_class"][:1, :, 1]
         deltas = out["rpn_bbox"][:1] * np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
         top_scores, pre_nms, refined, clipped = top_anchors(scores, deltas, anchors,

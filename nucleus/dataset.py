@@ -355,9 +355,11 @@ class NucleusDataset(Dataset):
 
 
 def load_subset(dataset_dir: str | os.PathLike | None, subset: str,
-                limit: int | None = None) -> NucleusDataset:
-    """A prepared dataset of ``subset`` (its first ``limit`` images); an empty one is an error."""
-    dataset = NucleusDataset()
+                limit: int | None = None,
+                label_cache_size: int = DEFAULT_LABEL_CACHE) -> NucleusDataset:
+    """A prepared dataset of ``subset`` (its first ``limit`` images); an empty one is an error.
+    ``label_cache_size`` 0 reads each label image afresh (a single pass over the images)."""
+    dataset = NucleusDataset(label_cache_size=label_cache_size)
     dataset.load_nucleus(dataset_dir, subset)
     if limit is not None:
         dataset.image_info = dataset.image_info[:limit]

@@ -150,20 +150,6 @@ def _copy_file(source: str, target: Path) -> None:
         raise InputError(f"{source}: file not found") from None
 
 
-def _load(dataset_dir: str | os.PathLike | None, subset: str, limit: int | None):
-    from nucleus.dataset import NucleusDataset
-
-    # Each label image is read once here: no cache (it would hold them all).
-    dataset = NucleusDataset(label_cache_size=0)
-    dataset.load_nucleus(dataset_dir, subset)
-    if limit is not None:
-        dataset.image_info = dataset.image_info[:limit]
-    dataset.prepare()
-    if not dataset.image_ids.size:
-        raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
-    return dataset
-
-
 def _is_labelled(info: dict) -> bool:
     return bool(info.get("mask_paths")) or info.get("label_path") is not None
 
@@ -224,7 +210,11 @@ def export_labels(dataset_dir: str | os.PathLike | None, subsets: Sequence[str],
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     # Every subset is found and checked before anything is written.
-    datasets = {subset: _load(dataset_dir, subset, limit) for subset in subsets}
+    from nucleus.dataset import load_subset
+
+    # each label image is read once here: no cache (it would hold them all)
+    datasets = {subset: load_subset(dataset_dir, subset, limit, label_cache_size=0)
+                for subset in subsets}
     for subset, dataset in datasets.items():
         target = out / subset
         if target.exists() and not target.is_dir():

@@ -64,6 +64,12 @@ class TinyConfig(Config):
     DETECTION_MIN_CONFIDENCE = 0.5
 
 
+class TwoReplicaConfig(TinyConfig):
+    """Two devices (GPU_COUNT) of one image each: the data-parallel tests of every backend."""
+    GPU_COUNT = 2
+    IMAGES_PER_GPU = 1
+
+
 class TinyInferenceConfig(TinyConfig):
     """One image at a time, padded to a multiple of 64 without scaling."""
     IMAGES_PER_GPU = 1

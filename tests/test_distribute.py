@@ -43,19 +43,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path[:0] = [REPO, TESTS]
 
-from conftest import TinyConfig
+from conftest import TwoReplicaConfig
 from mrcnn import model as modellib
 from synthetic import EllipseDataset
 
 
-class TwoReplicas(TinyConfig):
-    GPU_COUNT = 2
-    IMAGES_PER_GPU = 1
-    STEPS_PER_EPOCH = 2
-    VALIDATION_STEPS = 0
-
-
-config = TwoReplicas()
+config = TwoReplicaConfig()
 model = modellib.MaskRCNN("training", config, LOG_DIR)
 kernel = model.keras_model.mrcnn_class_conv1.kernel
 before = kernel.numpy().copy()
@@ -97,7 +90,7 @@ import jax
 
 sys.path[:0] = [REPO, TESTS]
 import keras
-from conftest import TinyConfig
+from conftest import TwoReplicaConfig
 from mrcnn import model as modellib
 from synthetic import EllipseDataset
 
@@ -115,14 +108,7 @@ def recording(sharding, local_data, *args, **kwargs):
 jax.make_array_from_process_local_data = recording
 
 
-class TwoReplicas(TinyConfig):
-    GPU_COUNT = 2
-    IMAGES_PER_GPU = 1
-    STEPS_PER_EPOCH = 2
-    VALIDATION_STEPS = 0
-
-
-config = TwoReplicas()
+config = TwoReplicaConfig()
 model = modellib.MaskRCNN("training", config, LOG_DIR)
 distribution = keras.distribution.distribution()
 variables = model.keras_model.variables
