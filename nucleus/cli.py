@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     axis.metavar = "NAME=V1,V2,..."
     axis.help = ("an axis of the sweep (repeat for more; every combination is one run; one "
                  "value fixes NAME for all); NAME is a configuration value or AUGMENT, "
-                 "ROTATE90, APPEARANCE, SCALE, LR_DROP, e.g. --set "
-                 "RPN_TRAIN_ANCHORS_PER_IMAGE=128,256,512 --set AUGMENT=True,False")
+                 "ROTATE90, APPEARANCE, SCALE, LR_DROP, EXCLUDE_KIND, e.g. --set "
+                 "RPN_TRAIN_ANCHORS_PER_IMAGE=128,256,512 --set AUGMENT=True,False; "
+                 "--set EXCLUDE_KIND=None,colour is leave-a-kind-out")
     p.add_argument("--name", default=None,
                    help="sweep folder under --logs (default: sweep_ and the swept names); "
                         "the same command again resumes it")

@@ -42,10 +42,20 @@ TRAIN_OPTIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
         "None or (LOW, HIGH)"),
     "LR_DROP": ("lr_drop", lambda v: v is None or (isinstance(v, int) and not isinstance(
         v, bool) and v >= 1), "None or an epoch >= 1"),
+    "EXCLUDE_KIND": ("exclude", lambda v: v is None or v in KINDS,
+                     "None or an image kind (" + ", ".join(KINDS) + ")"),
 }
 """Sweepable names that are training options rather than configuration values:
 NAME -> (keyword of train_nucleus, check, what the value must be). They mirror train's
---no-augment, --rotate90, --appearance, --scale-jitter and --lr-drop."""
+--no-augment, --rotate90, --appearance, --scale-jitter, --lr-drop and --exclude-kind
+(``EXCLUDE_KIND=None,colour`` is leave-a-kind-out: the same training with and without one
+kind, scored per kind on the validation images)."""
+
+_OPTION_VALUES: dict[str, Callable[[Any], Any]] = {
+    "EXCLUDE_KIND": lambda v: None if v is None else [v],
+}
+"""How a swept value becomes the train_nucleus argument, where the two differ."""
+
 
 SETTING_FILE = "setting.json"
 TABLE_FILE = "sweep.csv"
@@ -142,7 +152,8 @@ class Setting:
 
     def options(self) -> dict[str, Any]:
         """The train_nucleus keywords this combination sets (AUGMENT -> augment ...)."""
-        return {TRAIN_OPTIONS[n][0]: v for n, v in self.values if n in TRAIN_OPTIONS}
+        return {TRAIN_OPTIONS[n][0]: _OPTION_VALUES.get(n, lambda x: x)(v)
+                for n, v in self.values if n in TRAIN_OPTIONS}
 
 
 def grid(axes: Sequence[tuple[str, Sequence]]) -> list[Setting]:

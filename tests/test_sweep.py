@@ -48,10 +48,21 @@ def test_parse_axes_reads_values_like_train_set():
     (["AUGMENT=yes,no"], "AUGMENT takes True or False"),
     (["SCALE=(1, 2, 3)"], r"SCALE takes None or \(LOW, HIGH\)"),
     (["LR_DROP=0"], "LR_DROP takes None or an epoch"),
+    (["EXCLUDE_KIND=None,tissue"], "EXCLUDE_KIND takes None or an image kind"),
 ])
 def test_bad_axes_are_clear_errors(items, message):
     with pytest.raises(InputError, match=message):
         parse_axes(items, _value)
+
+
+def test_exclude_kind_axis_is_leave_a_kind_out(tmp_path):
+    trainer = FakeTrainer()
+    axes = parse_axes(["EXCLUDE_KIND=None,colour"], _value)
+    result = run_sweep(axes, str(tmp_path), "lko", train=trainer, epochs=1, **TRAIN)
+    assert [o.setting.slug for o in result.outcomes] == ["exclude_kind=None",
+                                                         "exclude_kind=colour"]
+    # train_nucleus takes a list of kinds to drop, or None for all of them.
+    assert [c["exclude"] for c in trainer.calls] == [None, ["colour"]]
 
 
 def test_grid_is_every_combination_with_stable_folder_names():
