@@ -463,13 +463,17 @@ class MaskRCNN:
         wy1, wx1, wy2, wx2 = utils.norm_boxes(np.array(window, np.float32), image_shape[:2])
         wh, ww = wy2 - wy1, wx2 - wx1
         boxes = (boxes - np.array([wy1, wx1, wy1, wx1])) / np.array([wh, ww, wh, ww])
+        # Masks go onto the boxes as the box head gives them (fractional pixels, as
+        # denorm_boxes places them before rounding); the returned boxes are rounded.
+        h, w = original_image_shape[:2]
+        exact = boxes * np.array([h - 1, w - 1, h - 1, w - 1]) + np.array([0, 0, 1, 1])
         boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
         keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
         boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], \
             mrcnn_mask[keep]
         full = np.zeros(tuple(original_image_shape[:2]) + (len(keep),), dtype=bool)
-        for i in range(len(keep)):
-            full[:, :, i] = _paste_mask(masks[i], boxes[i], original_image_shape)
+        for i, j in enumerate(keep):
+            full[:, :, i] = utils.paste_mask(masks[i], exact[j], original_image_shape)
         return boxes, class_ids, scores, full
 
     def detect(self, images: list[np.ndarray], verbose: int = 0) -> list[dict]:
@@ -677,18 +681,3 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
         return array
     return np.concatenate([array, np.zeros((missing,) + array.shape[1:], array.dtype)])
 
-
-def _paste_mask(mask: np.ndarray, box: np.ndarray, image_shape) -> np.ndarray:
-    """A 28x28 soft mask resized into its box, thresholded at 0.5, on a full-size canvas."""
-    import cv2
-
-    y1, x1, y2, x2 = [int(v) for v in box]
-    full = np.zeros(image_shape[:2], dtype=bool)
-    y1c, x1c = max(y1, 0), max(x1, 0)
-    y2c, x2c = min(y2, image_shape[0]), min(x2, image_shape[1])
-    if y2c <= y1c or x2c <= x1c:
-        return full
-    resized = cv2.resize(mask.astype(np.float32), (x2 - x1, y2 - y1),
-                         interpolation=cv2.INTER_LINEAR)
-    full[y1c:y2c, x1c:x2c] = resized[y1c - y1:y2c - y1, x1c - x1:x2c - x1] >= 0.5
-    return full

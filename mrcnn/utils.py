@@ -378,15 +378,50 @@ def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape) -> np.ndar
 
 def unmold_mask(mask: np.ndarray, bbox: np.ndarray, image_shape) -> np.ndarray:
     """Paste a small float mask predicted for ``bbox`` into a full-size boolean mask."""
-    threshold = 0.5
-    y1, x1, y2, x2 = bbox
-    full_mask = np.zeros(image_shape[:2], dtype=bool)
-    h, w = y2 - y1, x2 - x1
-    if h <= 0 or w <= 0:
-        return full_mask
-    m = resize(mask, (h, w))
-    full_mask[y1:y2, x1:x2] = m >= threshold
-    return full_mask
+    return paste_mask(mask, bbox, image_shape)
+
+
+def _box_samples(start: int, stop: int, low: float, high: float, size: int) -> np.ndarray:
+    """Linear-interpolation weights [stop - start, size]: pixel ``p`` of ``start..stop-1``
+    reads the mask at ``(p + 0.5 - low) * size / (high - low) - 0.5`` (clamped to the mask)."""
+    where = (np.arange(start, stop) + 0.5 - low) * (size / (high - low)) - 0.5
+    where = np.clip(where, 0, size - 1)
+    below = np.floor(where).astype(np.int64)
+    above = np.minimum(below + 1, size - 1)
+    frac = where - below
+    weights = np.zeros((stop - start, size), np.float64)
+    rows = np.arange(stop - start)
+    np.add.at(weights, (rows, below), 1.0 - frac)
+    np.add.at(weights, (rows, above), frac)
+    return weights
+
+
+def paste_mask(mask: np.ndarray, box, image_shape, threshold: float = 0.5) -> np.ndarray:
+    """A [h, w] soft mask (28x28) stretched over ``box`` on an ``image_shape`` canvas,
+    thresholded.
+
+    ``box`` is (y1, x1, y2, x2) in pixels, ``y2``/``x2`` one past the last row/column, and may
+    be fractional: the box head's boxes are, and rounding them first moves a 10-pixel nucleus's
+    mask by up to half a pixel (val DSB mAP 0.539 -> 0.549 with fractional boxes, README).
+    Pixel ``p`` (centre ``p + 0.5``) belongs to the box when ``y1 <= p + 0.5 < y2`` and reads
+    the mask with the half-pixel convention of the training targets
+    (:func:`minimize_mask`, linear resizing); on integer boxes this is ``cv2.resize``'s linear
+    interpolation. Parts of the box outside the canvas are dropped.
+    """
+    mask = np.asarray(mask, np.float64)
+    y1, x1, y2, x2 = (float(v) for v in box[:4])
+    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
+    if y2 <= y1 or x2 <= x1:
+        return full
+    top, left = max(int(np.ceil(y1 - 0.5)), 0), max(int(np.ceil(x1 - 0.5)), 0)
+    bottom = min(int(np.ceil(y2 - 0.5)), full.shape[0])
+    right = min(int(np.ceil(x2 - 0.5)), full.shape[1])
+    if bottom <= top or right <= left:
+        return full
+    rows = _box_samples(top, bottom, y1, y2, mask.shape[0])
+    cols = _box_samples(left, right, x1, x2, mask.shape[1])
+    full[top:bottom, left:right] = rows @ mask @ cols.T >= threshold
+    return full
 
 
 # ----------------------------------------------------------------------------- anchors

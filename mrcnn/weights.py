@@ -62,7 +62,12 @@ def _weight_names(unit: keras.layers.Layer) -> list[str]:
 
 def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
                  attrs: dict | None = None) -> None:
-    """Write the model's weights atomically (``dtype="float16"`` halves the file size)."""
+    """Write the model's weights atomically (``dtype="float16"`` halves the file size).
+
+    An array with a value beyond ``dtype``'s range keeps its own precision: a BatchNorm
+    moving variance above 65504 would become infinite in float16 and silence its channel
+    (seen on a trained model: val DSB mAP 0.547 -> 0.543).
+    """
     units = weight_units(model)
     with utils.atomic_path(filepath) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -79,9 +84,16 @@ def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
                 g.attrs["weight_names"] = np.array([n.encode("utf8") for n in names])
                 for name, w in zip(names, unit.weights):
                     value = keras.ops.convert_to_numpy(w)
-                    if dtype is not None and np.issubdtype(value.dtype, np.floating):
+                    if dtype is not None and _fits(value, dtype):
                         value = value.astype(dtype)
                     g.create_dataset(name, data=value)
+
+
+def _fits(value: np.ndarray, dtype: str) -> bool:
+    """Whether a floating array can be stored as ``dtype`` without overflowing it."""
+    if not np.issubdtype(value.dtype, np.floating):
+        return False
+    return value.size == 0 or float(np.max(np.abs(value))) <= float(np.finfo(dtype).max)
 
 
 def read_attrs(filepath: str) -> dict:

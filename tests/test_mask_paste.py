@@ -1,4 +1,5 @@
-"""Pasting a detection's 28x28 mask into its box on the full image (mrcnn.model, mrcnn.utils).
+"""Pasting a detection's 28x28 mask into its box on the full image (mrcnn.utils.paste_mask,
+used by mrcnn.model's unmold_detections).
 
 The mask here is asymmetric (only its top-left corner is on) and the box is twice as wide as it
 is tall, so a mask pasted transposed, flipped or stretched the wrong way lands elsewhere.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrcnn import utils
-from mrcnn.model import _paste_mask
+from mrcnn.utils import paste_mask
 
 CORNER = np.zeros((28, 28), np.float32)
 CORNER[:14, :7] = 1.0
@@ -24,14 +25,50 @@ def expected(y1, x1, shape=IMAGE) -> np.ndarray:
 
 
 def test_detection_mask_lands_in_the_top_left_of_its_box():
-    pasted = _paste_mask(CORNER, np.array([10, 20, 30, 60]), IMAGE)
+    pasted = paste_mask(CORNER, np.array([10, 20, 30, 60]), IMAGE)
     np.testing.assert_array_equal(pasted, expected(10, 20))
 
 
 def test_detection_mask_crossing_the_image_edge_keeps_its_visible_part():
-    pasted = _paste_mask(CORNER, np.array([-5, 50, 15, 90]), IMAGE)
+    pasted = paste_mask(CORNER, np.array([-5, 50, 15, 90]), IMAGE)
     np.testing.assert_array_equal(pasted, expected(-5, 50))
-    assert not _paste_mask(CORNER, np.array([50, 0, 60, 10]), IMAGE).any()   # fully outside
+    assert not paste_mask(CORNER, np.array([50, 0, 60, 10]), IMAGE).any()   # fully outside
+
+
+def test_integer_boxes_paste_as_cv2_resizes():
+    """On whole-pixel boxes the paste is cv2's linear resize of the mask into the box, the
+    mapping the training targets use (a smooth mask, so any shift or stretch shows)."""
+    import cv2
+
+    yy, xx = np.mgrid[0:28, 0:28]
+    smooth = np.clip(1.2 - np.hypot(yy - 9.3, xx - 16.1) / 10.0, 0, 1).astype(np.float32)
+    for box in ([10, 20, 30, 60], [3, 4, 11, 9], [0, 0, 40, 70]):
+        y1, x1, y2, x2 = box
+        resized = cv2.resize(smooth, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+        want = np.zeros(IMAGE, bool)
+        want[y1:y2, x1:x2] = resized >= 0.5
+        np.testing.assert_array_equal(paste_mask(smooth, np.array(box), IMAGE), want)
+
+
+def test_fractional_boxes_move_the_mask_by_less_than_a_pixel():
+    """The box head's boxes are fractional: the mask follows a quarter-pixel shift of its box
+    instead of snapping to the rounded box."""
+    full = np.ones((28, 28), np.float32)
+    # A box from 10.3 to 20.3: pixels whose centres lie inside are rows 10-19 (10.5 .. 19.5).
+    pasted = paste_mask(full, np.array([10.3, 20.0, 20.3, 30.0]), IMAGE)
+    assert np.flatnonzero(pasted.any(axis=1)).tolist() == list(range(10, 20))
+    # From 10.6 to 20.6 the first row's centre (10.5) is outside and row 20 (20.5) inside.
+    pasted = paste_mask(full, np.array([10.6, 20.0, 20.6, 30.0]), IMAGE)
+    assert np.flatnonzero(pasted.any(axis=1)).tolist() == list(range(11, 21))
+    # The corner mask's edge moves with the box: half the box height below y1.
+    moved = paste_mask(CORNER, np.array([10.6, 20.0, 30.6, 60.0]), IMAGE)
+    assert np.flatnonzero(moved.any(axis=1)).tolist() == list(range(11, 21))
+
+
+def test_empty_and_outside_boxes_paste_nothing():
+    assert not paste_mask(CORNER, np.array([10.0, 20.0, 10.0, 30.0]), IMAGE).any()
+    assert not paste_mask(CORNER, np.array([10.2, 20.0, 10.4, 30.0]), IMAGE).any()
+    assert not paste_mask(CORNER, np.array([-9.0, 0.0, -1.0, 10.0]), IMAGE).any()
 
 
 def test_unmold_mask_of_matterports_api_agrees():
@@ -51,3 +88,16 @@ def test_unmold_detections_maps_boxes_back_and_pastes_masks(inference_model):
     np.testing.assert_allclose(scores, [0.9], rtol=1e-6)
     assert masks.shape == IMAGE + (1,)
     np.testing.assert_array_equal(masks[..., 0], expected(10, 20))
+
+
+def test_unmold_detections_pastes_masks_at_the_fractional_box(inference_model):
+    """A box 0.4 pixel off the pixel grid: the box comes back rounded, the mask is pasted
+    where the box really is (rows whose centres it covers)."""
+    molded = (64, 128, 3)
+    box = utils.norm_boxes(np.array([[10.6, 20, 30.6, 60]], np.float32), molded[:2])
+    detections = np.concatenate([box, [[1, 0.9]]], axis=1).astype(np.float32)
+    full = np.ones((1, 28, 28), np.float32)
+    boxes, _, _, masks = inference_model.unmold_detections(
+        detections, full, IMAGE + (3,), molded, (0, 0, 40, 70))
+    np.testing.assert_array_equal(boxes, [[11, 20, 31, 60]])
+    assert np.flatnonzero(masks[..., 0].any(axis=1)).tolist() == list(range(11, 31))

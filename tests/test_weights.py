@@ -222,6 +222,33 @@ def test_save_load_round_trip_float32_exact_and_float16(model, tmp_path):
     assert "mrcnn_config" in attrs and '"NAME": "tiny"' in attrs["mrcnn_config"]
 
 
+def test_float16_file_keeps_values_float16_cannot_hold(model, tmp_path):
+    """A trained BatchNorm's moving variance can pass float16's largest value (65504): such an
+    array stays float32 in the file (an infinite variance would silence its channel), the
+    others are halved."""
+    saved = values_of(model, "bn_conv1")
+    try:
+        variance = layer(model, "bn_conv1").moving_variance
+        big = keras.ops.convert_to_numpy(variance).copy()
+        big[0] = 69200.0
+        variance.assign(big)
+        path = tmp_path / "w16.h5"
+        model.save_weights(str(path), dtype="float16")
+        with h5py.File(path, "r") as f:
+            group = f["bn_conv1"]
+            stored = {n.decode(): group[n.decode()] for n in group.attrs["weight_names"]}
+            kinds = {n.rsplit("/", 1)[-1]: d.dtype for n, d in stored.items()}
+            assert kinds["moving_variance:0"] == np.float32
+            assert kinds["gamma:0"] == np.float16
+        perturb(model, 13)
+        model.load_weights(str(path), by_name=True)
+        got = keras.ops.convert_to_numpy(layer(model, "bn_conv1").moving_variance)
+        assert np.isfinite(got).all() and got[0] == 69200.0
+    finally:
+        for weight, value in zip(layer(model, "bn_conv1").weights, saved):
+            weight.assign(value)
+
+
 def test_saved_file_has_keras2_layout_and_no_pickled_objects(model, tmp_path):
     path = tmp_path / "w.h5"
     model.save_weights(str(path))
