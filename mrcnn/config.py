@@ -69,6 +69,9 @@ class Config:
     DETECTION_MAX_INSTANCES = 100     # detections kept per image
     DETECTION_MIN_CONFIDENCE = 0.7    # detections below this score are dropped
     DETECTION_NMS_THRESHOLD = 0.3     # per-class NMS IoU of detections
+    DETECTION_MASK_OVERLAP = "keep"   # "keep": detections' masks may share pixels (matterport);
+                                      # "confidence": a shared pixel goes to the detection with
+                                      # the highest score x mask probability there
     MASK_HEAD_POSITIVE_ONLY = True    # training: run the mask head on positive ROIs only
                                       # (the only ones in the mask loss; same loss, ~3x cheaper)
 

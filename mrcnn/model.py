@@ -456,7 +456,12 @@ class MaskRCNN:
 
     def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
                           original_image_shape, image_shape, window) -> tuple:
-        """Detections in normalised molded coordinates -> pixel boxes and full-size masks."""
+        """Detections in normalised molded coordinates -> pixel boxes and full-size masks.
+
+        With ``DETECTION_MASK_OVERLAP = "confidence"`` the masks come back disjoint: a pixel
+        several masks cover goes to the detection with the highest score x mask probability
+        there (a mask can end up empty); with ``"keep"`` (matterport) masks may overlap.
+        """
         boxes = detections[:, :4]
         class_ids = detections[:, 4].astype(np.int32)
         scores = detections[:, 5]
@@ -472,8 +477,23 @@ class MaskRCNN:
         boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], \
             mrcnn_mask[keep]
         full = np.zeros(tuple(original_image_shape[:2]) + (len(keep),), dtype=bool)
+        owned = getattr(self.config, "DETECTION_MASK_OVERLAP", "keep") == "confidence"
+        if owned:   # per pixel: the best score x mask probability so far, and whose it is
+            best = np.zeros(original_image_shape[:2], np.float64)
+            owner = np.full(original_image_shape[:2], -1, np.int64)
+        regions = []
         for i, j in enumerate(keep):
-            full[:, :, i] = utils.paste_mask(masks[i], exact[j], original_image_shape)
+            where, values = utils.box_mask(masks[i], exact[j], original_image_shape)
+            on = values >= 0.5
+            if owned:
+                wins = on & (values * scores[i] > best[where])
+                best[where] = np.where(wins, values * scores[i], best[where])
+                owner[where] = np.where(wins, i, owner[where])
+                regions.append(where)
+            else:
+                full[where + (i,)] = on
+        for i, where in enumerate(regions):
+            full[where + (i,)] = owner[where] == i
         return boxes, class_ids, scores, full
 
     def detect(self, images: list[np.ndarray], verbose: int = 0) -> list[dict]:

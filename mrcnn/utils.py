@@ -396,9 +396,9 @@ def _box_samples(start: int, stop: int, low: float, high: float, size: int) -> n
     return weights
 
 
-def paste_mask(mask: np.ndarray, box, image_shape, threshold: float = 0.5) -> np.ndarray:
-    """A [h, w] soft mask (28x28) stretched over ``box`` on an ``image_shape`` canvas,
-    thresholded.
+def box_mask(mask: np.ndarray, box, image_shape) -> tuple[tuple[slice, slice], np.ndarray]:
+    """A [h, w] soft mask (28x28) stretched over ``box`` on an ``image_shape`` canvas:
+    ``(rows, columns)`` slices of the canvas and the mask's values there.
 
     ``box`` is (y1, x1, y2, x2) in pixels, ``y2``/``x2`` one past the last row/column, and may
     be fractional: the box head's boxes are, and rounding them first moves a 10-pixel nucleus's
@@ -406,21 +406,26 @@ def paste_mask(mask: np.ndarray, box, image_shape, threshold: float = 0.5) -> np
     Pixel ``p`` (centre ``p + 0.5``) belongs to the box when ``y1 <= p + 0.5 < y2`` and reads
     the mask with the half-pixel convention of the training targets
     (:func:`minimize_mask`, linear resizing); on integer boxes this is ``cv2.resize``'s linear
-    interpolation. Parts of the box outside the canvas are dropped.
+    interpolation. Parts of the box outside the canvas are dropped (empty slices when nothing
+    is left).
     """
     mask = np.asarray(mask, np.float64)
     y1, x1, y2, x2 = (float(v) for v in box[:4])
-    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
-    if y2 <= y1 or x2 <= x1:
-        return full
+    height, width = int(image_shape[0]), int(image_shape[1])
     top, left = max(int(np.ceil(y1 - 0.5)), 0), max(int(np.ceil(x1 - 0.5)), 0)
-    bottom = min(int(np.ceil(y2 - 0.5)), full.shape[0])
-    right = min(int(np.ceil(x2 - 0.5)), full.shape[1])
-    if bottom <= top or right <= left:
-        return full
+    bottom, right = min(int(np.ceil(y2 - 0.5)), height), min(int(np.ceil(x2 - 0.5)), width)
+    if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0))
     rows = _box_samples(top, bottom, y1, y2, mask.shape[0])
     cols = _box_samples(left, right, x1, x2, mask.shape[1])
-    full[top:bottom, left:right] = rows @ mask @ cols.T >= threshold
+    return (slice(top, bottom), slice(left, right)), rows @ mask @ cols.T
+
+
+def paste_mask(mask: np.ndarray, box, image_shape, threshold: float = 0.5) -> np.ndarray:
+    """:func:`box_mask` on a full-size boolean canvas, thresholded."""
+    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
+    where, values = box_mask(mask, box, image_shape)
+    full[where] = values >= threshold
     return full
 
 

@@ -101,3 +101,33 @@ def test_unmold_detections_pastes_masks_at_the_fractional_box(inference_model):
         detections, full, IMAGE + (3,), molded, (0, 0, 40, 70))
     np.testing.assert_array_equal(boxes, [[11, 20, 31, 60]])
     assert np.flatnonzero(masks[..., 0].any(axis=1)).tolist() == list(range(11, 31))
+
+
+def _two_overlapping(inference_model, scores, probabilities):
+    """Two 20x20 boxes sharing columns 30-39 of a 40x70 image, uniform masks."""
+    molded = (64, 128, 3)
+    boxes = utils.norm_boxes(np.array([[10, 20, 30, 40], [10, 30, 30, 50]], np.float32),
+                             molded[:2])
+    detections = np.concatenate([boxes, [[1, scores[0]], [1, scores[1]]]], axis=1)
+    masks = np.stack([np.full((28, 28), p, np.float32) for p in probabilities])
+    return inference_model.unmold_detections(detections.astype(np.float32), masks,
+                                             IMAGE + (3,), molded, (0, 0, 40, 70))[3]
+
+
+def test_overlapping_masks_are_kept_as_matterport_by_default(inference_model):
+    assert inference_model.config.DETECTION_MASK_OVERLAP == "keep"
+    masks = _two_overlapping(inference_model, (0.9, 0.8), (0.9, 0.9))
+    assert masks[:, :, 0].sum() == masks[:, :, 1].sum() == 400
+    assert (masks[:, :, 0] & masks[:, :, 1]).sum() == 200
+
+
+def test_shared_pixels_go_to_the_most_confident_detection(inference_model, monkeypatch):
+    monkeypatch.setattr(inference_model.config, "DETECTION_MASK_OVERLAP", "confidence")
+    # Same mask probability: the higher score keeps the shared columns.
+    masks = _two_overlapping(inference_model, (0.9, 0.8), (0.9, 0.9))
+    assert not (masks[:, :, 0] & masks[:, :, 1]).any()
+    assert masks[:, :, 0].sum() == 400 and masks[:, :, 1].sum() == 200
+    assert masks[10:30, 30:40, 0].all()
+    # Score x probability decides: 0.8 x 0.95 beats 0.9 x 0.6.
+    masks = _two_overlapping(inference_model, (0.9, 0.8), (0.6, 0.95))
+    assert masks[10:30, 30:40, 1].all() and masks[:, :, 0].sum() == 200
