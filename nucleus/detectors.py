@@ -8,7 +8,8 @@ and the TTA switch. A detector does two things in turn, and exposes both:
   normalisation included (``IMAGE_NORMALIZATION``). It runs on a whole image once, so that the
   tiles of a big image (:mod:`nucleus.tiling`) share one intensity scale;
 - :meth:`Detector.detect_prepared` finds the nuclei of a prepared image or tile: masks that
-  never overlap (the biggest mask keeps shared pixels), voted over flips with TTA.
+  never overlap (the model's ``DETECTION_MASK_OVERLAP`` rule, then the biggest mask keeps
+  what is still shared), voted over flips with TTA.
 
 TensorFlow is imported only when a model is built, so importing this module is cheap.
 """

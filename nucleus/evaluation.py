@@ -67,7 +67,8 @@ def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks [H, W, N] without overlaps (the biggest mask keeps shared pixels) and their scores.
+    """Masks [H, W, N] without overlaps (the model's ``DETECTION_MASK_OVERLAP`` rule first, then
+    the biggest mask keeps what is still shared) and their scores.
 
     The model normalises the image itself (its own ``IMAGE_NORMALIZATION``); the overlap rule is
     the one detector interface's (:meth:`nucleus.detectors.Detector.detect_prepared`).

@@ -3,7 +3,9 @@
 Kaggle rejects submissions whose masks share pixels. As in the study, the biggest mask keeps all
 its pixels and overlaps are taken away from the smaller ones (matterport's nucleus sample gives
 them to the lowest-scoring mask instead; that is deliberately not done here). Masks are ranked
-once by their original area, largest first, ties going to the lower index.
+once by their original area, largest first, ties going to the lower index. The CPU inference
+profile resolves overlaps earlier, by confidence (``DETECTION_MASK_OVERLAP``, mrcnn/model.py),
+so its masks reach this step disjoint.
 """
 from __future__ import annotations
 
