@@ -477,7 +477,10 @@ class MaskRCNN:
         boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], \
             mrcnn_mask[keep]
         full = np.zeros(tuple(original_image_shape[:2]) + (len(keep),), dtype=bool)
-        owned = getattr(self.config, "DETECTION_MASK_OVERLAP", "keep") == "confidence"
+        rule = self.config.DETECTION_MASK_OVERLAP
+        if rule not in ("keep", "confidence"):
+            raise ValueError(f"DETECTION_MASK_OVERLAP {rule!r}: use 'keep' or 'confidence'")
+        owned = rule == "confidence"
         if owned:   # per pixel: the best score x mask probability so far, and whose it is
             best = np.zeros(original_image_shape[:2], np.float64)
             owner = np.full(original_image_shape[:2], -1, np.int64)

@@ -131,3 +131,11 @@ def test_shared_pixels_go_to_the_most_confident_detection(inference_model, monke
     # Score x probability decides: 0.8 x 0.95 beats 0.9 x 0.6.
     masks = _two_overlapping(inference_model, (0.9, 0.8), (0.6, 0.95))
     assert masks[10:30, 30:40, 1].all() and masks[:, :, 0].sum() == 200
+
+
+def test_unknown_overlap_rule_is_a_clear_error(inference_model, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(inference_model.config, "DETECTION_MASK_OVERLAP", "confidense")
+    with pytest.raises(ValueError, match="DETECTION_MASK_OVERLAP 'confidense'"):
+        _two_overlapping(inference_model, (0.9, 0.8), (0.9, 0.9))
