@@ -49,7 +49,13 @@ def apply_augmentation(augmenter: Any, image: np.ndarray,
     augmented image's size (equal to H, W unless the augmenter resizes or crops to a fixed
     size). N may be 0. Raises ValueError if the inputs disagree or the augmenter changes the
     image dtype, the channel count or the number of masks.
+
+    ``augmenter`` may also be any callable ``(image, mask) -> (image, mask)`` that is not an
+    imgaug augmenter: a step that needs the instances themselves (dimming some nuclei, say)
+    cannot be an imgaug augmenter, which sees masks only as extra channels to move.
     """
+    if not hasattr(augmenter, "to_deterministic") and callable(augmenter):
+        return augmenter(image, mask)
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.ndim != 3 or mask.ndim != 3:

@@ -56,6 +56,11 @@ class Config:
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])  # COCO mean, subtracted from RGB input
     IMAGE_NORMALIZATION = None        # None | "stretch": per-image inversion + contrast stretch
+    OBJECT_DIAMETER = None            # training: rescale each image so its objects' median
+                                      # equivalent diameter is this many pixels (times a draw
+                                      # from OBJECT_SCALE_JITTER) before the crop; inference:
+                                      # the size the model expects (None: native resolution)
+    OBJECT_SCALE_JITTER = (0.67, 1.5)  # log-uniform factor range around OBJECT_DIAMETER
                                       # before resizing (utils.normalize_image)
 
     # --- second stage (heads)

@@ -41,13 +41,17 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
     image = utils.normalize_image(dataset.load_image(image_id), config.IMAGE_NORMALIZATION)
     mask, class_ids = dataset.load_mask(image_id)
     original_shape = image.shape
-    image, window, scale, padding, crop = utils.resize_image(
-        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
-    if mask.shape[-1]:
-        mask = utils.resize_mask(mask, scale, padding, crop)
+    if config.OBJECT_DIAMETER and config.IMAGE_RESIZE_MODE == "crop":
+        factor = object_scale(mask, config.OBJECT_DIAMETER, config.OBJECT_SCALE_JITTER)
+        image, mask, window, scale = scaled_crop(image, mask, factor, config.IMAGE_MIN_DIM)
     else:
-        mask = np.zeros(image.shape[:2] + (0,), bool)
+        image, window, scale, padding, crop = utils.resize_image(
+            image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+            max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+        if mask.shape[-1]:
+            mask = utils.resize_mask(mask, scale, padding, crop)
+        else:
+            mask = np.zeros(image.shape[:2] + (0,), bool)
     if augment:
         log.warning("'augment' is deprecated. Use 'augmentation' instead.")
         if np.random.randint(0, 2):
@@ -68,6 +72,77 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
     image_meta = utils.compose_image_meta(image_id, original_shape, image.shape, window, scale,
                                           active_class_ids)
     return image, image_meta, class_ids, bbox, mask
+
+
+SCALE_LIMITS = (0.25, 4.0)
+"""The smallest and largest factor :func:`object_scale` returns."""
+
+
+def median_diameter(mask: np.ndarray) -> float | None:
+    """Median equivalent diameter (pixels, ``sqrt(4 area / pi)``) of the non-empty masks of a
+    [H, W, N] stack; None when there are none."""
+    areas = np.asarray(mask).reshape(-1, mask.shape[-1]).sum(axis=0) if mask.shape[-1] else []
+    areas = np.asarray(areas, np.float64)
+    areas = areas[areas > 0]
+    if not areas.size:
+        return None
+    return float(np.median(np.sqrt(4 * areas / np.pi)))
+
+
+def object_scale(mask: np.ndarray, diameter: float, jitter: tuple[float, float] = (1.0, 1.0),
+                 rng=np.random) -> float:
+    """The factor that brings the median object of ``mask`` [H, W, N] to ``diameter`` pixels,
+    times a log-uniform draw from ``jitter`` (low, high), clipped to :data:`SCALE_LIMITS`.
+
+    This is Cellpose's idea applied to training: every image shows the network objects of about
+    one size, so an image of another magnification is rescaled to it at inference
+    (:mod:`nucleus.scales`) instead of being a size the network never saw. An image without
+    objects keeps its size (times the jitter).
+    """
+    low, high = (float(v) for v in jitter)
+    if not 0 < low <= high:
+        raise ValueError(f"jitter must satisfy 0 < low <= high, got {jitter!r}")
+    found = median_diameter(mask)
+    base = 1.0 if found is None else float(diameter) / found
+    factor = base * float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    return float(np.clip(factor, *SCALE_LIMITS))
+
+
+def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
+                size: int) -> tuple[np.ndarray, np.ndarray, tuple, float]:
+    """A random ``size`` x ``size`` crop of ``image`` [H, W, C] and ``mask`` [H, W, N] rescaled
+    by ``factor``: the matching window of ``size / factor`` pixels is cut first (padded with
+    zeros where the image is smaller) and only it is resized, so an image enlarged 4x costs no
+    more than its crop. Returns ``image, mask (bool, masks absent from the crop dropped),
+    window (y1, x1, y2, x2) of image content in the crop, scale``.
+    """
+    import cv2
+
+    source = max(1, int(round(size / factor)))
+    h, w = image.shape[:2]
+    y = np.random.randint(0, max(h - source, 0) + 1)
+    x = np.random.randint(0, max(w - source, 0) + 1)
+    piece = image[y:y + source, x:x + source]
+    masks = mask[y:y + source, x:x + source]
+    masks = masks[..., masks.reshape(-1, masks.shape[-1]).any(axis=0)] if masks.shape[-1] \
+        else masks
+    ph, pw = piece.shape[:2]
+    scale = size / source
+    out_h, out_w = min(size, round(ph * scale)), min(size, round(pw * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(piece, (out_w, out_h), interpolation=interpolation)
+    if resized.ndim == 2:
+        resized = resized[..., None]
+    out = np.zeros((size, size, image.shape[-1]), image.dtype)
+    out[:out_h, :out_w] = resized
+    out_masks = np.zeros((size, size, masks.shape[-1]), bool)
+    for start in range(0, masks.shape[-1], 256):
+        chunk = masks[..., start:start + 256].astype(np.uint8) * 255
+        small = cv2.resize(chunk, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        if small.ndim == 2:
+            small = small[..., None]
+        out_masks[:out_h, :out_w, start:start + small.shape[-1]] = small >= 128
+    return out, out_masks, (0, 0, out_h, out_w), scale
 
 
 def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray,

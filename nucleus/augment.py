@@ -101,11 +101,64 @@ def scale_step(scale: tuple[float, float], probability: float = 0.5) -> Any:
     return iaa.Sometimes(probability, iaa.Affine(scale=LogUniform(low, high), order=1))
 
 
+def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                  fraction: float = 0.3, factor: tuple[float, float] = (0.15, 0.7),
+                  sigma: float = 1.5) -> np.ndarray:
+    """``image`` (uint8 [H, W, C], dark background) with a random ``fraction`` of the instances
+    of ``mask`` [H, W, N] dimmed: their signal above the background multiplied by a factor drawn
+    from ``factor``, with edges blurred by ``sigma`` so no hard rim is left.
+
+    Out-of-focus and weakly stained nuclei beside bright ones are what the model misses most on
+    the stage-1 test images (the dense fluorescence kinds); the training labels mark such nuclei
+    rarely. Dimming labelled nuclei shows the network that a faint nucleus is still one.
+    """
+    import cv2
+
+    n = mask.shape[-1]
+    if n == 0:
+        return image
+    chosen = np.flatnonzero(rng.random(n) < fraction)
+    if not chosen.size:
+        return image
+    gain = np.ones(image.shape[:2], np.float32)
+    for k in chosen:
+        gain[mask[..., k]] = rng.uniform(*factor)
+    gain = cv2.GaussianBlur(gain, (0, 0), sigma)
+    background = np.percentile(image.reshape(-1, image.shape[-1]), 5, axis=0).astype(np.float32)
+    out = background + (image.astype(np.float32) - background) * gain[..., None]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+class WithDimming:
+    """An imgaug augmenter followed, on a share of the images, by :func:`dim_instances`; a
+    callable ``(image, mask) -> (image, mask)`` as
+    :func:`mrcnn.augmentation.apply_augmentation` takes one. Images with a light background
+    (median above mid-grey after normalisation) are not dimmed."""
+
+    def __init__(self, augmenter: Any | None, probability: float = 0.5, seed: int | None = None):
+        if not 0 <= probability <= 1:
+            raise ValueError(f"dimming probability must be in [0, 1], got {probability}")
+        self.augmenter = augmenter
+        self.probability = probability
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from mrcnn.augmentation import apply_augmentation
+
+        if self.augmenter is not None:
+            image, mask = apply_augmentation(self.augmenter, image, mask)
+        if self.rng.random() < self.probability and np.median(image) < 128:
+            image = dim_instances(image, mask, self.rng)
+        return image, mask
+
+
 def build_augmentation(flip: bool = True,
                        brightness: tuple[float, float] | None = (0.8, 1.5),
                        rotate90: bool = False, appearance: bool = False,
-                       scale: tuple[float, float] | None = None) -> Any | None:
-    """An imgaug augmenter for training; ``None`` if it would do nothing.
+                       scale: tuple[float, float] | None = None,
+                       dim: float = 0.0) -> Any | None:
+    """An imgaug augmenter for training; ``None`` if it would do nothing. With ``dim`` > 0 it
+    is wrapped in :class:`WithDimming`, which dims some nuclei of that share of the images.
 
     ``brightness`` is the (low, high) range of the factor that multiplies pixel values.
     ``rotate90`` adds a quarter turn by 0-3 steps; with both flips that draws each of the
@@ -131,6 +184,7 @@ def build_augmentation(flip: bool = True,
         steps.append(iaa.Multiply((low, high)))
     if appearance:
         steps += appearance_steps()
-    if not steps:
-        return None
-    return iaa.Sequential(steps)
+    augmenter = iaa.Sequential(steps) if steps else None
+    if dim > 0:
+        return WithDimming(augmenter, dim)
+    return augmenter

@@ -145,6 +145,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-jitter", type=_float_pair, default=None, metavar="LOW,HIGH",
                    help="Mask R-CNN: rescale half the training crops by a factor in this "
                         "range, e.g. 0.6,1.7 (for unseen magnifications)")
+    p.add_argument("--dim-nuclei", type=float, default=0.0, metavar="SHARE",
+                   help="Mask R-CNN: in this share of the training crops, dim 30%% of the "
+                        "nuclei to 15-70%% of their brightness (for faint, out-of-focus nuclei)")
     p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
                    help="Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch")
@@ -196,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="DSB mAP of a labelled subset, or of a submission CSV")
     _add_common(p, "val", "weights file (default: weights/mask_rcnn_nucleus.h5)")
-    p.add_argument("--submission", default=None, metavar="CSV", help="score this submission...")
+    p.add_argument("--submission", default=None, metavar="CSV",
+                   help="score this submission against --solution instead of running a model")
     p.add_argument("--solution", default=None, metavar="CSV",
-                   help="...against this solution (ImageId,EncodedPixels,Height,Width[,Usage])")
+                   help="Kaggle solution (ImageId,EncodedPixels,Height,Width[,Usage]): the "
+                        "labels of the --subset images it holds, e.g. the labelled half of "
+                        "stage1_test; only those images are scored")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write ground truth beside prediction per image (TP/FP/misses)")
     _add_tta(p)
@@ -323,10 +329,11 @@ def overrides_from_args(args) -> dict[str, Any]:
     return values
 
 
-def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None):
+def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None,
+                 solution: str | None = None):
     from nucleus.dataset import load_subset
 
-    return load_subset(dataset_dir, subset, limit)
+    return load_subset(dataset_dir, subset, limit, solution=solution)
 
 
 def make_detector(args):
@@ -408,7 +415,7 @@ def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
                 eval_first=args.eval_first, eval_limit=args.eval_limit,
                 val_subset=args.val_subset, limit=args.limit, rotate90=args.rotate90,
                 lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale_jitter,
-                oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
+                dim=args.dim_nuclei, oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
 
 
 def cmd_sweep(args) -> int:
@@ -446,9 +453,9 @@ def cmd_detect(args) -> int:
 def cmd_evaluate(args) -> int:
     from nucleus import metric
 
-    if args.submission or args.solution:
-        if not (args.submission and args.solution):
-            raise InputError("evaluate: --submission and --solution go together")
+    if args.submission:
+        if not args.solution:
+            raise InputError("evaluate: --submission needs --solution")
         from nucleus.submission import score_submission
 
         mean, per_image = score_submission(args.submission, args.solution, progress=True)
@@ -458,7 +465,7 @@ def cmd_evaluate(args) -> int:
         return 0
     from nucleus.evaluation import evaluate_dataset
 
-    ds = load_dataset(args.dataset, args.subset, args.limit)
+    ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     detect = make_detector(args)
     on_image = None
     if args.plots:

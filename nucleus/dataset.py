@@ -27,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
@@ -36,6 +36,7 @@ from tqdm import tqdm
 from mrcnn.utils import Dataset, to_rgb_uint8
 from nucleus.errors import InputError
 from nucleus.image_io import IMAGE_SUFFIXES, read_image, to_uint8_rgb
+from nucleus.submission import read_solution
 from nucleus.split import SPLIT_SEED, kfold_split, load_split, make_split
 
 log = logging.getLogger(__name__)
@@ -317,8 +318,42 @@ class NucleusDataset(Dataset):
                     self._labels.popitem(last=False)
         return labels
 
+    def label_with_solution(self, labels: Mapping[str, np.ndarray], source: str) -> None:
+        """Keep only the images ``labels`` (image id -> label image [H, W], e.g.
+        :func:`nucleus.submission.read_solution`) holds, and take their masks from there.
+
+        This is how a test set whose answer key is a Kaggle solution file (the labelled half of
+        stage1_test) is scored like a labelled subset. Call before :meth:`prepare`. An image the
+        solution names but the dataset lacks, or whose size differs, is an error naming
+        ``source``.
+        """
+        known = {info["id"]: info for info in self.image_info}
+        missing = sorted(set(labels) - set(known))
+        if missing:
+            raise InputError(f"{source}: {len(missing)} of its images are not in this subset "
+                             f"(first: {missing[0]}); pick the subset the solution labels")
+        kept = []
+        for info in self.image_info:
+            if info["id"] not in labels:
+                continue
+            label_image = np.asarray(labels[info["id"]])
+            shape = _image_size(info["path"])
+            if label_image.shape != tuple(shape):
+                raise InputError(f"{source}: image {info['id']}: solution size "
+                                 f"{label_image.shape} differs from the image's {tuple(shape)}")
+            info["solution_labels"] = label_image
+            kept.append(info)
+        self.image_info = kept
+        with self._lock:
+            self._labels.clear()
+
     def _read_labels(self, image_id: int) -> np.ndarray:
         info = self.image_info[image_id]
+        if "solution_labels" in info:
+            from skimage.segmentation import relabel_sequential
+
+            labels, _, _ = relabel_sequential(info["solution_labels"])
+            return labels.astype(np.uint16 if labels.max() < 2**16 else np.int32)
         if info.get("layout") == "folder":
             return _read_label_image(info["path"], info.get("label_path"))
         shape = _image_size(info["path"])
@@ -356,11 +391,16 @@ class NucleusDataset(Dataset):
 
 def load_subset(dataset_dir: str | os.PathLike | None, subset: str,
                 limit: int | None = None,
-                label_cache_size: int = DEFAULT_LABEL_CACHE) -> NucleusDataset:
+                label_cache_size: int = DEFAULT_LABEL_CACHE,
+                solution: str | os.PathLike | None = None) -> NucleusDataset:
     """A prepared dataset of ``subset`` (its first ``limit`` images); an empty one is an error.
-    ``label_cache_size`` 0 reads each label image afresh (a single pass over the images)."""
+    ``label_cache_size`` 0 reads each label image afresh (a single pass over the images).
+    ``solution``: a Kaggle solution CSV; only the images it labels are kept, with its masks
+    (:meth:`NucleusDataset.label_with_solution`)."""
     dataset = NucleusDataset(label_cache_size=label_cache_size)
     dataset.load_nucleus(dataset_dir, subset)
+    if solution is not None:
+        dataset.label_with_solution(read_solution(solution), str(solution))
     if limit is not None:
         dataset.image_info = dataset.image_info[:limit]
     dataset.prepare()
