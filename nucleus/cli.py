@@ -99,9 +99,11 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="detect on the 4 flips of each image and keep the nuclei most agree on "
                         "(4x slower)")
-    p.add_argument("--scale", type=_scale, default=1.0, metavar="FACTOR",
+    p.add_argument("--scale", type=_scale, default=None, metavar="FACTOR",
                    help="detect on the image resized by FACTOR; auto: by the factor that brings "
-                        "the nuclei a first pass finds to the training sizes (default 1)")
+                        "the nuclei a first pass finds to the size the model was trained at "
+                        "(default: auto for a model trained at one nucleus size, as the shipped "
+                        "one, else 1)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
                    help="detect at each of these scales and keep the nuclei most agree on")
 
@@ -349,7 +351,7 @@ def _detector_kwargs(args) -> dict[str, Any]:
     return dict(model=args.model, weights=args.weights, tta=getattr(args, "tta", False),
                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
-                scale=getattr(args, "scale", 1.0), scales=getattr(args, "tta_scales", None))
+                scale=getattr(args, "scale", None), scales=getattr(args, "tta_scales", None))
 
 
 def _detector_spec(args):

@@ -15,12 +15,15 @@ TensorFlow is imported only when a model is built, so importing this module is c
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
 import numpy as np
 
 from nucleus.errors import InputError
+
+log = logging.getLogger(__name__)
 
 MODELS = ("mrcnn", "fcn")
 Detection = tuple[np.ndarray, np.ndarray]
@@ -36,11 +39,16 @@ class Detector:
     flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image resized by
     that factor, or, with ``"auto"``, by the factor that brings the nuclei a first pass finds to
     the training sizes; ``scales`` votes over several factors (:mod:`nucleus.scales`).
+    ``diameter`` is the nucleus diameter (pixels) the model was trained at
+    (``OBJECT_DIAMETER``), the target of ``"auto"``; None: the training set's native median.
+    After each call, :attr:`last_scale` holds ``(measured median diameter, factor used)`` of
+    the image (or tile) just detected, for reports.
     """
 
     def __init__(self, detect: Callable[[np.ndarray], Detection],
                  normalization: str | None = None, tta: bool = False, name: str = "detector",
-                 scale: float | str = 1.0, scales: tuple[float, ...] | None = None):
+                 scale: float | str = 1.0, scales: tuple[float, ...] | None = None,
+                 diameter: float | None = None):
         if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
             raise InputError(f"scale must be a positive number or 'auto', got {scale!r}")
         if scales is not None and (not scales or any(s <= 0 for s in scales)):
@@ -53,6 +61,10 @@ class Detector:
         self.name = name
         self.scale = scale
         self.scales = tuple(float(s) for s in scales) if scales is not None else None
+        if diameter is not None and not diameter > 0:
+            raise InputError(f"diameter must be a positive number of pixels, got {diameter!r}")
+        self.diameter = diameter
+        self.last_scale: tuple[float | None, float] = (None, 1.0)
 
     def __repr__(self) -> str:
         extra = (f", scale={self.scale!r}" if self.scale != 1 else "") + (
@@ -88,7 +100,12 @@ class Detector:
         if self.scales is not None:
             return scales.detect_with_scales(self._oriented, image, self.scales)
         if self.scale == "auto":
-            masks, scores, _ = scales.detect_auto_scale(self._oriented, image)
+            target = self.diameter or scales.TRAINING_DIAMETER
+            masks, scores, factor, measured = scales.detect_auto_scale(self._oriented, image,
+                                                                       target)
+            self.last_scale = (measured, factor)
+            log.debug("%s: nuclei of median diameter %s px, detected at scale %.3g",
+                      self.name, "?" if measured is None else f"{measured:.1f}", factor)
         else:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)
@@ -137,7 +154,7 @@ def mrcnn_weights(weights: str | None, logs: str | os.PathLike = "logs",
 def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
                   radius: int | None = None, profile: str | None = None,
                   overrides: dict | None = None, logs: str | os.PathLike = "logs",
-                  scale: float | str = 1.0, scales: tuple[float, ...] | None = None
+                  scale: float | str | None = None, scales: tuple[float, ...] | None = None
                   ) -> Detector:
     """Build the detector of ``model`` ("mrcnn" or "fcn") from ``weights``, voting over flips
     when ``tta``; the one place where the command line and scripts get a detector.
@@ -145,7 +162,9 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     Mask R-CNN: ``weights`` is a file, "last" or None (the shipped model); its configuration
     comes from the file, then ``profile`` and ``overrides`` (configuration values). FCN-8s:
     ``weights`` is a checkpoint, or None / "last" for the newest under ``logs``; ``radius`` is
-    the erosion radius of its instance split. ``scale`` and ``scales``: see :class:`Detector`.
+    the erosion radius of its instance split. ``scale`` and ``scales``: see :class:`Detector`;
+    ``scale`` None is the model's own choice: "auto" for a Mask R-CNN trained at one nucleus
+    size (``OBJECT_DIAMETER`` in its configuration), else 1 (native resolution).
     """
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
@@ -154,7 +173,8 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
 
         kwargs = {} if radius is None else {"radius": radius}
         fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
-        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s", scale, scales)
+        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
+                        1.0 if scale is None else scale, scales)
 
     from mrcnn import model as modellib
     from nucleus.evaluation import raw_detections
@@ -170,5 +190,8 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
                                  profile=profile)
     network = modellib.MaskRCNN("inference", config, str(logs))
     network.load_weights(path, by_name=True)
+    diameter = config.OBJECT_DIAMETER
+    if scale is None:
+        scale = "auto" if diameter and scales is None else 1.0
     return Detector(lambda image: raw_detections(network, image), normalization, tta,
-                    "Mask R-CNN", scale, scales)
+                    "Mask R-CNN", scale, scales, diameter)

@@ -124,6 +124,15 @@ class MapCallback(keras.callbacks.Callback):
         self.start = time.time()
         self.hours_before: float | None = None
 
+    def _detector(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """How the model is scored: as ``evaluate`` would run it, at the scale it was trained
+        for when it was trained at one nucleus size (``OBJECT_DIAMETER``)."""
+        from nucleus.detectors import Detector
+
+        diameter = self.inference_model.config.OBJECT_DIAMETER
+        return Detector(lambda im: raw_detections(self.inference_model, im),
+                        scale="auto" if diameter else 1.0, diameter=diameter).detect_prepared
+
     def due(self, epoch: int) -> bool:
         return epoch >= self.first and (epoch - self.first) % self.every == 0
 
@@ -132,8 +141,8 @@ class MapCallback(keras.callbacks.Callback):
         if not self.due(epoch):
             return
         self.inference_model.keras_model.set_weights(self.training_model.keras_model.get_weights())
-        result = evaluate_dataset(lambda im: detect_instances(self.inference_model, im),
-                                  self.dataset, limit=self.limit, progress=False)
+        result = evaluate_dataset(self._detector(), self.dataset, limit=self.limit,
+                                  progress=False)
         log_dir = self.training_model.log_dir
         path = os.path.join(log_dir, "val_map.csv")
         if self.hours_before is None:  # a resumed run continues the hours of the first

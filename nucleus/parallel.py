@@ -173,8 +173,10 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
                        client: Client, *, channel: int | None = None, tile: int = 512,
                        overlap: int = 128, large_pixels: int | None = None,
                        progress: bool = True, on_error: Callable[[str], None] = print,
-                       written: list | None = None) -> Summary:
-    """:func:`nucleus.segment.segment_files` on Dask workers, with the same outputs.
+                       written: list | None = None, rois: bool = False,
+                       geojson: bool = False) -> Summary:
+    """:func:`nucleus.segment.segment_files` on Dask workers, with the same outputs (the
+    outline files of ``rois`` / ``geojson`` included, written here from the label images).
 
     Small images are one task each; images of at least ``large_pixels`` pixels (default
     :data:`nucleus.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
@@ -188,6 +190,7 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     from nucleus.large import is_large, segment_large
     from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
                                  write_labels, write_table)
+    from nucleus.viewer_formats import write_viewer_files
 
     written = [] if written is None else written
     out = Path(out_dir)
@@ -227,6 +230,8 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
             with atomic_write(out / f"{name}{OVERLAY_SUFFIX}", "wb") as f:
                 f.write(result["overlay"])
             written += [labels_path, out / f"{name}{OVERLAY_SUFFIX}"]
+            written += write_viewer_files(out, name, result["labels"], result["table"],
+                                          rois=rois, geojson_file=geojson)
             done(i, name, result["table"])
         if large:
             normalization = spec.normalization
@@ -237,6 +242,8 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
                                   dask_tiles(client, spec), channel=channel, tile=tile,
                                   overlap=overlap, progress=progress)
             written.append(labels_path)
+            written += write_viewer_files(out, name, labels_path, table, rois=rois,
+                                          geojson_file=geojson)
             done(i, name, table)
             bar.update()
     finally:

@@ -93,16 +93,18 @@ def choose_scale(diameter: float | None, target: float = TRAINING_DIAMETER,
 
 
 def detect_auto_scale(detect: Detect, image: np.ndarray, target: float = TRAINING_DIAMETER
-                      ) -> tuple[np.ndarray, np.ndarray, float]:
+                      ) -> tuple[np.ndarray, np.ndarray, float, float | None]:
     """Detect once as the image is; if the nuclei found are far from ``target`` in size,
     detect again with the image rescaled to bring them there. Returns masks (original size),
-    scores and the factor used."""
+    scores, the factor used and the median diameter (pixels) the first pass measured (None
+    when it found nothing)."""
     masks, scores = detect(image)
-    factor = choose_scale(median_diameter(masks), target)
+    diameter = median_diameter(masks)
+    factor = choose_scale(diameter, target)
     if factor == 1:
-        return masks, np.asarray(scores), 1.0
+        return masks, np.asarray(scores), 1.0, diameter
     masks, scores = detect_at_scale(detect, image, factor)
-    return masks, scores, factor
+    return masks, scores, factor, diameter
 
 
 def detect_with_scales(detect: Detect, image: np.ndarray, scales: Sequence[float],

@@ -191,9 +191,11 @@ def collect_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: Detector, *,
                   channel: int | None = None, tile: int = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP, progress: bool = True,
-                  on_error: Callable[[str], None] = print) -> Summary:
+                  on_error: Callable[[str], None] = print, rois: bool = False,
+                  geojson: bool = False) -> Summary:
     """Segment each file into ``out_dir``: ``<name>_labels.tif``, ``<name>_overlay.png`` and,
-    for all of them, ``nuclei.csv``.
+    for all of them, ``nuclei.csv``; with ``rois`` / ``geojson`` also each image's outlines for
+    Fiji (``<name>_rois.zip``) and QuPath (``<name>_nuclei.geojson``), :mod:`nucleus.viewer_formats`.
 
     A file that cannot be read is reported through ``on_error`` (``<file>: <problem>``) and
     skipped; the others go on. The table is written at the end, or at an interruption for the
@@ -204,6 +206,7 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
     import pandas as pd
 
     from nucleus.large import is_large, segment_large_here
+    from nucleus.viewer_formats import write_viewer_files
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +235,8 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
             if labels is not None:
                 write_labels(out / f"{name}{LABELS_SUFFIX}", labels)
                 write_overlay(out / f"{name}{OVERLAY_SUFFIX}", prepared, labels)
+            write_viewer_files(out, name, out / f"{name}{LABELS_SUFFIX}" if labels is None
+                               else labels, table, rois=rois, geojson_file=geojson)
             tables.append(table)
             summary.images += 1
             summary.nuclei += len(table)

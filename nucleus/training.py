@@ -141,7 +141,7 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
             "FPN_CLASSIF_FC_LAYERS_SIZE", "NUM_CLASSES", "RPN_CONV_SIZE",
             "MASK_HEAD_CONV_SIZE", "MEAN_PIXEL", "TRAIN_BN",
             "BACKBONE_STRIDES", "POOL_SIZE", "MASK_POOL_SIZE", "MASK_SHAPE",
-            "IMAGE_NORMALIZATION")
+            "IMAGE_NORMALIZATION", "OBJECT_DIAMETER")
     # A value the file does not record had the library's default when the file was written
     # (IMAGE_NORMALIZATION, say, is newer than the first checkpoints).
     values = {k: stored.get(k, getattr(Config, k)) for k in keep} if stored else {}

@@ -141,3 +141,52 @@ def test_scale_range_is_checked():
         build_augmentation(scale=(2.0, 1.0))
     with pytest.raises(ValueError, match="scale"):
         build_augmentation(scale="big")
+
+
+def _dark_scene(n=6) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.zeros((64, 96, n), dtype=bool)
+    for k in range(n):
+        y, x = 8 + 24 * (k // 3), 8 + 30 * (k % 3)
+        mask[y:y + 12, x:x + 14, k] = True
+    image = np.full((64, 96, 3), 10, dtype=np.uint8)
+    image[mask.any(-1)] = 210
+    return image, mask
+
+
+def test_dim_instances_dims_some_nuclei_and_leaves_the_rest():
+    from nucleus.augment import dim_instances
+
+    image, mask = _dark_scene()
+    out = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
+                        factor=(0.2, 0.3))
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    # the whole nucleus, rim included, is dimmed evenly: no bright ring is left
+    inner = [out[mask[..., k]].astype(float)[..., 0] for k in range(mask.shape[-1])]
+    dimmed = [v.max() < 120 for v in inner]
+    assert 0 < sum(dimmed) < len(dimmed)                   # some, not all
+    for v, d in zip(inner, dimmed):
+        if d:
+            assert 10 + 200 * 0.2 - 3 <= v.min() <= v.max() <= 10 + 200 * 0.3 + 3
+        else:
+            assert v.min() >= 200
+    background = ~np.any(mask, -1)
+    far = background.copy()
+    far[:, :] = False
+    far[:, -4:] = True                                     # a column far from every nucleus
+    assert (out[far] == 10).all()
+
+
+def test_dimming_wrapper_keeps_masks_and_skips_light_backgrounds():
+    from nucleus.augment import WithDimming
+
+    image, mask = _dark_scene()
+    always = build_augmentation(flip=False, brightness=None, dim=1.0)
+    assert isinstance(always, WithDimming)
+    out, out_mask = apply_augmentation(always, image, mask)
+    assert (out_mask == mask).all()
+    assert (out != image).any()
+    light = 255 - image
+    out, _ = apply_augmentation(always, light, mask)
+    assert (out == light).all()
+    with pytest.raises(ValueError, match="probability"):
+        WithDimming(None, 1.5)

@@ -172,3 +172,95 @@ def test_data_generator_refuses_an_empty_dataset():
     empty.prepare()
     with pytest.raises(ValueError, match="no images"):
         data.DataGenerator(empty, TinyConfig(), np.zeros((1, 4)), steps=1)
+
+
+# ----------------------------------------------------------------------------- object sizes
+def _discs(shape=(120, 160), radius=9, centres=((30, 40), (80, 110), (60, 70))):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    mask = np.stack([(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2 for y, x in centres], -1)
+    image = np.zeros(shape + (3,), np.uint8)
+    image[mask.any(-1)] = 200
+    return image, mask
+
+
+def test_object_scale_brings_the_median_nucleus_to_the_diameter():
+    _, mask = _discs(radius=18)                      # equivalent diameter ~36
+    factor = data.object_scale(mask, 18.0)
+    assert factor == pytest.approx(18 / data.median_diameter(mask))
+    assert factor == pytest.approx(0.5, rel=0.03)
+    rng = np.random.default_rng(0)
+    draws = [data.object_scale(mask, 18.0, (0.5, 2.0), rng) / factor for _ in range(400)]
+    assert 0.5 <= min(draws) < 0.6 and 1.8 < max(draws) <= 2.0
+    # log-uniform: as many draws below 1 as above
+    assert 0.4 < np.mean(np.array(draws) < 1) < 0.6
+
+
+def test_object_scale_without_objects_and_limits():
+    assert data.object_scale(np.zeros((10, 10, 0), bool), 18.0) == 1.0
+    _, tiny = _discs(radius=1)
+    assert data.object_scale(tiny, 100.0) == data.SCALE_LIMITS[1]
+    with pytest.raises(ValueError, match="jitter"):
+        data.object_scale(tiny, 18.0, (2.0, 1.0))
+
+
+def test_scaled_crop_enlarges_image_and_masks_together():
+    image, mask = _discs(radius=6)
+    np.random.seed(1)
+    crop, crop_mask, window, scale = data.scaled_crop(image, mask, 2.0, 64)
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    assert scale == 2.0 and window == (0, 0, 64, 64)
+    assert crop_mask.dtype == bool and crop_mask.shape[:2] == (64, 64)
+    assert crop_mask.shape[-1] >= 1 and crop_mask.any(axis=(0, 1)).all()
+    # the masks still cover the bright pixels of the enlarged image, and they are twice as wide
+    bright = crop[..., 0] > 100
+    union = crop_mask.any(-1)
+    assert (bright == union).mean() > 0.97
+    whole = [m for m in np.moveaxis(crop_mask, -1, 0)
+             if not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())]
+    for m in whole:
+        assert data.median_diameter(m[..., None]) == pytest.approx(26, rel=0.1)
+
+
+def test_scaled_crop_of_a_shrunk_small_image_is_padded():
+    image, mask = _discs(shape=(60, 80), radius=10, centres=((30, 40),))
+    crop, crop_mask, window, scale = data.scaled_crop(image, mask, 0.5, 64)
+    assert crop.shape == (64, 64, 3) and window == (0, 0, 30, 40) and scale == 0.5
+    assert not crop[30:].any() and not crop[:, 40:].any()
+    assert crop_mask.shape[-1] == 1
+    assert data.median_diameter(crop_mask) == pytest.approx(10, rel=0.15)
+
+
+def test_load_image_gt_normalises_object_sizes(tiny_config):
+    from mrcnn.config import Config
+
+    class Sized(type(tiny_config)):
+        IMAGE_RESIZE_MODE = "crop"
+        IMAGE_MIN_DIM = 64
+        IMAGE_MAX_DIM = 64
+        OBJECT_DIAMETER = 12.0
+        OBJECT_SCALE_JITTER = (1.0, 1.0)
+        USE_MINI_MASK = False
+
+    class Big:
+        """One image of large discs (diameter ~40)."""
+        image_info = [{"id": "big"}]
+
+        def load_image(self, image_id):
+            return _discs(radius=20, centres=((40, 40), (80, 110)))[0]
+
+        def load_mask(self, image_id):
+            mask = _discs(radius=20, centres=((40, 40), (80, 110)))[1]
+            return mask, np.ones(mask.shape[-1], np.int32)
+
+    assert Config.OBJECT_DIAMETER is None      # the library default keeps native sizes
+    config = Sized()
+    np.random.seed(3)
+    for _ in range(5):
+        image, _, class_ids, boxes, mask = data.load_image_gt(Big(), config, 0,
+                                                              use_mini_mask=False)
+        assert image.shape[:2] == (64, 64)
+        sides = boxes[:, 2:] - boxes[:, :2]
+        whole = [(s, m) for s, m, b in zip(sides, np.moveaxis(mask, -1, 0), boxes)
+                 if b[0] > 0 and b[1] > 0 and b[2] < 64 and b[3] < 64]
+        for side, _ in whole:
+            assert side.max() == pytest.approx(12, abs=2)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import nucleus.dataset as dataset_module
-from nucleus.dataset import SAMPLE_DIR, NucleusDataset
+from nucleus.dataset import SAMPLE_DIR, NucleusDataset, load_subset
 from nucleus.errors import InputError
 from nucleus.split import load_split
 
@@ -472,3 +472,43 @@ def test_bad_label_image_folders(tmp_path):
         ds = _load(root, "all")
         with pytest.raises(InputError, match=rf"masks/a\.tif: .*{message}"):
             ds.load_mask(0)
+
+
+def test_a_solution_labels_the_images_it_holds(tmp_path):
+    """``load_subset(..., solution=CSV)``: only the images of the Kaggle solution, with its
+    masks; what the solution names but the subset lacks is an error naming the file."""
+    import csv as csv_module
+
+    from nucleus.rle import rle_encode
+
+    plain = load_subset(None, "stage1_train")
+    ids = [plain.image_info[i]["id"] for i in plain.image_ids]
+    chosen = ids[1:3]
+    solution = tmp_path / "solution.csv"
+    expected = {}
+    with open(solution, "w", newline="") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["ImageId", "EncodedPixels", "Height", "Width", "Usage"])
+        for image_id in chosen:
+            i = ids.index(image_id)
+            masks, _ = plain.load_mask(i)
+            kept = masks[..., ::2]                      # a different labelling than the files
+            expected[image_id] = kept.shape[-1]
+            h, w = masks.shape[:2]
+            writer.writerows([image_id, rle_encode(kept[..., k]), h, w, "Public"]
+                             for k in range(kept.shape[-1]))
+    labelled = load_subset(None, "stage1_train", solution=solution)
+    got = [labelled.image_info[i]["id"] for i in labelled.image_ids]
+    assert got == chosen
+    for i in labelled.image_ids:
+        masks, class_ids = labelled.load_mask(i)
+        assert masks.shape[-1] == expected[labelled.image_info[i]["id"]] == len(class_ids)
+
+    stranger = tmp_path / "stranger.csv"
+    stranger.write_text("ImageId,EncodedPixels,Height,Width\nnot-an-image,1 3,10,10\n")
+    with pytest.raises(InputError, match="stranger.csv.*not in this subset"):
+        load_subset(None, "stage1_train", solution=stranger)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(f"ImageId,EncodedPixels,Height,Width\n{chosen[0]},1 3,10,10\n")
+    with pytest.raises(InputError, match="wrong.csv.*size"):
+        load_subset(None, "stage1_train", solution=wrong)

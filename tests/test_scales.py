@@ -90,7 +90,9 @@ def test_median_diameter():
 def test_auto_scale_brings_big_nuclei_to_training_size():
     image, truth = _discs(radius=27)                         # diameter 54: 3x the training's
     calls = []
-    masks, scores, factor = scales.detect_auto_scale(_threshold_detector(calls), image)
+    masks, scores, factor, measured = scales.detect_auto_scale(_threshold_detector(calls),
+                                                               image)
+    assert measured == pytest.approx(54, rel=0.05)
     assert factor == pytest.approx(scales.TRAINING_DIAMETER / 54, rel=0.05)
     assert calls[0] == (120, 160) and calls[1] == (round(120 * factor), round(160 * factor))
     assert masks.shape == truth.shape
@@ -101,7 +103,8 @@ def test_auto_scale_brings_big_nuclei_to_training_size():
 def test_auto_scale_leaves_training_sized_nuclei_alone():
     image, _ = _discs(radius=9)
     calls = []
-    _, _, factor = scales.detect_auto_scale(_threshold_detector(calls), image)
+    _, _, factor, measured = scales.detect_auto_scale(_threshold_detector(calls), image)
+    assert measured == pytest.approx(18, rel=0.1)
     assert factor == 1.0 and len(calls) == 1
 
 
