@@ -274,6 +274,12 @@ def _add_segment(sub) -> None:
                    help="image files, folders of them, or glob patterns (quoted)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: NAME_labels.tif, NAME_overlay.png, nuclei.csv")
+    p.add_argument("--rois", action="store_true",
+                   help="also write NAME_rois.zip: an ImageJ ROI set for Fiji's ROI Manager, a "
+                        "polygon per nucleus named by its label")
+    p.add_argument("--geojson", action="store_true",
+                   help="also write NAME_nuclei.geojson: QuPath detections (File > Import "
+                        "objects), a polygon per nucleus with its nuclei.csv measurements")
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="channel (or page) of the nuclear stain in multi-channel images, from 0")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
@@ -601,10 +607,12 @@ def cmd_segment(args) -> int:
         spec = _detector_spec(args)
         with dask_client(args.workers, args.scheduler) as client:
             summary = segment_files_dask(files, args.out, spec, client, channel=args.channel,
-                                         tile=args.tile, overlap=args.overlap, on_error=report)
+                                         tile=args.tile, overlap=args.overlap, on_error=report,
+                                         rois=args.rois, geojson=args.geojson)
     elif files:
         summary = segment_files(files, args.out, make_detector(args), channel=args.channel,
-                                tile=args.tile, overlap=args.overlap, on_error=report)
+                                tile=args.tile, overlap=args.overlap, on_error=report,
+                                rois=args.rois, geojson=args.geojson)
     if summary is not None:
         failed += summary.failed
         if summary.images:

@@ -9,7 +9,8 @@ Each outline is the 0.5 level line of the nucleus's mask (``skimage.measure.find
 it passes between every inside and outside pixel centre, so a pixel-centre fill of the polygon
 (what Fiji and QuPath do) gives back exactly the nucleus's pixels. Coordinates are those of
 both viewers: x right, y down, pixel (0, 0) covering [0, 1) x [0, 1), so the centre of pixel
-(row i, column j) is (j + 0.5, i + 0.5). A nucleus in several pieces (a mask cut by a
+(row i, column j) is (j + 0.5, i + 0.5). Pixels that touch only at a corner count as one piece
+(the contour runs through their shared corner); a nucleus in several pieces (a mask cut by a
 neighbour) is outlined by its largest piece; holes are filled.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ _MEASUREMENTS = ("area", "perimeter", "eccentricity", "mean_intensity", "score",
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
-    """The outline of the largest 4-connected piece of ``mask`` as [N, 2] (x, y) vertices in
+    """The outline of the largest 8-connected piece of ``mask`` as [N, 2] (x, y) vertices in
     viewer coordinates (pixel corners at integers), relative to the mask's top-left corner.
 
     An empty mask raises ValueError: there is nothing to outline.
@@ -47,7 +48,7 @@ def outline(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(np.asarray(mask, bool), 1)   # a closed contour even at the mask's edge
     if not padded.any():
         raise ValueError("empty mask")
-    contours = find_contours(padded.astype(np.uint8), 0.5)
+    contours = find_contours(padded.astype(np.uint8), 0.5, fully_connected="high")
     rows_cols = max(contours, key=_area)         # the largest piece; holes are inner lines
     # find_contours repeats the first vertex at the end; drop it (the formats close the ring)
     rows_cols = rows_cols[:-1] if np.array_equal(rows_cols[0], rows_cols[-1]) else rows_cols
