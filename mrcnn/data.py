@@ -118,6 +118,8 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
     """
     import cv2
 
+    from mrcnn.imgaug_compat import CV_MAX_CHANNELS as chunk_size  # OpenCV's channel limit
+
     source = max(1, int(round(size / factor)))
     h, w = image.shape[:2]
     y = np.random.randint(0, max(h - source, 0) + 1)
@@ -136,8 +138,8 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
     out = np.zeros((size, size, image.shape[-1]), image.dtype)
     out[:out_h, :out_w] = resized
     out_masks = np.zeros((size, size, masks.shape[-1]), bool)
-    for start in range(0, masks.shape[-1], 256):
-        chunk = masks[..., start:start + 256].astype(np.uint8) * 255
+    for start in range(0, masks.shape[-1], chunk_size):
+        chunk = masks[..., start:start + chunk_size].astype(np.uint8) * 255
         small = cv2.resize(chunk, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
         if small.ndim == 2:
             small = small[..., None]

@@ -221,6 +221,15 @@ def test_scaled_crop_enlarges_image_and_masks_together():
         assert data.median_diameter(m[..., None]) == pytest.approx(26, rel=0.1)
 
 
+def test_scaled_crop_takes_hundreds_of_masks():
+    """More masks than OpenCV resizes in one call (a crowded image holds 300 and more)."""
+    centres = [(4 + 8 * (k // 20), 4 + 8 * (k % 20)) for k in range(300)]
+    image, mask = _discs(shape=(200, 160), radius=3, centres=centres)
+    np.random.seed(0)
+    crop, crop_mask, _, _ = data.scaled_crop(image, mask, 0.8, 160)
+    assert crop_mask.shape[-1] == 300 and crop_mask.any(axis=(0, 1)).all()
+
+
 def test_scaled_crop_of_a_shrunk_small_image_is_padded():
     image, mask = _discs(shape=(60, 80), radius=10, centres=((30, 40),))
     crop, crop_mask, window, scale = data.scaled_crop(image, mask, 0.5, 64)
