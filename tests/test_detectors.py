@@ -99,3 +99,37 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
         assert masks.shape[2] > 3
         np.testing.assert_array_equal(masks, old_masks)
         np.testing.assert_array_equal(scores, old_scores)
+
+
+def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp_path):
+    """A weights file whose configuration holds OBJECT_DIAMETER gets "auto" scale towards that
+    diameter unless the caller picks a scale; a file without it runs at native resolution."""
+    import json
+    import shutil
+
+    import h5py
+
+    from nucleus.detectors import default_weights
+
+    sized = tmp_path / "sized.h5"
+    shutil.copy(default_weights(), sized)
+    with h5py.File(sized, "r+") as f:
+        config = json.loads(f.attrs["mrcnn_config"])
+        config["OBJECT_DIAMETER"] = 24.0
+        f.attrs["mrcnn_config"] = json.dumps(config)
+        plain = tmp_path / "plain.h5"
+    shutil.copy(sized, plain)
+    with h5py.File(plain, "r+") as f:
+        config.pop("OBJECT_DIAMETER")
+        f.attrs["mrcnn_config"] = json.dumps(config)
+    detector = make_detector("mrcnn", str(sized), logs=tmp_path)
+    assert detector.scale == "auto" and detector.diameter == 24.0
+    assert make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0).scale == 1.0
+    native = make_detector("mrcnn", str(plain), logs=tmp_path)
+    assert native.scale == 1.0 and native.diameter is None
+    # the auto factor aims at the model's diameter and is reported
+    image = load_subset(None, "val", limit=1).load_image(0)
+    detector(image)
+    measured, factor = detector.last_scale
+    assert measured is not None and measured > 0
+    assert factor == 1.0 or factor == pytest.approx(min(max(24.0 / measured, 0.25), 4.0))

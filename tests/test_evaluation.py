@@ -168,7 +168,8 @@ def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
         return [{"masks": masks, "scores": scores}]
 
     inference_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]),
-                                            detect=model_detect)
+                                            detect=model_detect,
+                                            config=types.SimpleNamespace(OBJECT_DIAMETER=None))
     callback = MapCallback(training_model, inference_model, dataset, every=10, first=5, limit=3)
     logs_by_epoch = {}
     for index in range(16):  # Keras passes 0-based epoch indices
@@ -219,3 +220,17 @@ def test_val_map_rows_append_and_old_files_are_upgraded(tmp_path):
     assert [(r["epoch"], r["map"], r["map_fluorescence"]) for r in rows] == [
         ("5", "0.2500", ""), ("15", "0.3500", "0.4000")]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_callback_scores_a_size_normalised_model_at_its_own_scale(dataset, tmp_path):
+    """A model trained at one nucleus size (OBJECT_DIAMETER) is validated as ``evaluate`` runs
+    it: rescaled to that size ("auto"); any other model at native resolution."""
+    def model(diameter):
+        return types.SimpleNamespace(keras_model=_FakeKerasModel([]),
+                                     config=types.SimpleNamespace(OBJECT_DIAMETER=diameter))
+
+    training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]), log_dir=str(tmp_path))
+    sized = MapCallback(training_model, model(24.0), dataset)._detector().__self__
+    assert sized.scale == "auto" and sized.diameter == 24.0
+    native = MapCallback(training_model, model(None), dataset)._detector().__self__
+    assert native.scale == 1.0 and native.diameter is None
