@@ -148,8 +148,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="Mask R-CNN: rescale half the training crops by a factor in this "
                         "range, e.g. 0.6,1.7 (for unseen magnifications)")
     p.add_argument("--dim-nuclei", type=float, default=0.0, metavar="SHARE",
-                   help="Mask R-CNN: in this share of the training crops, dim 30%% of the "
-                        "nuclei to 15-70%% of their brightness (for faint, out-of-focus nuclei)")
+                   help="Mask R-CNN: in this share of the training crops, dim three nuclei "
+                        "in ten to 0.15-0.7 of their brightness (for faint, out-of-focus "
+                        "nuclei; default 0)")
     p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
                    help="Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch")
