@@ -104,8 +104,9 @@ class Detector:
             masks, scores, factor, measured = scales.detect_auto_scale(self._oriented, image,
                                                                        target)
             self.last_scale = (measured, factor)
-            log.debug("%s: nuclei of median diameter %s px, detected at scale %.3g",
-                      self.name, "?" if measured is None else f"{measured:.1f}", factor)
+            log.info("%s image: first pass found nuclei of median diameter %s px (model: "
+                     "%.1f px); detected at scale %.3g", f"{image.shape[0]}x{image.shape[1]}",
+                     "-" if measured is None else f"{measured:.1f}", target, factor)
         else:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)
