@@ -2,7 +2,7 @@
 labelled subset, printed as one table.
 
     python benchmarks/accuracy.py --dataset ~/.cache/dsb2018 [--weights W] [--fcn-weights F]
-                                  [--tta]
+                                  [--tta] [--subset stage1_test --solution SOLUTION_CSV]
 
 ``--tta`` adds a row for Mask R-CNN with flip test-time augmentation (nucleus/tta.py).
 
@@ -49,6 +49,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=None, help="folder with stage1_train/ (default: sample)")
     p.add_argument("--subset", default="val")
+    p.add_argument("--solution", default=None, metavar="CSV",
+                   help="score the subset's images this Kaggle solution labels, e.g. "
+                        "--subset stage1_test --solution stage1_test_dev_solution.csv")
+    p.add_argument("--scale", default=None,
+                   help="Mask R-CNN scale: a number or auto (default: the model's own)")
     p.add_argument("--weights", default=None,
                    help="Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--fcn-weights", default=None, help="FCN-8s checkpoint for the baseline row")
@@ -62,12 +67,14 @@ def main(argv=None) -> int:
     from nucleus.cli import load_dataset, make_detector
     from nucleus.evaluation import evaluate_dataset
 
-    ds = load_dataset(args.dataset, args.subset, args.limit)
+    ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     rows = []
     common = dict(dataset=args.dataset, subset=args.subset, logs="logs", profile=None,
                   mixed_precision=False, set=args.set, radius=args.radius, limit=args.limit)
     name = "Mask R-CNN " + os.path.basename(args.weights or "mask_rcnn_nucleus.h5")
-    mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, tta=False, **common)
+    scale = args.scale if args.scale in (None, "auto") else float(args.scale)
+    mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, tta=False, scale=scale,
+                               **common)
     rows.append((name, evaluate_dataset(make_detector(mrcnn), ds)))
     if args.tta:
         mrcnn.tta = True
@@ -76,8 +83,9 @@ def main(argv=None) -> int:
         fcn = argparse.Namespace(model="fcn", weights=args.fcn_weights, **common)
         rows.append(("FCN-8s " + os.path.basename(args.fcn_weights),
                      evaluate_dataset(make_detector(fcn), ds)))
+    labelled = f", labelled by {os.path.basename(args.solution)}" if args.solution else ""
     print(f"\n{len(ds.image_ids)} images of subset '{args.subset}' "
-          f"({args.dataset or 'bundled sample'})\n")
+          f"({args.dataset or 'bundled sample'}{labelled})\n")
     print("\n".join(table(rows)))
     return 0
 
