@@ -136,7 +136,7 @@ def test_a_worker_killed_among_the_tiles_of_a_large_image(cluster, images, seria
 
 def test_each_worker_builds_the_detector_once(cluster, images, tmp_path):
     with dask_client(scheduler=cluster.scheduler_address) as client:
-        client.restart()
+        client.restart(timeout=300)    # fresh workers; generous on a loaded 2-core machine
         segment_files_dask(images, tmp_path, DetectorSpec("synthetic:make_threshold_detector"),
                            client, large_pixels=LARGE, progress=False, on_error=lambda m: None)
         builds = client.run(detector_builds)
