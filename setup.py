@@ -3,8 +3,6 @@ from setuptools import find_packages, setup
 
 with open("requirements.txt") as f:
     requirements = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-# `nucleus segment --rois`: ImageJ/Fiji ROI sets (nucleus/viewer_formats.py)
-requirements.append("roifile>=2024.5.24")
 # The napari plugin (nucleus/napari_plugin/): napari with one Qt binding. The test extra carries
 # it too, so that the README's one test command (and .ci/run) tests the plugin.
 NAPARI = ["napari[pyqt6]>=0.5.6", "magicgui>=0.9"]
