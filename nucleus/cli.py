@@ -102,8 +102,8 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=_scale, default=None, metavar="FACTOR",
                    help="detect on the image resized by FACTOR; auto: by the factor that brings "
                         "the nuclei a first pass finds to the size the model was trained at "
-                        "(default: auto for a model trained at one nucleus size, as the shipped "
-                        "one, else 1)")
+                        "(default: auto for a model trained at one nucleus size, OBJECT_DIAMETER; "
+                        "else 1, as for the shipped model)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
                    help="detect at each of these scales and keep the nuclei most agree on")
 
