@@ -29,7 +29,8 @@ SHIPPED = "shipped Mask R-CNN"
 WEIGHTS_FILE = "weights file..."
 SCALES = ("model default", "auto", "0.5", "1", "2")
 """Scale choices; "model default" is ``make_detector``'s own (auto for a model trained at one
-nucleus size, as the shipped one), the others as ``nucleus segment --scale``."""
+nucleus size, native resolution for the shipped one), the others as ``nucleus segment
+--scale``."""
 MIN_CONFIDENCE = 0.7
 """The shipped CPU profile's DETECTION_MIN_CONFIDENCE (README, "Configurations")."""
 MAX_CHANNELS = 8
