@@ -38,7 +38,8 @@ class Detector:
     (``None`` or ``"stretch"``, :func:`mrcnn.utils.normalize_image`); ``tta`` votes over the four
     flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image resized by
     that factor, or, with ``"auto"``, by the factor that brings the nuclei a first pass finds to
-    the training sizes; ``scales`` votes over several factors (:mod:`nucleus.scales`).
+    the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25 whose detections
+    the model is most confident of (:func:`nucleus.scales.detect_probe_scale`); ``scales`` votes over several factors (:mod:`nucleus.scales`).
     ``diameter`` is the nucleus diameter (pixels) the model was trained at
     (``OBJECT_DIAMETER``), the target of ``"auto"``; None: the training set's native median.
     After each call, :attr:`last_scale` holds ``(measured median diameter, factor used)`` of
@@ -49,8 +50,10 @@ class Detector:
                  normalization: str | None = None, tta: bool = False, name: str = "detector",
                  scale: float | str = 1.0, scales: tuple[float, ...] | None = None,
                  diameter: float | None = None):
-        if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
-            raise InputError(f"scale must be a positive number or 'auto', got {scale!r}")
+        if scale not in ("auto", "probe") and not (isinstance(scale, (int, float))
+                                                   and scale > 0):
+            raise InputError(f"scale must be a positive number, 'auto' or 'probe', "
+                             f"got {scale!r}")
         if scales is not None and (not scales or any(s <= 0 for s in scales)):
             raise InputError(f"scales must be positive numbers, got {scales!r}")
         if scales is not None and scale != 1:
@@ -107,6 +110,11 @@ class Detector:
             log.info("%s image: first pass found nuclei of median diameter %s px (model: "
                      "%.1f px); detected at scale %.3g", f"{image.shape[0]}x{image.shape[1]}",
                      "-" if measured is None else f"{measured:.1f}", target, factor)
+        elif self.scale == "probe":
+            masks, scores, factor = scales.detect_probe_scale(self._oriented, image)
+            self.last_scale = (None, factor)
+            log.info("%s image: detected at scale %.3g (the most confident of %s)",
+                     f"{image.shape[0]}x{image.shape[1]}", factor, scales.PROBE_FACTORS)
         else:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)

@@ -133,3 +133,15 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
     measured, factor = detector.last_scale
     assert measured is not None and measured > 0
     assert factor == 1.0 or factor == pytest.approx(min(max(24.0 / measured, 0.25), 4.0))
+
+
+def test_probe_scale_is_a_detector_choice_and_reports_its_factor():
+    spy = Spy()
+    detector = Detector(spy, scale="probe")
+    masks, scores = detector(np.zeros((32, 32, 3), np.uint8))
+    assert len(spy.seen) == 3                                 # factors 1, 0.5, 0.25
+    assert [s.shape[:2] for s in spy.seen] == [(32, 32), (16, 16), (8, 8)]
+    assert detector.last_scale == (None, 1.0)                 # same confidence: native kept
+    assert masks.shape[:2] == (32, 32) and len(scores) == masks.shape[2]
+    with pytest.raises(InputError, match="'auto' or 'probe'"):
+        Detector(spy, scale="sometimes")

@@ -146,3 +146,33 @@ def test_detector_scale_options():
                 dict(scale=2.0, scales=(1.0, 2.0))):
         with pytest.raises(InputError):
             Detector(_threshold_detector(), **bad)
+
+
+def test_probe_keeps_the_factor_the_model_is_most_confident_of():
+    """A detector that is confident only when the discs are small (as a model is on nuclei of
+    the sizes it knows) makes the probe shrink the image; a uniform one keeps it as it is."""
+    image, truth = _discs(radius=27)
+    seen = []
+
+    def shy_of_big(img):
+        masks, _ = _threshold_detector()(img)
+        seen.append(img.shape[:2])
+        d = scales.median_diameter(masks) or 0
+        confidence = 0.95 if d < 30 else 0.75
+        return masks, np.full(masks.shape[-1], confidence, np.float32)
+
+    masks, scores, factor = scales.detect_probe_scale(shy_of_big, image)
+    assert factor in (0.5, 0.25) and len(seen) == 3
+    assert seen[0] == (120, 160) and seen[1] == (60, 80) and seen[2] == (30, 40)
+    assert masks.shape[:2] == truth.shape[:2] and np.all(scores == np.float32(0.95))
+    for k in range(truth.shape[-1]):
+        assert max(_iou(masks[..., j], truth[..., k]) for j in range(masks.shape[-1])) > 0.8
+
+    def steady(img):
+        masks, _ = _threshold_detector()(img)
+        return masks, np.full(masks.shape[-1], 0.9, np.float32)
+
+    _, _, factor = scales.detect_probe_scale(steady, image)
+    assert factor == 1.0                       # no factor beats native by the margin
+    with pytest.raises(ValueError, match="no factors"):
+        scales.detect_probe_scale(steady, image, factors=())

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SHIPPED = "shipped Mask R-CNN"
 WEIGHTS_FILE = "weights file..."
-SCALES = ("model default", "auto", "0.5", "1", "2")
+SCALES = ("model default", "auto", "probe", "0.5", "1", "2")
 """Scale choices; "model default" is ``make_detector``'s own (auto for a model trained at one
 nucleus size, native resolution for the shipped one), the others as ``nucleus segment
 --scale``."""
@@ -246,15 +246,15 @@ class SegmentWidget(QWidget):
         text = self.scale_box.currentText().strip()
         if text == SCALES[0]:
             scale = None
-        elif text == "auto":
-            scale = "auto"
+        elif text in ("auto", "probe"):
+            scale = text
         else:
             try:
                 scale = float(text)
             except ValueError:
                 scale = -1.0
             if not scale > 0:
-                raise InputError(f"scale {text!r}: a positive number, auto or "
+                raise InputError(f"scale {text!r}: a positive number, auto, probe or "
                                  f"'{SCALES[0]}'")
         tile = self.tile_box.value()
         return Settings(weights, round(self.confidence_box.value(), 4), scale,
