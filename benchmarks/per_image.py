@@ -35,9 +35,8 @@ def main(argv=None) -> int:
 
     from nucleus import metric, scales
     from nucleus.dataset import load_subset
-    from nucleus.detectors import make_detector
+    from nucleus.detectors import Detector, make_detector
     from nucleus.kinds import image_kind
-    from nucleus.overlap import eliminate_overlaps
 
     scale = args.scale if args.scale in (None, "auto") else float(args.scale)
     dataset = load_subset(args.dataset, args.subset, args.limit, solution=args.solution)
@@ -58,8 +57,9 @@ def main(argv=None) -> int:
             factor = scales.choose_scale(found, detector.diameter or scales.TRAINING_DIAMETER)
             auto_score = score
             if factor != 1:
-                auto_masks, _ = scales.detect_at_scale(detector._oriented, prepared, factor)
-                auto_score = metric.image_score(truth, eliminate_overlaps(auto_masks)[0]).score
+                fixed = Detector(detector.detect, tta=detector.tta, scale=factor)
+                auto_masks, _ = fixed.detect_prepared(prepared)
+                auto_score = metric.image_score(truth, auto_masks).score
         kind = image_kind(image)
         by_kind.setdefault(kind, []).append((score, auto_score))
         true_d = scales.median_diameter(truth)

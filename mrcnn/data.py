@@ -78,17 +78,6 @@ SCALE_LIMITS = (0.25, 4.0)
 """The smallest and largest factor :func:`object_scale` returns."""
 
 
-def median_diameter(mask: np.ndarray) -> float | None:
-    """Median equivalent diameter (pixels, ``sqrt(4 area / pi)``) of the non-empty masks of a
-    [H, W, N] stack; None when there are none."""
-    areas = np.asarray(mask).reshape(-1, mask.shape[-1]).sum(axis=0) if mask.shape[-1] else []
-    areas = np.asarray(areas, np.float64)
-    areas = areas[areas > 0]
-    if not areas.size:
-        return None
-    return float(np.median(np.sqrt(4 * areas / np.pi)))
-
-
 def object_scale(mask: np.ndarray, diameter: float, jitter: tuple[float, float] = (1.0, 1.0),
                  rng=np.random) -> float:
     """The factor that brings the median object of ``mask`` [H, W, N] to ``diameter`` pixels,
@@ -102,7 +91,7 @@ def object_scale(mask: np.ndarray, diameter: float, jitter: tuple[float, float] 
     low, high = (float(v) for v in jitter)
     if not 0 < low <= high:
         raise ValueError(f"jitter must satisfy 0 < low <= high, got {jitter!r}")
-    found = median_diameter(mask)
+    found = utils.median_diameter(mask)
     base = 1.0 if found is None else float(diameter) / found
     factor = base * float(np.exp(rng.uniform(np.log(low), np.log(high))))
     return float(np.clip(factor, *SCALE_LIMITS))

@@ -263,6 +263,17 @@ def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def median_diameter(mask: np.ndarray) -> float | None:
+    """Median equivalent diameter (pixels, ``sqrt(4 area / pi)``) of the non-empty masks of a
+    [H, W, N] stack; None when there are none."""
+    areas = np.asarray(mask).reshape(-1, mask.shape[-1]).sum(axis=0) if mask.shape[-1] else []
+    areas = np.asarray(areas, np.float64)
+    areas = areas[areas > 0]
+    if not areas.size:
+        return None
+    return float(np.median(np.sqrt(4 * areas / np.pi)))
+
+
 def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
                  min_scale: float | None = None, mode: str = "square"):
     """Resize and pad an image, keeping its aspect ratio.

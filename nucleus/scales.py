@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 from skimage.transform import resize
 
+from mrcnn.utils import median_diameter
+
 Detect = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 TRAINING_DIAMETER = 18.0
@@ -65,17 +67,6 @@ def detect_at_scale(detect: Detect, image: np.ndarray,
     masks = restore_masks(masks, image.shape[:2])
     keep = masks.any(axis=(0, 1))
     return masks[..., keep], np.asarray(scores)[keep]
-
-
-def median_diameter(masks: np.ndarray) -> float | None:
-    """Median equivalent diameter (pixels) of the masks [H, W, N]; None without masks."""
-    if masks.shape[-1] == 0:
-        return None
-    areas = masks.reshape(-1, masks.shape[-1]).sum(axis=0)
-    areas = areas[areas > 0]
-    if not areas.size:
-        return None
-    return float(np.median(np.sqrt(4 * areas / np.pi)))
 
 
 def choose_scale(diameter: float | None, target: float = TRAINING_DIAMETER,

@@ -186,7 +186,7 @@ def _discs(shape=(120, 160), radius=9, centres=((30, 40), (80, 110), (60, 70))):
 def test_object_scale_brings_the_median_nucleus_to_the_diameter():
     _, mask = _discs(radius=18)                      # equivalent diameter ~36
     factor = data.object_scale(mask, 18.0)
-    assert factor == pytest.approx(18 / data.median_diameter(mask))
+    assert factor == pytest.approx(18 / utils.median_diameter(mask))
     assert factor == pytest.approx(0.5, rel=0.03)
     rng = np.random.default_rng(0)
     draws = [data.object_scale(mask, 18.0, (0.5, 2.0), rng) / factor for _ in range(400)]
@@ -218,7 +218,7 @@ def test_scaled_crop_enlarges_image_and_masks_together():
     whole = [m for m in np.moveaxis(crop_mask, -1, 0)
              if not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())]
     for m in whole:
-        assert data.median_diameter(m[..., None]) == pytest.approx(26, rel=0.1)
+        assert utils.median_diameter(m[..., None]) == pytest.approx(26, rel=0.1)
 
 
 def test_scaled_crop_takes_hundreds_of_masks():
@@ -236,7 +236,7 @@ def test_scaled_crop_of_a_shrunk_small_image_is_padded():
     assert crop.shape == (64, 64, 3) and window == (0, 0, 30, 40) and scale == 0.5
     assert not crop[30:].any() and not crop[:, 40:].any()
     assert crop_mask.shape[-1] == 1
-    assert data.median_diameter(crop_mask) == pytest.approx(10, rel=0.15)
+    assert utils.median_diameter(crop_mask) == pytest.approx(10, rel=0.15)
 
 
 def test_load_image_gt_normalises_object_sizes(tiny_config):
