@@ -39,7 +39,8 @@ class Detector:
     flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image resized by
     that factor, or, with ``"auto"``, by the factor that brings the nuclei a first pass finds to
     the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25 whose detections
-    the model is most confident of (:func:`nucleus.scales.detect_probe_scale`); ``scales`` votes over several factors (:mod:`nucleus.scales`).
+    the model is most confident of (:func:`nucleus.scales.detect_probe_scale`); ``scales``
+    votes over several factors (:mod:`nucleus.scales`).
     ``diameter`` is the nucleus diameter (pixels) the model was trained at
     (``OBJECT_DIAMETER``), the target of ``"auto"``; None: the training set's native median.
     After each call, :attr:`last_scale` holds ``(measured median diameter, factor used)`` of
@@ -119,6 +120,12 @@ class Detector:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)
         return masks, np.asarray(scores)[kept]
+
+
+def model_scale(diameter: float | None) -> float | str:
+    """A Mask R-CNN's own scale: "auto" when it was trained at one nucleus size
+    (``OBJECT_DIAMETER``), else 1 (native resolution)."""
+    return "auto" if diameter else 1.0
 
 
 def default_weights() -> str:
@@ -201,6 +208,6 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     network.load_weights(path, by_name=True)
     diameter = config.OBJECT_DIAMETER
     if scale is None:
-        scale = "auto" if diameter and scales is None else 1.0
+        scale = model_scale(diameter) if scales is None else 1.0
     return Detector(lambda image: raw_detections(network, image), normalization, tta,
                     "Mask R-CNN", scale, scales, diameter)

@@ -127,11 +127,11 @@ class MapCallback(keras.callbacks.Callback):
     def _detector(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """How the model is scored: as ``evaluate`` would run it, at the scale it was trained
         for when it was trained at one nucleus size (``OBJECT_DIAMETER``)."""
-        from nucleus.detectors import Detector
+        from nucleus.detectors import Detector, model_scale
 
         diameter = self.inference_model.config.OBJECT_DIAMETER
         return Detector(lambda im: raw_detections(self.inference_model, im),
-                        scale="auto" if diameter else 1.0, diameter=diameter).detect_prepared
+                        scale=model_scale(diameter), diameter=diameter).detect_prepared
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.first and (epoch - self.first) % self.every == 0
