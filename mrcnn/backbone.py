@@ -7,6 +7,7 @@ Keras 2 ``mask_rcnn_coco.h5`` loads into it by name. The model maps a molded ima
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers as KL
 
 
@@ -21,11 +22,36 @@ class BatchNorm(KL.BatchNormalization):
     def __init__(self, *args, batch_stats: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_stats = batch_stats
+        self.folded = False    # set by fold_into: the convolution before it does its work
 
     def call(self, inputs, training=None, mask=None):
+        if self.folded:
+            return inputs
         if not self.batch_stats:
             training = False
         return super().call(inputs, training=training, mask=mask)
+
+    def fold_into(self, conv: KL.Conv2D) -> None:
+        """Inference only: fold the moving statistics, gamma and beta into ``conv`` (the
+        convolution this layer normalises) and become the identity.
+
+        Why: Keras normalises in float32 even under mixed bfloat16, so each BatchNorm is a cast
+        and several passes over a full-size feature map; folded, ResNet-50-FPN runs about a
+        quarter faster on the CPU for the same outputs (up to rounding).
+        """
+        if self.folded:
+            raise ValueError(f"{self.name}: already folded")
+        if not conv.use_bias:
+            raise ValueError(f"{self.name}: cannot fold into {conv.name}, which has no bias")
+        gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in self.get_weights())
+        kernel, bias = (np.asarray(w, np.float64) for w in conv.get_weights())
+        if kernel.shape[-1] != gamma.shape[0]:
+            raise ValueError(f"{self.name}: {gamma.shape[0]} channels, but {conv.name} has "
+                             f"{kernel.shape[-1]}")
+        scale = gamma / np.sqrt(variance + self.epsilon)
+        conv.set_weights([(kernel * scale).astype(np.float32),
+                          ((bias - mean) * scale + beta).astype(np.float32)])
+        self.folded = True
 
     def get_config(self):
         config = super().get_config()

@@ -33,6 +33,17 @@ def anchors_for_shape(config, image_shape) -> np.ndarray:
                                           config.RPN_ANCHOR_STRIDE)
 
 
+def conv_of_batch_norm(name: str) -> str:
+    """The name of the convolution a BatchNorm of matterport's naming normalises."""
+    if name == "bn_conv1":
+        return "conv1"
+    if name.startswith("mrcnn_"):
+        return name.replace("_bn", "_conv")
+    if name.startswith("bn"):
+        return "res" + name[2:]
+    raise ValueError(f"{name}: not a BatchNorm name of this network")
+
+
 class MaskRCNNNet(keras.Model):
     """All trainable parts of Mask R-CNN plus the graphs that use them."""
 
@@ -68,6 +79,26 @@ class MaskRCNNNet(keras.Model):
             layer.momentum = float(config.BATCH_NORM_MOMENTUM)
         self._train_anchors = None
         self._infer_fns: dict = {}
+
+    def fold_batch_norms(self) -> int:
+        """Fold every BatchNorm into the convolution before it (inference only: the weights
+        change, and training or saving afterwards would be wrong); returns how many.
+
+        The convolution of a BatchNorm is found by matterport's names: ``bn_conv1`` normalises
+        ``conv1``, ``bn4a_branch2b`` ``res4a_branch2b``, ``mrcnn_mask_bn2``
+        ``mrcnn_mask_conv2``.
+        """
+        layers = {layer.name: layer for layer in self.backbone.layers}
+        layers.update(self.box_layers)
+        layers.update(self.mask_layers)
+        count = 0
+        for bn in self._batch_norm_layers():
+            if bn.folded:
+                continue
+            bn.fold_into(layers[conv_of_batch_norm(bn.name)])
+            count += 1
+        self._infer_fns.clear()          # traced graphs would keep the BatchNorm ops
+        return count
 
     def _batch_norm_layers(self) -> list[BatchNorm]:
         layers = [l for l in self.backbone.layers if isinstance(l, BatchNorm)]

@@ -22,12 +22,17 @@ from typing import Callable
 import numpy as np
 
 from nucleus.errors import InputError
+from nucleus.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
 
 MODELS = ("mrcnn", "fcn")
 Detection = tuple[np.ndarray, np.ndarray]
 """``(masks bool [H, W, N], scores float [N])``."""
+SparseDetection = tuple[np.ndarray, list, np.ndarray]
+"""``(boxes int [N, 4], masks: N bool arrays cropped to those boxes, scores float [N])``: the
+same nuclei as a :data:`Detection` without overlaps, empty masks left out
+(:meth:`mrcnn.model.MaskRCNN.detect_instances`)."""
 
 
 class Detector:
@@ -41,6 +46,9 @@ class Detector:
     the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25 whose detections
     the model is most confident of (:func:`nucleus.scales.detect_probe_scale`); ``scales``
     votes over several factors (:mod:`nucleus.scales`).
+    ``detect_sparse``, when given, is the model's call on a prepared image returning a
+    :data:`SparseDetection` with disjoint masks; :meth:`detect_instances` uses it at scale 1
+    without TTA, where it saves building full-size mask stacks.
     ``diameter`` is the nucleus diameter (pixels) the model was trained at
     (``OBJECT_DIAMETER``), the target of ``"auto"``; None: the training set's native median.
     After each call, :attr:`last_scale` holds ``(measured median diameter, factor used)`` of
@@ -50,7 +58,8 @@ class Detector:
     def __init__(self, detect: Callable[[np.ndarray], Detection],
                  normalization: str | None = None, tta: bool = False, name: str = "detector",
                  scale: float | str = 1.0, scales: tuple[float, ...] | None = None,
-                 diameter: float | None = None):
+                 diameter: float | None = None,
+                 detect_sparse: Callable[[np.ndarray], SparseDetection] | None = None):
         if scale not in ("auto", "probe") and not (isinstance(scale, (int, float))
                                                    and scale > 0):
             raise InputError(f"scale must be a positive number, 'auto' or 'probe', "
@@ -68,6 +77,7 @@ class Detector:
         if diameter is not None and not diameter > 0:
             raise InputError(f"diameter must be a positive number of pixels, got {diameter!r}")
         self.diameter = diameter
+        self.detect_sparse = detect_sparse
         self.last_scale: tuple[float | None, float] = (None, 1.0)
 
     def __repr__(self) -> str:
@@ -120,6 +130,23 @@ class Detector:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
         masks, kept = eliminate_overlaps(masks)
         return masks, np.asarray(scores)[kept]
+
+
+    def detect_instances(self, image: np.ndarray,
+                         offset: tuple[int, int] = (0, 0)) -> list[Instance]:
+        """The nuclei of a prepared image or tile as :class:`nucleus.tiling.Instance` objects
+        (box shifted by ``offset``): what :meth:`detect_prepared` finds, empty masks left out,
+        in the same order."""
+        plain = (self.detect_sparse is not None and not self.tta and self.scales is None
+                 and not isinstance(self.scale, str) and float(self.scale) == 1.0)
+        if not plain:
+            return instances_of(*self.detect_prepared(image), offset)
+        boxes, masks, scores = self.detect_sparse(image)
+        self.last_scale = (None, 1.0)
+        dy, dx = offset
+        return [Instance((int(b[0]) + dy, int(b[1]) + dx, int(b[2]) + dy, int(b[3]) + dx),
+                         np.ascontiguousarray(m, bool), float(s))
+                for b, m, s in zip(boxes, masks, scores)]
 
 
 def model_scale(diameter: float | None) -> float | str:
@@ -206,8 +233,11 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
                                  profile=profile)
     network = modellib.MaskRCNN("inference", config, str(logs))
     network.load_weights(path, by_name=True)
+    network.fold_batch_norms()
     diameter = config.OBJECT_DIAMETER
     if scale is None:
         scale = model_scale(diameter) if scales is None else 1.0
+    sparse = (network.detect_instances if config.DETECTION_MASK_OVERLAP == "confidence"
+              else None)
     return Detector(lambda image: raw_detections(network, image), normalization, tta,
-                    "Mask R-CNN", scale, scales, diameter)
+                    "Mask R-CNN", scale, scales, diameter, detect_sparse=sparse)

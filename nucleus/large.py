@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from nucleus.image_io import grey_intensity
 from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
-from nucleus.tiling import Instance, Tile, instances_of, owned, plan_tiles
+from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
+                            tile_instances)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,27 +41,15 @@ class Found:
     intensity: np.ndarray
 
 
-class PreparedView:
-    """A lazily read image as the detector sees it: ``view[y0:y1, x0:x1]`` is that window of
-    ``detector.prepare(whole image)``."""
-
-    def __init__(self, image: LazyImage, prep: Preparation):
-        self.image, self.prep = image, prep
-        self.shape = tuple(image.shape[:2]) + (3,)
-
-    def __getitem__(self, key) -> np.ndarray:
-        return prepare_window(self.image[key], self.prep)
-
-
 def detect_window(image: LazyImage, prep: Preparation, tile: Tile,
                   detector: Detector) -> list[Found]:
     """The nuclei ``tile`` owns (:func:`nucleus.tiling.detect_tile`) and their intensities."""
     y0, x0, y1, x1 = tile.box
     raw = image.window(y0, x0, y1, x1)
-    masks, scores = detector.detect_prepared(prepare_window(raw, prep))
+    found = tile_instances(detector, prepare_window(raw, prep), (y0, x0))
     intensity = grey_intensity(raw)
     out = []
-    for inst in instances_of(masks, scores, (y0, x0)):
+    for inst in found:
         if owned(inst, tile):
             b = inst.box
             out.append(Found(inst, np.ascontiguousarray(
@@ -238,16 +227,32 @@ class LabelStore:
 
 def serial_tiles(path: str, channel: int | None, prep: Preparation, tiles: Sequence[Tile],
                  detector: Detector) -> Iterator[list[Found]]:
-    """Each tile's nuclei in turn, detected in this process."""
-    for tile in tiles:
-        yield detect_file_tile(path, channel, prep, tile, detector)
+    """Each tile's nuclei in turn, detected in this process: one tile ahead, in a thread, so
+    that reading, detecting and pasting the next tile run while the caller stitches, measures
+    and writes this one (the model's kernels release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
+        ahead = None
+        try:
+            for tile in tiles:
+                future = pool.submit(detect_file_tile, path, channel, prep, tile, detector)
+                if ahead is not None:
+                    yield ahead.result()
+                ahead = future
+            if ahead is not None:
+                yield ahead.result()
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
 
 def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
                   normalization: str | None,
                   detect_tiles: Callable[[str, int | None, Preparation, list[Tile]],
                                          Iterable[list[Found]]],
-                  *, channel: int | None = None, tile: int = 512, overlap: int = 128,
+                  *, channel: int | None = None, tile: int = DEFAULT_TILE,
+                  overlap: int = DEFAULT_OVERLAP,
                   progress: bool = False) -> pd.DataFrame:
     """Segment one lazily readable image into the label TIFF ``labels_path``; its table.
 
@@ -290,8 +295,9 @@ def is_large(path: str | os.PathLike, channel: int | None = None,
 
 
 def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
-                       detector: Detector, *, channel: int | None = None, tile: int = 512,
-                       overlap: int = 128, progress: bool = False) -> pd.DataFrame:
+                       detector: Detector, *, channel: int | None = None,
+                       tile: int = DEFAULT_TILE,
+                       overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> pd.DataFrame:
     """:func:`segment_large` with every tile detected in this process."""
     def detect_tiles(path, channel, prep, tiles):
         return serial_tiles(path, channel, prep, tiles, detector)

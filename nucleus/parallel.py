@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from nucleus.errors import InputError
+from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -170,8 +171,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
 
 # ----------------------------------------------------------------------------- files
 def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: DetectorSpec,
-                       client: Client, *, channel: int | None = None, tile: int = 512,
-                       overlap: int = 128, large_pixels: int | None = None,
+                       client: Client, *, channel: int | None = None,
+                       tile: int = DEFAULT_TILE,
+                       overlap: int = DEFAULT_OVERLAP, large_pixels: int | None = None,
                        progress: bool = True, on_error: Callable[[str], None] = print,
                        written: list | None = None, rois: bool = False,
                        geojson: bool = False) -> Summary:

@@ -89,7 +89,7 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int, overlap: int,
         prepared = detector.prepare(raw)
     except ValueError as e:
         raise InputError(str(e)) from e
-    labels, scores = predict_tiled(prepared, detector.detect_prepared, tile, overlap, progress)
+    labels, scores = predict_tiled(prepared, detector, tile, overlap, progress)
     return labels, measure(labels, scores, grey_intensity(raw), name), prepared
 
 

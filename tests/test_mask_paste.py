@@ -139,3 +139,41 @@ def test_unknown_overlap_rule_is_a_clear_error(inference_model, monkeypatch):
     monkeypatch.setattr(inference_model.config, "DETECTION_MASK_OVERLAP", "confidense")
     with pytest.raises(ValueError, match="DETECTION_MASK_OVERLAP 'confidense'"):
         _two_overlapping(inference_model, (0.9, 0.8), (0.9, 0.9))
+
+
+def test_unmold_instances_are_the_full_masks_cropped(inference_model, monkeypatch):
+    """The crop-sized result equals the full-size one: each non-empty mask cut to its tight
+    box, the empty ones (all their pixels won by more confident detections) left out."""
+    monkeypatch.setattr(inference_model.config, "DETECTION_MASK_OVERLAP", "confidence")
+    rng = np.random.default_rng(3)
+    molded, shape = (64, 128, 3), (40, 70, 3)
+    pixel_boxes = [[10, 20, 30, 40], [10, 30, 30, 50], [12, 22, 28, 38], [-5, 60, 8, 80],
+                   [35, 5, 39.5, 17.3], [0, 0, 40, 70]]
+    boxes = utils.norm_boxes(np.array(pixel_boxes, np.float32), molded[:2])
+    scores = np.array([0.95, 0.9, 0.5, 0.8, 0.99, 0.3], np.float32)
+    detections = np.concatenate([boxes, np.ones((6, 1)), scores[:, None]], axis=1)
+    masks = rng.uniform(0.3, 1.0, (6, 28, 28)).astype(np.float32)
+    masks[0] = rng.uniform(0.6, 1.0, (28, 28))
+    masks[2] = 0.55                          # inside box 0, which is surer everywhere
+    args = (detections.astype(np.float32), masks, shape, molded, (0, 0, 40, 70))
+    _, _, full_scores, full = inference_model.unmold_detections(*args)
+    boxes_out, crops, kept_scores = inference_model.unmold_instances(*args)
+    nonempty = [k for k in range(full.shape[2]) if full[..., k].any()]
+    assert len(nonempty) < full.shape[2]      # some mask was emptied and must be dropped
+    assert len(crops) == len(boxes_out) == len(kept_scores) == len(nonempty)
+    np.testing.assert_array_equal(kept_scores, full_scores[nonempty])
+    for (y1, x1, y2, x2), crop, k in zip(boxes_out, crops, nonempty):
+        canvas = np.zeros(shape[:2], bool)
+        canvas[y1:y2, x1:x2] = crop
+        np.testing.assert_array_equal(canvas, full[..., k])
+        assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+
+
+def test_unmold_instances_needs_disjoint_masks(inference_model):
+    import pytest
+
+    assert inference_model.config.DETECTION_MASK_OVERLAP == "keep"
+    with pytest.raises(ValueError, match="confidence"):
+        inference_model.unmold_instances(np.zeros((0, 6), np.float32),
+                                         np.zeros((0, 28, 28), np.float32), IMAGE + (3,),
+                                         (64, 128, 3), (0, 0, 40, 70))

@@ -478,3 +478,87 @@ def test_run_graph_gives_matterports_outputs_by_name(confident):
     np.testing.assert_array_equal(again["detections"], result["mrcnn_detection"])
     with pytest.raises(ValueError, match="'nms' is None"):
         confident.run_graph([image], [("nms", confident.ancestor(pillar, "ROI/nothing:0"))])
+
+
+# ----------------------------------------------------------------------------- folding
+@pytest.mark.backends
+def test_folded_batch_norms_detect_the_same(tmp_path):
+    """Folding every BatchNorm into its convolution changes no output beyond float rounding
+    (on BatchNorm statistics far from the identity), is done once, and leaves a model that
+    refuses to load or save weights, whose values no longer mean what the file's do."""
+    from conftest import TinyInferenceConfig
+    from seeded_weights import set_detecting_weights
+
+    model = modellib.MaskRCNN("inference", TinyInferenceConfig(), str(tmp_path))
+    net = model.keras_model
+    set_detecting_weights(net, 3)
+    rng = np.random.default_rng(5)
+    batch_norms = net._batch_norm_layers()
+    for bn in batch_norms:
+        gamma, beta, mean, variance = bn.get_weights()
+        bn.set_weights([rng.uniform(0.8, 1.2, gamma.shape).astype(np.float32),
+                        rng.normal(0, 0.05, beta.shape).astype(np.float32),
+                        rng.normal(0, 0.05, mean.shape).astype(np.float32),
+                        rng.uniform(0.8, 1.25, variance.shape).astype(np.float32)])
+    image, _ = ellipse_image(np.random.default_rng(0), size=64)
+    molded = model.mold_inputs([image])[0][0][None].astype(np.float32)
+    pyramid = [np.asarray(p) for p in net.features(molded, False)]
+    before = model.run_stages(image)[0]
+    assert model.fold_batch_norms() == len(batch_norms) > 50
+    after = model.run_stages(image)[0]
+    for level, (old, new) in enumerate(zip(pyramid, net.features(molded, False)), start=2):
+        np.testing.assert_allclose(np.asarray(new), old, rtol=1e-4,
+                                   atol=1e-4 * np.abs(old).max(), err_msg=f"P{level}")
+    for key in ("rpn_class", "rpn_bbox"):
+        np.testing.assert_allclose(after[key], before[key], atol=1e-4, err_msg=key)
+    # The detections come from sorting and NMS, where the near ties of an untrained network
+    # may fall either way: all but two are the same boxes with the same scores.
+    found, same = before["detections"], 0
+    assert len(found) > 10
+    for row in after["detections"]:
+        same += bool(np.any(np.all(np.abs(found - row) < 1e-3, axis=1)))
+    assert same >= len(found) - 2 and abs(len(after["detections"]) - len(found)) <= 2
+    assert model.fold_batch_norms() == 0                 # nothing left to fold
+    with pytest.raises(ValueError, match="folded"):
+        model.save_weights(str(tmp_path / "folded.h5"))
+    with pytest.raises(ValueError, match="folded"):
+        model.load_weights(str(tmp_path / "any.h5"))
+    assert not (tmp_path / "folded.h5").exists()
+
+
+def test_batch_norms_fold_only_at_inference(training_model):
+    with pytest.raises(ValueError, match="inference"):
+        training_model.fold_batch_norms()
+    assert not any(bn.folded for bn in training_model.keras_model._batch_norm_layers())
+
+
+def test_a_batch_norm_folds_into_its_own_convolution_only():
+    from mrcnn.backbone import BatchNorm
+    from mrcnn.network import conv_of_batch_norm
+
+    assert conv_of_batch_norm("bn_conv1") == "conv1"
+    assert conv_of_batch_norm("bn4a_branch2b") == "res4a_branch2b"
+    assert conv_of_batch_norm("mrcnn_mask_bn3") == "mrcnn_mask_conv3"
+    assert conv_of_batch_norm("mrcnn_class_bn1") == "mrcnn_class_conv1"
+    with pytest.raises(ValueError, match="fpn_p2"):
+        conv_of_batch_norm("fpn_p2")
+    bn = BatchNorm(name="bn_x")
+    bn.build((None, 4, 4, 3))
+    no_bias = keras.layers.Conv2D(3, 1, use_bias=False)
+    no_bias.build((None, 4, 4, 2))
+    with pytest.raises(ValueError, match="no bias"):
+        bn.fold_into(no_bias)
+    wider = keras.layers.Conv2D(5, 1)
+    wider.build((None, 4, 4, 2))
+    with pytest.raises(ValueError, match="3 channels"):
+        bn.fold_into(wider)
+    conv = keras.layers.Conv2D(3, 1)
+    conv.build((None, 4, 4, 2))
+    x = np.random.default_rng(1).normal(size=(1, 4, 4, 2)).astype(np.float32)
+    bn.set_weights([np.array([0.5, 2.0, 1.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32),
+                    np.array([1.0, 0.0, -1.0], np.float32), np.array([4.0, 1.0, 0.25], np.float32)])
+    expected = np.asarray(bn(conv(x), training=False))
+    bn.fold_into(conv)
+    np.testing.assert_allclose(np.asarray(bn(conv(x), training=False)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="already folded"):
+        bn.fold_into(conv)

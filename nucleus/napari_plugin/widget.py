@@ -126,7 +126,7 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
     found = []
     yield 0, len(tiles)
     for k, tile in enumerate(tiles):
-        found.extend(detect_tile(prepared, tile, detector.detect_prepared))
+        found.extend(detect_tile(prepared, tile, detector))
         yield k + 1, len(tiles)
     labels, scores = stitch(np.shape(prepared), found)
     return labels, measure(labels, scores, grey_intensity(raw), name)
