@@ -6,17 +6,17 @@ Boxes are ``(y1, x1, y2, x2)`` with y2/x2 exclusive, in pixels unless a name say
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import skimage.io
 import skimage.transform
+
+from mrcnn.files import atomic_path  # noqa: F401  (public here since the first release)
 
 log = logging.getLogger(__name__)
 
@@ -609,46 +609,6 @@ def batch_slice(inputs, graph_fn, batch_size: int, names=None):
 
 
 # ----------------------------------------------------------------------------- files
-def _new_file_mode() -> int:
-    """Permission bits ``open(path, "w")`` gives a new file: 0o666 less the umask."""
-    try:  # Linux reports the umask without changing it (no race with other threads)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; when the block succeeds, rename it to ``path``.
-
-    An interrupted write leaves neither a partial file nor a stray temporary one, and a reader
-    never sees half a file. The result has the permissions a plain ``open`` would give it
-    (umask-based for a new file, the old ones for a replaced file), not mkstemp's 0600.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _new_file_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-
-
 def _download_error(url: str, path: str, error: BaseException) -> ConnectionError:
     reason = error.reason if type(error) is urllib.error.URLError else error
     return ConnectionError(
