@@ -17,6 +17,7 @@ import skimage.io
 import skimage.transform
 
 from mrcnn.files import atomic_path  # noqa: F401  (public here since the first release)
+from mrcnn.mask_iou import mask_iou
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,15 @@ def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
 
 
 def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two [H, W, N] mask stacks, as a [N1, N2] matrix."""
+    """Pairwise IoU of two [H, W, N] mask stacks (values above 0.5 are in), as float32 [N1, N2].
+
+    Matterport's name and float32 result over :func:`mrcnn.mask_iou.mask_iou`, which every mask
+    IoU goes through; rounding its exact float64 IoU to float32 gives what a float32 division
+    of the counts gives.
+    """
     if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
         return np.zeros((masks1.shape[-1], masks2.shape[-1]))
-    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
-    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
-    area1 = m1.sum(axis=0)
-    area2 = m2.sum(axis=0)
-    intersections = m1.T @ m2
-    union = area1[:, None] + area2[None, :] - intersections
-    return intersections / np.maximum(union, 1e-12)
+    return mask_iou(masks1 > .5, masks2 > .5).astype(np.float32)
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
