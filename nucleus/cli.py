@@ -512,6 +512,7 @@ def _print_precisions(precisions: Sequence[float]) -> None:
 def cmd_submit(args) -> int:
     from tqdm import tqdm
 
+    from nucleus.io_utils import atomic_path
     from nucleus.submission import SubmissionWriter, check_submission
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
@@ -522,8 +523,7 @@ def cmd_submit(args) -> int:
                          "is a folder)")
     shapes = {}
     # Write and validate a side file first, so a bad run never replaces a good submission.
-    pending = f"{args.out}.pending"
-    try:
+    with atomic_path(args.out, suffix=".pending") as pending:
         with SubmissionWriter(pending) as writer:
             for image_id in tqdm(ds.image_ids, desc="submit"):
                 image = ds.load_image(image_id)
@@ -532,10 +532,6 @@ def cmd_submit(args) -> int:
                 shapes[name] = image.shape[:2]
                 writer.add(name, masks)
         check_submission(pending, shapes)
-        os.replace(pending, args.out)
-    finally:
-        if os.path.exists(pending):
-            os.remove(pending)
     print(f"submission written and validated: {args.out} ({len(shapes)} images)")
     return 0
 
