@@ -537,23 +537,6 @@ def compute_ap(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pre
     return mAP, precisions, recalls, overlaps
 
 
-def compute_ap_range(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
-                     pred_mask, iou_thresholds=None, verbose: int = 1) -> float:
-    """Mean of :func:`compute_ap` over IoU thresholds (0.5 to 0.95 by 0.05 by default)."""
-    iou_thresholds = iou_thresholds if iou_thresholds is not None else np.arange(0.5, 1.0, 0.05)
-    aps = []
-    for t in iou_thresholds:
-        ap, *_ = compute_ap(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
-                            pred_mask, iou_threshold=t)
-        if verbose:
-            print(f"AP @{t:.2f}:\t {ap:.3f}")
-        aps.append(ap)
-    ap = float(np.mean(aps))
-    if verbose:
-        print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {ap:.3f}")
-    return ap
-
-
 def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float):
     """Share of ground-truth boxes that some predicted box covers with IoU >= ``iou``."""
     overlaps = compute_overlaps(pred_boxes, gt_boxes)
@@ -587,28 +570,7 @@ def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def batch_slice(inputs, graph_fn, batch_size: int, names=None):
-    """Kept for matterport compatibility: apply ``graph_fn`` per batch item and stack.
-
-    Stacks with ``keras.ops``, so it runs under every Keras backend; ``names`` (TensorFlow op
-    names in matterport's version) is accepted and ignored.
-    """
-    import keras  # local: utils must stay importable without the cost of a Keras backend
-
-    if not isinstance(inputs, list):
-        inputs = [inputs]
-    outputs = []
-    for i in range(batch_size):
-        output_slice = graph_fn(*[x[i] for x in inputs])
-        if not isinstance(output_slice, (tuple, list)):
-            output_slice = [output_slice]
-        outputs.append(output_slice)
-    outputs = list(zip(*outputs))
-    result = [keras.ops.stack(o, axis=0) for o in outputs]
-    return result[0] if len(result) == 1 else result
-
-
-# ----------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- downloads
 def _download_error(url: str, path: str, error: BaseException) -> ConnectionError:
     reason = error.reason if type(error) is urllib.error.URLError else error
     return ConnectionError(

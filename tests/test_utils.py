@@ -132,20 +132,6 @@ def test_non_max_suppression_drops_duplicates():
     np.testing.assert_array_equal(utils.non_max_suppression(boxes, scores, 0.5), [1, 2])
 
 
-@pytest.mark.backends
-def test_batch_slice_applies_per_item_and_stacks_under_any_backend():
-    import keras
-
-    x = np.arange(24, dtype="float32").reshape(2, 3, 4)
-    y = np.array([[1.0], [10.0]], dtype="float32")
-    one = utils.batch_slice([x, y], lambda a, b: keras.ops.sum(a, axis=0) * b, 2)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(one), x.sum(axis=1) * y)
-    first, last = utils.batch_slice(x, lambda a: (a[0], keras.ops.max(a)), 2,
-                                    names=["first", "max"])  # matterport's op names: ignored
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(first), x[:, 0])
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(last), [11, 23])
-
-
 # ----------------------------------------------------------------------------- masks
 def test_minimize_then_expand_mask_recovers_an_ellipse():
     shape = (80, 100)
