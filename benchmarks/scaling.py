@@ -4,8 +4,8 @@ the speed-up of local Dask workers (never asserts; README "Scaling out" quotes i
 ``large``: square tiled TIFFs of ``--sizes`` pixels a side (RGB, written tile by tile from the
 bundled sample's fluorescence images, so never held whole; deleted afterwards), each segmented
 in its own process by :func:`nucleus.large.segment_large_here`: seconds and peak resident
-memory. ``--detector threshold`` is the fast synthetic detector of the tests (what the
-window-by-window machinery costs); ``mrcnn`` the shipped model.
+memory. ``--detector threshold`` is the model-free detector of :mod:`nucleus.sample_data`
+(what the window-by-window machinery costs); ``mrcnn`` the shipped model.
 
 ``workers``: a folder of images and one large image, segmented by ``--workers`` local Dask
 workers each (the shipped model): seconds, and the speed-up over one worker.
@@ -31,7 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
-sys.path.insert(0, str(_ROOT / "tests"))   # synthetic: sample_mosaic, make_threshold_detector
 
 TILE = 512
 
@@ -40,7 +39,8 @@ def write_square(path: Path, size: int) -> None:
     """A size x size RGB tiled TIFF, tile by tile from a 2048-pixel mosaic (memory: the mosaic)."""
     import numpy as np
     import tifffile
-    from synthetic import sample_mosaic
+
+    from nucleus.sample_data import sample_mosaic
 
     mosaic = sample_mosaic(2048)
 
@@ -58,7 +58,7 @@ def write_square(path: Path, size: int) -> None:
 
 def _detector(name: str):
     if name == "threshold":
-        from synthetic import make_threshold_detector
+        from nucleus.sample_data import make_threshold_detector
 
         return make_threshold_detector()
     from nucleus.detectors import make_detector
@@ -104,9 +104,9 @@ def cmd_workers(args) -> None:
     import numpy as np
     import tifffile
     from PIL import Image
-    from synthetic import sample_mosaic
 
     from nucleus.cli import main
+    from nucleus.sample_data import sample_mosaic
 
     folder = Path(tempfile.mkdtemp(prefix="scaling-workers-", dir=args.tmp))
     try:

@@ -30,7 +30,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
-sys.path.insert(0, str(_ROOT / "tests"))   # synthetic.sample_mosaic
 
 
 def _peak_mb() -> float:
@@ -40,8 +39,8 @@ def _peak_mb() -> float:
 def _one_speed_run(size: int, tile: int, overlap: int, weights: str | None) -> dict:
     """Runs in a child process: build the detector, segment the mosaic once, report."""
     from nucleus.detectors import make_detector
+    from nucleus.sample_data import sample_mosaic
     from nucleus.tiling import predict_tiled
-    from synthetic import sample_mosaic
 
     image = sample_mosaic(size)
     detector = make_detector("mrcnn", weights)

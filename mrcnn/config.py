@@ -92,7 +92,6 @@ class Config:
         "mrcnn_bbox_loss": 1.,
         "mrcnn_mask_loss": 1.,
     }
-    USE_RPN_ROIS = True               # False feeds external ROIs (kept for API compatibility)
     TRAIN_BN = False                  # False: BatchNorm frozen (small batches); True: trained
     BATCH_NORM_MOMENTUM = 0.99        # moving-statistics momentum when TRAIN_BN; from scratch
                                       # 0.9 keeps inference statistics up with the weights

@@ -6,17 +6,18 @@ Boxes are ``(y1, x1, y2, x2)`` with y2/x2 exclusive, in pixels unless a name say
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import skimage.io
 import skimage.transform
+
+from mrcnn.files import atomic_path  # noqa: F401  (public here since the first release)
+from mrcnn.mask_iou import mask_iou
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,15 @@ def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
 
 
 def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two [H, W, N] mask stacks, as a [N1, N2] matrix."""
+    """Pairwise IoU of two [H, W, N] mask stacks (values above 0.5 are in), as float32 [N1, N2].
+
+    Matterport's name and float32 result over :func:`mrcnn.mask_iou.mask_iou`, which every mask
+    IoU goes through; rounding its exact float64 IoU to float32 gives what a float32 division
+    of the counts gives.
+    """
     if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
         return np.zeros((masks1.shape[-1], masks2.shape[-1]))
-    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
-    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
-    area1 = m1.sum(axis=0)
-    area2 = m2.sum(axis=0)
-    intersections = m1.T @ m2
-    union = area1[:, None] + area2[None, :] - intersections
-    return intersections / np.maximum(union, 1e-12)
+    return mask_iou(masks1 > .5, masks2 > .5).astype(np.float32)
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -537,23 +537,6 @@ def compute_ap(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pre
     return mAP, precisions, recalls, overlaps
 
 
-def compute_ap_range(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
-                     pred_mask, iou_thresholds=None, verbose: int = 1) -> float:
-    """Mean of :func:`compute_ap` over IoU thresholds (0.5 to 0.95 by 0.05 by default)."""
-    iou_thresholds = iou_thresholds if iou_thresholds is not None else np.arange(0.5, 1.0, 0.05)
-    aps = []
-    for t in iou_thresholds:
-        ap, *_ = compute_ap(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
-                            pred_mask, iou_threshold=t)
-        if verbose:
-            print(f"AP @{t:.2f}:\t {ap:.3f}")
-        aps.append(ap)
-    ap = float(np.mean(aps))
-    if verbose:
-        print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {ap:.3f}")
-    return ap
-
-
 def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float):
     """Share of ground-truth boxes that some predicted box covers with IoU >= ``iou``."""
     overlaps = compute_overlaps(pred_boxes, gt_boxes)
@@ -587,68 +570,7 @@ def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def batch_slice(inputs, graph_fn, batch_size: int, names=None):
-    """Kept for matterport compatibility: apply ``graph_fn`` per batch item and stack.
-
-    Stacks with ``keras.ops``, so it runs under every Keras backend; ``names`` (TensorFlow op
-    names in matterport's version) is accepted and ignored.
-    """
-    import keras  # local: utils must stay importable without the cost of a Keras backend
-
-    if not isinstance(inputs, list):
-        inputs = [inputs]
-    outputs = []
-    for i in range(batch_size):
-        output_slice = graph_fn(*[x[i] for x in inputs])
-        if not isinstance(output_slice, (tuple, list)):
-            output_slice = [output_slice]
-        outputs.append(output_slice)
-    outputs = list(zip(*outputs))
-    result = [keras.ops.stack(o, axis=0) for o in outputs]
-    return result[0] if len(result) == 1 else result
-
-
-# ----------------------------------------------------------------------------- files
-def _new_file_mode() -> int:
-    """Permission bits ``open(path, "w")`` gives a new file: 0o666 less the umask."""
-    try:  # Linux reports the umask without changing it (no race with other threads)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; when the block succeeds, rename it to ``path``.
-
-    An interrupted write leaves neither a partial file nor a stray temporary one, and a reader
-    never sees half a file. The result has the permissions a plain ``open`` would give it
-    (umask-based for a new file, the old ones for a replaced file), not mkstemp's 0600.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _new_file_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-
-
+# ----------------------------------------------------------------------------- downloads
 def _download_error(url: str, path: str, error: BaseException) -> ConnectionError:
     reason = error.reason if type(error) is urllib.error.URLError else error
     return ConnectionError(

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
 from mrcnn import utils
+from mrcnn.files import atomic_path
 
 # Hue step of the golden ratio: consecutive colours are far apart on the colour wheel and the
 # sequence never repeats, so colour i is the same whatever N is.
@@ -91,7 +92,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float | None = None) 
     come with a wide white frame. It gets the usual umask-based permissions.
     """
     path = os.fspath(path)
-    with utils.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else "figure",
                     bbox_inches="tight", pad_inches=0.1)
     return path

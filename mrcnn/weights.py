@@ -18,8 +18,8 @@ import h5py
 import keras
 import numpy as np
 
-from mrcnn import utils
 from mrcnn.errors import WeightsError  # noqa: F401  (raised here; public name)
+from mrcnn.files import atomic_path
 
 # Nested models that matterport's files store as one layer group.
 UNIT_MODELS = ("rpn_model",)
@@ -69,7 +69,7 @@ def save_weights(model: keras.Model, filepath: str, dtype: str | None = None,
     (seen on a trained model: val DSB mAP 0.547 -> 0.543).
     """
     units = weight_units(model)
-    with utils.atomic_path(filepath) as tmp:
+    with atomic_path(filepath) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layer_names"] = np.array([u.name.encode("utf8") for u in units])
             # informational only (the arrays are the same on every backend; loading

@@ -35,15 +35,6 @@ CONFIG_FLAGS: dict[str, tuple[str, Callable]] = {
 }
 
 
-def _value(text: str) -> Any:
-    """``--set`` values: Python-like literals (numbers, tuples, True/None) or plain strings."""
-    import ast
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: str) -> None:
     p.add_argument("--dataset", default=None, metavar="DIR",
                    help="folder holding stage1_train/, stage1_test/ ... (default: the bundled "
@@ -321,6 +312,8 @@ def _add_segment(sub) -> None:
 # ---------------------------------------------------------------------------- helpers
 def overrides_from_args(args) -> dict[str, Any]:
     """Configuration values given on the command line."""
+    from nucleus.config import parse_value
+
     values: dict[str, Any] = {}
     for flag, (attr, _) in CONFIG_FLAGS.items():
         v = getattr(args, flag[2:].replace("-", "_"), None)
@@ -336,7 +329,7 @@ def overrides_from_args(args) -> dict[str, Any]:
         if "=" not in item:
             raise InputError(f"--set {item}: expected NAME=VALUE")
         name, text = item.split("=", 1)
-        values[name.strip().upper()] = _value(text.strip())
+        values[name.strip().upper()] = parse_value(text.strip())
     return values
 
 
@@ -432,9 +425,10 @@ def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
 def cmd_sweep(args) -> int:
     if args.model != "mrcnn":
         raise InputError("sweep: only --model mrcnn is supported")
+    from nucleus.config import parse_value
     from nucleus.sweep import parse_axes, run_sweep, summary
 
-    axes = parse_axes(args.set, _value)
+    axes = parse_axes(args.set, parse_value)
     # --set NAME=V1,V2 is an axis; the configuration flags hold for all combinations.
     fixed = overrides_from_args(argparse.Namespace(**{**vars(args), "set": []}))
     result = run_sweep(axes, args.logs, args.name, **_mrcnn_train_kwargs(args, fixed))
@@ -518,6 +512,7 @@ def _print_precisions(precisions: Sequence[float]) -> None:
 def cmd_submit(args) -> int:
     from tqdm import tqdm
 
+    from nucleus.io_utils import atomic_path
     from nucleus.submission import SubmissionWriter, check_submission
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
@@ -528,8 +523,7 @@ def cmd_submit(args) -> int:
                          "is a folder)")
     shapes = {}
     # Write and validate a side file first, so a bad run never replaces a good submission.
-    pending = f"{args.out}.pending"
-    try:
+    with atomic_path(args.out, suffix=".pending") as pending:
         with SubmissionWriter(pending) as writer:
             for image_id in tqdm(ds.image_ids, desc="submit"):
                 image = ds.load_image(image_id)
@@ -538,10 +532,6 @@ def cmd_submit(args) -> int:
                 shapes[name] = image.shape[:2]
                 writer.add(name, masks)
         check_submission(pending, shapes)
-        os.replace(pending, args.out)
-    finally:
-        if os.path.exists(pending):
-            os.remove(pending)
     print(f"submission written and validated: {args.out} ({len(shapes)} images)")
     return 0
 

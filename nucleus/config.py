@@ -8,6 +8,7 @@ ROIs, the mask head on positive ROIs only. Inference variants run on the whole i
 """
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,18 @@ PROFILES = {
     "study": (NucleusConfig, NucleusInferenceConfig),
     "cpu": (NucleusCPUConfig, NucleusCPUInferenceConfig),
 }
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set NAME=VALUE`` value: a Python literal (number, tuple, True, None) or else the text.
+
+    Training's ``--set`` and the sweep's axes read values alike, so it lives beside the
+    configuration both apply them to.
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def make_config(profile: str = "study", inference: bool = False,

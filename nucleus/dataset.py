@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mrcnn.utils import Dataset, to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import IMAGE_SUFFIXES, read_image, to_uint8_rgb
+from nucleus.image_io import IMAGE_SUFFIXES, read_image, read_png, to_uint8_rgb
 from nucleus.submission import read_solution
 from nucleus.split import SPLIT_SEED, kfold_split, load_split, make_split
 
@@ -54,27 +54,6 @@ FOLDER_SUBSETS = ("all", "train", "val")
 VAL_FRACTION = 0.1
 DEFAULT_LABEL_CACHE = 1024
 """Label images kept in memory: all 670 of stage1_train fit (about 200 MB as uint16)."""
-
-
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file into an array, or raise InputError naming the file and the problem."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"):
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... for bad files
-        raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
 
 def _image_size(path: str) -> tuple[int, int]:

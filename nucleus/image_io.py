@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from PIL import Image
 
 from nucleus.errors import InputError
 
@@ -71,9 +72,32 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
         raise InputError(f"{path}: cannot read TIFF ({type(e).__name__}: {e})") from e
 
 
-def _read_pil(path: Path) -> tuple[np.ndarray, str]:
-    from nucleus.dataset import read_png  # reads any format Pillow knows, with clear errors
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Decode any image file Pillow reads (PNG, JPEG, BMP ...) into an array.
 
+    Palette images become RGB(A), exotic modes RGB. Raises InputError naming the file and the
+    problem, so that one bad file in a data set says which it is.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"):
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... for bad files
+        raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, str]:
     array = read_png(path)
     return array, "YX" if array.ndim == 2 else "YXS"
 

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.mask_iou import iou_from_counts
 from nucleus.errors import InputError
 
 # k / 100 is the double nearest to the decimal threshold, and inter / union is the double nearest
@@ -114,11 +115,7 @@ def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
     t, n = _consecutive(true_labels)
     p, m = _consecutive(pred_labels)
     joint = np.bincount(t * (m + 1) + p, minlength=(n + 1) * (m + 1)).reshape(n + 1, m + 1)
-    intersection = joint[1:, 1:]
-    true_area = joint[1:, :].sum(axis=1)
-    pred_area = joint[:, 1:].sum(axis=0)
-    union = true_area[:, None] + pred_area[None, :] - intersection
-    return intersection / union  # union >= each area > 0 after relabelling
+    return iou_from_counts(joint[1:, 1:], joint[1:, :].sum(axis=1), joint[:, 1:].sum(axis=0))
 
 
 def match(iou: np.ndarray, threshold: float) -> np.ndarray:

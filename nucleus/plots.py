@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from mrcnn import utils
+from mrcnn.mask_iou import mask_iou
 from mrcnn.visualize import mask_outlines, random_colors
 from nucleus import metric
 from nucleus.errors import InputError
@@ -140,14 +141,9 @@ def _scores(scores: Sequence[float] | None, n: int, path: str | os.PathLike) -> 
 def _iou(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU [n_gt, n_pred] of two stacks of non-empty masks; raw, overlapping masks allowed."""
     try:
-        return metric.iou_matrix(gt, pred)  # exact and fast, but needs disjoint masks
+        return metric.iou_matrix(gt, pred)  # fast, but needs disjoint masks
     except InputError:
-        pixels = gt.shape[0] * gt.shape[1]
-        g = gt.reshape(pixels, gt.shape[2]).astype(np.float64)
-        p = pred.reshape(pixels, pred.shape[2]).astype(np.float64)
-        inter = g.T @ p  # integer counts, exact in float64
-        union = g.sum(0)[:, None] + p.sum(0)[None, :] - inter
-        return inter / np.maximum(union, 1)
+        return mask_iou(gt, pred)  # the same values, for masks that overlap
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -94,7 +94,7 @@ def parse_axes(items: Sequence[str],
     one with several is an axis of the sweep.
     """
     if parse is None:
-        from nucleus.cli import _value as parse
+        from nucleus.config import parse_value as parse
     axes: list[tuple[str, list]] = []
     for item in items:
         name, sep, text = item.partition("=")

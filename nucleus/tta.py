@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mrcnn import utils
+from mrcnn.mask_iou import mask_iou
 from nucleus.overlap import eliminate_overlaps
 
 # Each flip is its own inverse.
@@ -55,8 +56,7 @@ def _mask_iou(a: _Instance, b: _Instance) -> float:
     pb = np.zeros_like(pa)
     pa[a.box[0] - y1:a.box[2] - y1, a.box[1] - x1:a.box[3] - x1] = a.crop
     pb[b.box[0] - y1:b.box[2] - y1, b.box[1] - x1:b.box[3] - x1] = b.crop
-    union = np.count_nonzero(pa | pb)
-    return np.count_nonzero(pa & pb) / union if union else 0.0
+    return float(mask_iou(pa[..., None], pb[..., None])[0, 0])
 
 
 def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]], image_shape: tuple[int, int],

@@ -10,9 +10,9 @@ import tifffile
 from nucleus import lazy_io, segment
 from nucleus.detectors import Detector
 from nucleus.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
+from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 from nucleus.segment import COLUMNS, TABLE_NAME, segment_files
 from nucleus.tiling import Instance, plan_tiles, stitch
-from synthetic import make_threshold_detector, sample_mosaic, threshold_detector
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from nucleus.cli import build_parser, overrides_from_args
 from nucleus.config import (NucleusConfig, NucleusCPUConfig, NucleusCPUInferenceConfig,
-                            NucleusInferenceConfig, make_config)
+                            NucleusInferenceConfig, make_config, parse_value)
 from nucleus.errors import InputError
 
 
@@ -132,3 +132,10 @@ def test_malformed_and_unknown_set_are_rejected():
     values = _overrides("train", "--set", "NO_SUCH_VALUE=3")
     with pytest.raises(InputError, match="NO_SUCH_VALUE"):
         make_config("study", overrides=values)
+
+
+def test_set_values_are_python_literals_or_else_text():
+    assert parse_value("256") == 256 and parse_value("0.7") == 0.7
+    assert parse_value("(0.6, 1.7)") == (0.6, 1.7)
+    assert parse_value("None") is None and parse_value("True") is True
+    assert parse_value("resnet50") == "resnet50"

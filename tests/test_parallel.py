@@ -20,11 +20,11 @@ from nucleus import lazy_io
 from nucleus.errors import InputError
 from nucleus.parallel import (DetectorSpec, dask_client, detector_builds, segment_files_dask,
                               worker_detector)
+from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import TABLE_NAME, segment_files
-from synthetic import make_threshold_detector, sample_mosaic
 
 LARGE = 1_000_000          # pixels from which an image is cut into tile tasks, in these tests
-SPEC = DetectorSpec("synthetic:make_threshold_detector", {"delay": 0.25})
+SPEC = DetectorSpec("nucleus.sample_data:make_threshold_detector", {"delay": 0.25})
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_a_worker_killed_among_the_tiles_of_a_large_image(cluster, images, seria
 def test_each_worker_builds_the_detector_once(cluster, images, tmp_path):
     with dask_client(scheduler=cluster.scheduler_address) as client:
         client.restart(timeout=300)    # fresh workers; generous on a loaded 2-core machine
-        segment_files_dask(images, tmp_path, DetectorSpec("synthetic:make_threshold_detector"),
+        segment_files_dask(images, tmp_path, DetectorSpec("nucleus.sample_data:make_threshold_detector"),
                            client, large_pixels=LARGE, progress=False, on_error=lambda m: None)
         builds = client.run(detector_builds)
     assert len({b["pid"] for b in builds.values()}) == 2
@@ -148,7 +148,7 @@ def test_each_worker_builds_the_detector_once(cluster, images, tmp_path):
 def test_a_local_cluster_of_n_workers(images, serial, tmp_path):
     with dask_client(workers=1) as client:
         assert len(client.scheduler_info()["workers"]) == 1
-        segment_files_dask(images, tmp_path, DetectorSpec("synthetic:make_threshold_detector"),
+        segment_files_dask(images, tmp_path, DetectorSpec("nucleus.sample_data:make_threshold_detector"),
                            client, large_pixels=LARGE, progress=False, on_error=lambda m: None)
     assert_same_outputs(tmp_path, serial[0])
 
@@ -163,10 +163,10 @@ def test_bad_cluster_requests_are_input_errors():
 
 
 def test_the_detector_is_kept_per_spec_in_this_process():
-    spec = DetectorSpec("synthetic:make_threshold_detector", {"level": 100})
+    spec = DetectorSpec("nucleus.sample_data:make_threshold_detector", {"level": 100})
     first = worker_detector(spec)
-    assert worker_detector(DetectorSpec("synthetic:make_threshold_detector",
+    assert worker_detector(DetectorSpec("nucleus.sample_data:make_threshold_detector",
                                         {"level": 100})) is first
-    assert worker_detector(DetectorSpec("synthetic:make_threshold_detector",
+    assert worker_detector(DetectorSpec("nucleus.sample_data:make_threshold_detector",
                                         {"level": 101})) is not first
     assert detector_builds()["builds"].count(spec.key) == 1

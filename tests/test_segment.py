@@ -16,9 +16,9 @@ from nucleus import segment
 from nucleus.dataset import SAMPLE_DIR
 from nucleus.detectors import Detector
 from nucleus.errors import InputError
+from nucleus.sample_data import sample_mosaic, threshold_detector
 from nucleus.segment import (COLUMNS, TABLE_NAME, collect_files, measure, overlay,
                              segment_files, write_labels)
-from synthetic import sample_mosaic, threshold_detector
 
 PROPS = {"label": "label", "centroid-0": "centroid_y", "centroid-1": "centroid_x",
          "bbox-0": "bbox_y0", "bbox-1": "bbox_x0", "bbox-2": "bbox_y1", "bbox-3": "bbox_x1",

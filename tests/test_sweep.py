@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from nucleus import sweep
-from nucleus.cli import _value, main
+from nucleus.cli import main
+from nucleus.config import parse_value
 from nucleus.errors import InputError
 from nucleus.evaluation import VAL_MAP_COLUMNS
 from nucleus.sweep import Setting, grid, parse_axes, run_sweep, split_values, write_table
@@ -32,7 +33,7 @@ def test_values_split_at_top_level_commas_only():
 
 def test_parse_axes_reads_values_like_train_set():
     axes = parse_axes(["rpn_train_anchors_per_image=128,256,512", "AUGMENT=True,False",
-                       "SCALE=None,(0.6, 1.7)", "BACKBONE=resnet50"], _value)
+                       "SCALE=None,(0.6, 1.7)", "BACKBONE=resnet50"], parse_value)
     assert axes == [("RPN_TRAIN_ANCHORS_PER_IMAGE", [128, 256, 512]),
                     ("AUGMENT", [True, False]), ("SCALE", [None, (0.6, 1.7)]),
                     ("BACKBONE", ["resnet50"])]
@@ -52,12 +53,12 @@ def test_parse_axes_reads_values_like_train_set():
 ])
 def test_bad_axes_are_clear_errors(items, message):
     with pytest.raises(InputError, match=message):
-        parse_axes(items, _value)
+        parse_axes(items, parse_value)
 
 
 def test_exclude_kind_axis_is_leave_a_kind_out(tmp_path):
     trainer = FakeTrainer()
-    axes = parse_axes(["EXCLUDE_KIND=None,colour"], _value)
+    axes = parse_axes(["EXCLUDE_KIND=None,colour"], parse_value)
     result = run_sweep(axes, str(tmp_path), "lko", train=trainer, epochs=1, **TRAIN)
     assert [o.setting.slug for o in result.outcomes] == ["exclude_kind=None",
                                                          "exclude_kind=colour"]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import skimage.measure
 
+from nucleus.sample_data import sample_mosaic, threshold_detector
 from nucleus.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
                             owned, plan_tiles, predict_tiled, stitch)
-from synthetic import sample_mosaic, threshold_detector
 
 
 # ----------------------------------------------------------------------------- the plan

@@ -19,10 +19,10 @@ from skimage.draw import polygon2mask
 
 from nucleus import cli, lazy_io
 from nucleus.parallel import DetectorSpec
+from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import LABELS_SUFFIX, TABLE_NAME, measure, segment_files
 from nucleus.viewer_formats import (GEOJSON_SUFFIX, ROIS_SUFFIX, geojson, outline,
                                     write_geojson, write_rois)
-from synthetic import make_threshold_detector, sample_mosaic
 
 
 def fill(vertices_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -164,7 +164,7 @@ def make_solid_detector():
     from scipy.ndimage import binary_fill_holes
 
     from nucleus.detectors import Detector
-    from synthetic import threshold_detector
+    from nucleus.sample_data import threshold_detector
 
     detect = threshold_detector()
 

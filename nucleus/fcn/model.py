@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from nucleus.errors import InputError
+from nucleus.io_utils import atomic_path
 
 #: What ``keras.applications.VGG16(include_top=False, weights="imagenet")`` downloads.
 VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -170,13 +171,9 @@ def save_fcn_weights(model, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: FCN weight files must end in '.weights.h5'")
-    partial = path.with_name(f".{path.name[:-len('.weights.h5')]}.partial.weights.h5")
     skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
-    try:
-        keras.saving.save_weights(model, str(partial), objects_to_skip=skip)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path, suffix=".partial.weights.h5") as partial:  # Keras checks the suffix
+        keras.saving.save_weights(model, partial, objects_to_skip=skip)
     return path
 
 
