@@ -91,6 +91,7 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     assert config.IMAGE_NORMALIZATION == "stretch"
     network = modellib.MaskRCNN("inference", config, str(tmp_path))
     network.load_weights(weights, by_name=True)
+    network.fold_batch_norms()              # as make_detector does: the same rounding
     ds = load_subset(None, "val", limit=2)
     for image_id in ds.image_ids:
         image = ds.load_image(image_id)
@@ -145,3 +146,34 @@ def test_probe_scale_is_a_detector_choice_and_reports_its_factor():
     assert masks.shape[:2] == (32, 32) and len(scores) == masks.shape[2]
     with pytest.raises(InputError, match="'auto' or 'probe'"):
         Detector(spy, scale="sometimes")
+
+
+def test_detect_instances_takes_the_sparse_call_only_where_it_gives_the_same():
+    """At scale 1 without TTA a detector with ``detect_sparse`` returns its crop-sized nuclei
+    (shifted by the offset); with TTA or another scale it goes through the full-size path.
+    Both give what :meth:`Detector.detect_prepared` gives, empty masks left out."""
+    from nucleus.tiling import instances_of
+
+    calls = []
+
+    def sparse(image):
+        calls.append(image.shape)
+        masks, scores = Detector(Spy()).detect_prepared(image)
+        found = instances_of(masks, scores)
+        return (np.array([i.box for i in found]), [i.mask for i in found],
+                np.array([i.score for i in found]))
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    plain = Detector(Spy(), detect_sparse=sparse)
+    got = plain.detect_instances(image, offset=(100, 200))
+    want = instances_of(*Detector(Spy()).detect_prepared(image), (100, 200))
+    assert calls == [(16, 16, 3)] and len(got) == len(want) == 2
+    for a, b in zip(got, want):
+        assert a.box == b.box and a.score == pytest.approx(b.score)
+        np.testing.assert_array_equal(a.mask, b.mask)
+    for other in (Detector(Spy(), tta=True, detect_sparse=sparse),
+                  Detector(Spy(), scale=0.5, detect_sparse=sparse)):
+        want = instances_of(*other.detect_prepared(image))
+        got = other.detect_instances(image)
+        assert [i.box for i in got] == [i.box for i in want] and len(got) > 0
+    assert len(calls) == 1                   # neither used the sparse call

@@ -119,7 +119,8 @@ def test_a_failing_run_leaves_nothing(section, tmp_path):
         return base(image)
 
     with pytest.raises(RuntimeError, match="detector broke"):
-        segment_large_here(path, "s", tmp_path / "s_labels.tif", Detector(fails_late))
+        segment_large_here(path, "s", tmp_path / "s_labels.tif", Detector(fails_late),
+                           tile=512, overlap=128)
     assert list(tmp_path.iterdir()) == []
 
 
