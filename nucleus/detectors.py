@@ -149,6 +149,12 @@ class Detector:
                 for b, m, s in zip(boxes, masks, scores)]
 
 
+def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks [H, W, N] (they may overlap) and scores of a Mask R-CNN on one image."""
+    result = model.detect([image], verbose=0)[0]
+    return result["masks"], np.asarray(result["scores"])
+
+
 def model_scale(diameter: float | None) -> float | str:
     """A Mask R-CNN's own scale: "auto" when it was trained at one nucleus size
     (``OBJECT_DIAMETER``), else 1 (native resolution)."""
@@ -157,7 +163,7 @@ def model_scale(diameter: float | None) -> float | str:
 
 def default_weights() -> str:
     """The shipped Mask R-CNN weights, or an InputError saying how to get weights."""
-    from nucleus.training import SHIPPED_WEIGHTS
+    from nucleus.model_files import SHIPPED_WEIGHTS
 
     if not os.path.exists(SHIPPED_WEIGHTS):
         raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
@@ -220,8 +226,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
                         1.0 if scale is None else scale, scales)
 
     from mrcnn import model as modellib
-    from nucleus.evaluation import raw_detections
-    from nucleus.training import config_from_weights
+    from nucleus.model_files import config_from_weights
 
     path = mrcnn_weights(weights, logs, profile)
     overrides = dict(overrides or {})

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus import metric
+from nucleus.detectors import Detector, model_scale, raw_detections
 from nucleus.io_utils import atomic_write
 from nucleus.kinds import KINDS, image_kind
 
@@ -60,12 +61,6 @@ class Evaluation:
         return float(tp), float(fp), float(fn)
 
 
-def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks [H, W, N] (they may overlap) and scores of a Mask R-CNN on one image."""
-    result = model.detect([image], verbose=0)[0]
-    return result["masks"], np.asarray(result["scores"])
-
-
 def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks [H, W, N] without overlaps (the model's ``DETECTION_MASK_OVERLAP`` rule first, then
     the biggest mask keeps what is still shared) and their scores.
@@ -73,8 +68,6 @@ def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     The model normalises the image itself (its own ``IMAGE_NORMALIZATION``); the overlap rule is
     the one detector interface's (:meth:`nucleus.detectors.Detector.detect_prepared`).
     """
-    from nucleus.detectors import Detector
-
     return Detector(lambda im: raw_detections(model, im)).detect_prepared(image)
 
 
@@ -127,8 +120,6 @@ class MapCallback(keras.callbacks.Callback):
     def _detector(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """How the model is scored: as ``evaluate`` would run it, at the scale it was trained
         for when it was trained at one nucleus size (``OBJECT_DIAMETER``)."""
-        from nucleus.detectors import Detector, model_scale
-
         diameter = self.inference_model.config.OBJECT_DIAMETER
         return Detector(lambda im: raw_detections(self.inference_model, im),
                         scale=model_scale(diameter), diameter=diameter).detect_prepared

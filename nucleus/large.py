@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from nucleus.image_io import grey_intensity
 from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
+from nucleus.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
                             tile_instances)
 
@@ -144,8 +145,7 @@ class BandStitcher:
         for (tid, (y0, x0, y1, x1), free), crop in zip(kept, crops):
             labels[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = tid
             intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = crop[free]
-        props = regionprops_table(labels, intensity_image=intensity, properties=(
-            "label", "centroid", "bbox", "area", "perimeter", "eccentricity", "intensity_mean"))
+        props = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
         props["centroid-0"] = props["centroid-0"] + ty0
         props["centroid-1"] = props["centroid-1"] + tx0
         for key, off in (("bbox-0", ty0), ("bbox-1", tx0), ("bbox-2", ty0), ("bbox-3", tx0)):
@@ -158,20 +158,16 @@ class BandStitcher:
         return self.ranked
 
     def table(self) -> pd.DataFrame:
-        """One row per label, as :func:`nucleus.segment.measure` makes it."""
+        """One row per label, as :func:`nucleus.nuclei_table.measure` makes it."""
         import pandas as pd
 
-        from nucleus.segment import _RENAME, COLUMNS
-
         if not self.rows:
-            from nucleus.segment import measure
-
             return measure(np.zeros((1, 1), np.uint16), [], np.zeros((1, 1)), self.name)
         table = pd.concat([pd.DataFrame(p) for p in self.rows], ignore_index=True)
         tids = table["label"].to_numpy(np.int64)
         table["label"] = self.rank[tids].astype(np.int64)
         table["score"] = np.asarray(self.scores, np.float32)[tids - 1].astype(np.float64)
-        table = table.rename(columns=_RENAME).sort_values("label", ignore_index=True)
+        table = table.rename(columns=RENAME).sort_values("label", ignore_index=True)
         table.insert(0, "image", self.name)
         return table[list(COLUMNS)]
 

@@ -22,6 +22,7 @@ from nucleus.errors import InputError
 from nucleus.image_io import (expand_path, grey_intensity, read_image, to_uint8_rgb,
                               unique_names)
 from nucleus.io_utils import atomic_write
+from nucleus.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
 from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
@@ -30,17 +31,6 @@ if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` s
 TABLE_NAME = "nuclei.csv"
 LABELS_SUFFIX = "_labels.tif"
 OVERLAY_SUFFIX = "_overlay.png"
-COLUMNS = ("image", "label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1",
-           "bbox_x1", "area", "perimeter", "eccentricity", "mean_intensity", "score")
-"""The table: centroid and box in pixels (row y, column x; box ends exclusive, as in
-``skimage.measure.regionprops``), area in pixels, perimeter in pixels, eccentricity 0 (circle)
-to 1, mean intensity in the file's own units (the chosen channel; the mean of R, G and B for a
-colour image), score the detector's confidence."""
-_PROPERTIES = ("label", "centroid", "bbox", "area", "perimeter", "eccentricity",
-               "intensity_mean")
-_RENAME = {"centroid-0": "centroid_y", "centroid-1": "centroid_x", "bbox-0": "bbox_y0",
-           "bbox-1": "bbox_x0", "bbox-2": "bbox_y1", "bbox-3": "bbox_x1",
-           "intensity_mean": "mean_intensity"}
 
 
 @functools.lru_cache(maxsize=2)
@@ -91,20 +81,6 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int, overlap: int,
         raise InputError(str(e)) from e
     labels, scores = predict_tiled(prepared, detector, tile, overlap, progress)
     return labels, measure(labels, scores, grey_intensity(raw), name), prepared
-
-
-def measure(labels: np.ndarray, scores: Sequence[float], intensity: np.ndarray,
-            name: str = "image") -> pd.DataFrame:
-    """One row per label (:data:`COLUMNS`), from ``skimage.measure.regionprops_table``."""
-    import pandas as pd
-    from skimage.measure import regionprops_table
-
-    props = regionprops_table(labels, intensity_image=intensity, properties=_PROPERTIES)
-    table = pd.DataFrame(props).rename(columns=_RENAME)
-    scores = np.asarray(scores, np.float64)
-    table["score"] = scores[table["label"].to_numpy(np.int64) - 1] if len(table) else []
-    table.insert(0, "image", name)
-    return table[list(COLUMNS)]
 
 
 # ---------------------------------------------------------------------------- files
