@@ -125,7 +125,7 @@ def floor_seconds_per_mp(weights: str | None) -> dict:
     float32 3x3 convolution throughput (``benchmarks/speed.py``'s yardstick)."""
     from benchmarks.speed import conv_throughput, graph_gmacs
     from nucleus.detectors import mrcnn_weights
-    from nucleus.training import config_from_weights
+    from nucleus.model_files import config_from_weights
     from mrcnn.network import MaskRCNNNet
 
     config = config_from_weights(mrcnn_weights(weights), inference=True)

@@ -68,7 +68,7 @@ def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: boo
     if model == "fcn":
         return None
     from nucleus.detectors import mrcnn_weights
-    from nucleus.training import config_from_weights
+    from nucleus.model_files import config_from_weights
 
     return config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
                                overrides=dict(overrides or {}),
