@@ -39,6 +39,8 @@ class Config:
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256  # anchors sampled per image for the RPN losses
     RPN_POSITIVE_IOU = 0.7            # anchor IoU with a box above this: positive
     RPN_NEGATIVE_IOU = 0.3            # below this: negative
+    ROI_POSITIVE_IOU = 0.5            # training ROI IoU with a box at least this: positive
+                                      # (below: negative); matterport's fixed 0.5
     PRE_NMS_LIMIT = 6000              # top-scoring anchors kept before NMS
     POST_NMS_ROIS_TRAINING = 2000     # proposals kept after NMS, training
     POST_NMS_ROIS_INFERENCE = 1000    # proposals kept after NMS, inference

@@ -1,7 +1,7 @@
 """Detection-target stage: sample ROIs among the proposals and give each its class, box and mask.
 
-For every image, ``TRAIN_ROIS_PER_IMAGE`` rows: positive ROIs (IoU >= 0.5 with a ground-truth
-box) first, then negatives, then zero rows. Positives are at most
+For every image, ``TRAIN_ROIS_PER_IMAGE`` rows: positive ROIs (IoU >= ``ROI_POSITIVE_IOU``, 0.5,
+with a ground-truth box) first, then negatives, then zero rows. Positives are at most
 ``int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)``, so mask targets are needed only for that many
 leading rows. All shapes are static (a random key per candidate and ``top_k`` instead of a
 shuffle of a list of unknown length), so the stage compiles once under JAX; randomness comes from
@@ -57,8 +57,8 @@ def detection_targets(proposals, gt_class_ids, gt_boxes, gt_masks, config, seed=
     candidate_valid = ops.concatenate([box_ops.valid_rows(proposals), gt_valid], axis=1)
     iou = ops.where(ops.expand_dims(gt_valid, 1), box_ops.overlaps(candidates, gt_boxes), -1.0)
     iou_max = ops.max(iou, axis=2)
-    positive = ops.logical_and(candidate_valid, iou_max >= 0.5)
-    negative = ops.logical_and(candidate_valid, iou_max < 0.5)
+    positive = ops.logical_and(candidate_valid, iou_max >= config.ROI_POSITIVE_IOU)
+    negative = ops.logical_and(candidate_valid, iou_max < config.ROI_POSITIVE_IOU)
 
     # A random order of the positives, then of the negatives: top_k of a random key that
     # puts the wanted kind above everything else.

@@ -256,3 +256,14 @@ def test_detection_targets_run_inside_jax_jit():
     assert rois.shape == (2, 12, 4) and masks.shape == (2, 3, 28, 28)
     np.testing.assert_array_equal((class_ids > 0).sum(1), [3, 0])
     np.testing.assert_array_equal((np.abs(rois).sum(2) > 0).sum(1), [9, 3])
+
+
+def test_the_positive_iou_comes_from_the_configuration():
+    """ROI_POSITIVE_IOU decides positives, as RPN_POSITIVE_IOU does for anchors: at 0.99 only
+    the ground-truth boxes themselves (IoU 1) are positive."""
+    strict = type("StrictConfig", (TargetConfig,), {"ROI_POSITIVE_IOU": 0.99})()
+    rois, class_ids, _, _ = run(np.concatenate([norm(POSITIVES), norm(NEGATIVES)]), strict)
+    positives = rois[class_ids > 0]
+    assert len(positives) == 2
+    np.testing.assert_allclose(np.sort(positives, axis=0), np.sort(norm(GT_PIXELS), axis=0),
+                               atol=1e-6)
