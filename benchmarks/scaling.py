@@ -73,7 +73,7 @@ def one_large(path: str, detector: str) -> dict:
     built = _detector(detector)
     start = time.perf_counter()
     out = Path(path).with_name("labels.tif")
-    table = segment_large_here(path, "large", out, built, tile=TILE, overlap=128)
+    table = segment_large_here(path, "large", out, built)      # the default tiles
     seconds = time.perf_counter() - start
     os.unlink(out)
     return {"seconds": round(seconds, 1), "nuclei": len(table),

@@ -260,7 +260,7 @@ def _add_export_labels(sub) -> None:
 
 
 def _add_segment(sub) -> None:
-    from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
 
     p = sub.add_parser("segment", help="label image, overlay and a table of nuclei for any image "
                                        "files (PNG, TIFF, JPEG, BMP)")
@@ -276,9 +276,10 @@ def _add_segment(sub) -> None:
                         "objects), a polygon per nucleus with its nuclei.csv measurements")
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="channel (or page) of the nuclear stain in multi-channel images, from 0")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+    p.add_argument("--tile", type=int, default=None,
                    help=f"images wider or taller than this are detected in tiles of this side "
-                        f"(default {DEFAULT_TILE})")
+                        f"(default {DEFAULT_TILE} for Mask R-CNN at scale 1 without TTA, "
+                        f"else {FULL_MASK_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"overlap of neighbouring tiles in pixels; must exceed the largest "
                         f"nucleus (default {DEFAULT_OVERLAP})")
@@ -584,8 +585,10 @@ def cmd_segment(args) -> int:
     from tqdm import tqdm
 
     from nucleus.segment import TABLE_NAME, collect_files, segment_files
+    from nucleus.tiling import FULL_MASK_TILE
 
-    if args.tile < 1 or not 0 <= args.overlap < args.tile:
+    smallest = args.tile if args.tile is not None else FULL_MASK_TILE
+    if smallest < 1 or not 0 <= args.overlap < smallest:
         raise InputError(f"--tile {args.tile} --overlap {args.overlap}: the overlap must be at "
                          "least 0 and smaller than the tile")
 

@@ -132,14 +132,20 @@ class Detector:
         return masks, np.asarray(scores)[kept]
 
 
+    @property
+    def crop_sized(self) -> bool:
+        """Whether :meth:`detect_instances` takes the crop-sized path (``detect_sparse`` at
+        scale 1 without TTA), whose cost follows the nuclei's areas rather than the image's
+        area times their number: big tiles pay off (:func:`nucleus.tiling.tile_for`)."""
+        return (self.detect_sparse is not None and not self.tta and self.scales is None
+                and not isinstance(self.scale, str) and float(self.scale) == 1.0)
+
     def detect_instances(self, image: np.ndarray,
                          offset: tuple[int, int] = (0, 0)) -> list[Instance]:
         """The nuclei of a prepared image or tile as :class:`nucleus.tiling.Instance` objects
         (box shifted by ``offset``): what :meth:`detect_prepared` finds, empty masks left out,
         in the same order."""
-        plain = (self.detect_sparse is not None and not self.tta and self.scales is None
-                 and not isinstance(self.scale, str) and float(self.scale) == 1.0)
-        if not plain:
+        if not self.crop_sized:
             return instances_of(*self.detect_prepared(image), offset)
         boxes, masks, scores = self.detect_sparse(image)
         self.last_scale = (None, 1.0)

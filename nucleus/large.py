@@ -24,7 +24,7 @@ from nucleus.image_io import grey_intensity
 from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
 from nucleus.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
-                            tile_instances)
+                            tile_for, tile_instances)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -292,11 +292,12 @@ def is_large(path: str | os.PathLike, channel: int | None = None,
 
 def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
                        detector: Detector, *, channel: int | None = None,
-                       tile: int = DEFAULT_TILE,
+                       tile: int | None = None,
                        overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> pd.DataFrame:
     """:func:`segment_large` with every tile detected in this process."""
     def detect_tiles(path, channel, prep, tiles):
         return serial_tiles(path, channel, prep, tiles, detector)
 
     return segment_large(path, name, labels_path, detector.normalization, detect_tiles,
-                         channel=channel, tile=tile, overlap=overlap, progress=progress)
+                         channel=channel, tile=tile or tile_for(detector), overlap=overlap,
+                         progress=progress)

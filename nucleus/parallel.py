@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from nucleus.errors import InputError
-from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from nucleus.tiling import DEFAULT_OVERLAP, tile_for
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -55,11 +55,37 @@ class DetectorSpec:
         return getattr(importlib.import_module(module), name)(**self.kwargs)
 
     @property
+    def crop_sized(self) -> bool:
+        """Whether the workers' detector returns crop-sized masks (its default tile is then
+        :data:`nucleus.tiling.DEFAULT_TILE`); read from the weights file, no model built."""
+        return worker_detector(self).crop_sized if self.factory != DetectorSpec.factory \
+            else _crop_sized_of(**self.kwargs)
+
+    @property
     def normalization(self) -> str | None:
         """The detector's intensity normalisation, which the client needs to plan a large
         image; read from the weights file's configuration, no model built."""
         return worker_detector(self).normalization if self.factory != DetectorSpec.factory \
             else _normalization_of(**self.kwargs)
+
+
+def _crop_sized_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,
+                   *, profile: str | None = None, overrides: dict | None = None,
+                   scale: float | str | None = None, scales: tuple | None = None,
+                   **_: Any) -> bool:
+    """What ``make_detector(...).crop_sized`` would say, read from the weights file's
+    configuration without building the model."""
+    if model == "fcn" or tta or scales is not None or isinstance(scale, str):
+        return False
+    if scale is not None and float(scale) != 1.0:
+        return False
+    from nucleus.detectors import mrcnn_weights
+    from nucleus.model_files import config_from_weights
+
+    config = config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
+                                 overrides=dict(overrides or {}), profile=profile)
+    return (config.DETECTION_MASK_OVERLAP == "confidence"
+            and (scale is not None or not config.OBJECT_DIAMETER))
 
 
 def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,
@@ -172,7 +198,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
 # ----------------------------------------------------------------------------- files
 def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: DetectorSpec,
                        client: Client, *, channel: int | None = None,
-                       tile: int = DEFAULT_TILE,
+                       tile: int | None = None,
                        overlap: int = DEFAULT_OVERLAP, large_pixels: int | None = None,
                        progress: bool = True, on_error: Callable[[str], None] = print,
                        written: list | None = None, rois: bool = False,
@@ -182,6 +208,7 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
 
     Small images are one task each; images of at least ``large_pixels`` pixels (default
     :data:`nucleus.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
+    ``tile`` None: the detector's own (:func:`nucleus.tiling.tile_for`).
     ``written`` collects each path written (a test shows none is written twice).
     """
     import pandas as pd
@@ -195,6 +222,7 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     from nucleus.viewer_formats import write_viewer_files
 
     written = [] if written is None else written
+    tile = tile or tile_for(spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary()

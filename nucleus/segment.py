@@ -23,7 +23,7 @@ from nucleus.image_io import (expand_path, grey_intensity, read_image, to_uint8_
                               unique_names)
 from nucleus.io_utils import atomic_write
 from nucleus.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
-from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, predict_tiled
+from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled, tile_for
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
@@ -42,7 +42,7 @@ def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
 
 def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = None, *,
             model: str = "mrcnn", weights: str | None = None, tta: bool = False,
-            channel: int | None = None, tile: int = DEFAULT_TILE,
+            channel: int | None = None, tile: int | None = None,
             overlap: int = DEFAULT_OVERLAP, name: str | None = None,
             progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
     """Nuclei of one image: ``(labels, table)``.
@@ -50,7 +50,8 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
     ``image`` is an array (grey [H, W], RGB(A) [H, W, 3|4], any data type) or an image file.
     ``channel`` picks one channel of a multi-channel image or file (the nuclear stain).
     Without ``detector`` the one of ``model`` / ``weights`` / ``tta`` is built and kept for the
-    next call (the shipped Mask R-CNN by default). ``labels`` is uint16 [H, W] (uint32 past
+    next call (the shipped Mask R-CNN by default). ``tile`` None: the detector's own
+    (:func:`nucleus.tiling.tile_for`). ``labels`` is uint16 [H, W] (uint32 past
     65535 nuclei), 0 the background; ``table`` has one row per label (:data:`COLUMNS`).
     """
     if isinstance(image, (str, os.PathLike)):
@@ -79,7 +80,8 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int, overlap: int,
         prepared = detector.prepare(raw)
     except ValueError as e:
         raise InputError(str(e)) from e
-    labels, scores = predict_tiled(prepared, detector, tile, overlap, progress)
+    labels, scores = predict_tiled(prepared, detector, tile or tile_for(detector), overlap,
+                                   progress)
     return labels, measure(labels, scores, grey_intensity(raw), name), prepared
 
 
@@ -165,7 +167,7 @@ def collect_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 
 
 def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: Detector, *,
-                  channel: int | None = None, tile: int = DEFAULT_TILE,
+                  channel: int | None = None, tile: int | None = None,
                   overlap: int = DEFAULT_OVERLAP, progress: bool = True,
                   on_error: Callable[[str], None] = print, rois: bool = False,
                   geojson: bool = False) -> Summary:
@@ -186,6 +188,7 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tile = tile or tile_for(detector)
     summary = Summary()
     tables = []
     try:

@@ -29,12 +29,16 @@ import numpy as np
 from tqdm import tqdm
 
 DEFAULT_TILE = 1024
-"""Tile side in pixels, the fastest measured (README, "Segment your own images"): the overlap is
-computed twice, so the bigger the tile the fewer pixels are computed per output pixel (1.78 at
-512 with the default overlap, 1.31 at 1024); the model's masks stay crop-sized
-(:meth:`nucleus.detectors.Detector.detect_instances`), so a tile's cost follows its area. A
-1024 tile holds up to about 600 nuclei in the densest stage-1 images, under the CPU profile's
-1,000 detections a call (``DETECTION_MAX_INSTANCES``)."""
+"""Tile side in pixels for detectors that return crop-sized masks (the shipped Mask R-CNN at
+scale 1 without TTA, :attr:`nucleus.detectors.Detector.crop_sized`), the fastest measured
+(docs/segment_speed.md): the overlap is computed twice, so the bigger the tile the fewer pixels
+are computed per output pixel (1.27 on an 8,192 mosaic, 1.72 at 512), and a tile's cost follows
+its area. The CPU profile allows 1,000 detections a call for it."""
+FULL_MASK_TILE = 512
+"""Tile side for detectors that return full-size mask stacks (the FCN-8s, TTA, other scales):
+their time per pixel grows with the tile (a [1024, 1024, N] stack is 4x the pixels times about
+4x the nuclei of a [512, 512, N] one): the synthetic threshold detector took 292 s on an 8,192
+mosaic in 1,024-px tiles, against about 92 s expected at 512."""
 DEFAULT_OVERLAP = 128
 """Overlap of neighbouring tiles: must exceed the largest nucleus (139 px in DSB stage-1 train,
 99.9% of them under 103 px)."""
@@ -186,13 +190,19 @@ def labels_from_masks(masks: np.ndarray,
     return stitch(np.shape(masks)[:2], instances_of(masks, scores))
 
 
-def predict_tiled(image, detect: Detect, tile: int = DEFAULT_TILE,
+def tile_for(detect) -> int:
+    """The default tile side of a detector: :data:`DEFAULT_TILE` when its masks are
+    crop-sized, else :data:`FULL_MASK_TILE`."""
+    return DEFAULT_TILE if getattr(detect, "crop_sized", False) else FULL_MASK_TILE
+
+
+def predict_tiled(image, detect: Detect, tile: int | None = None,
                   overlap: int = DEFAULT_OVERLAP,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Label image and scores of ``image`` ([H, W, ...], prepared for the detector), detected
     tile by tile when it is bigger than ``tile`` (in one piece otherwise); ``detect`` as
-    :func:`detect_tile` takes it."""
-    tiles = plan_tiles(np.shape(image), tile, overlap)
+    :func:`detect_tile` takes it; ``tile`` None: :func:`tile_for` the detector."""
+    tiles = plan_tiles(np.shape(image), tile or tile_for(detect), overlap)
     found: list[Instance] = []
     for t in tqdm(tiles, desc="tiles", unit="tile", leave=False,
                   disable=not progress or len(tiles) == 1):

@@ -170,3 +170,15 @@ def test_the_detector_is_kept_per_spec_in_this_process():
     assert worker_detector(DetectorSpec("nucleus.sample_data:make_threshold_detector",
                                         {"level": 101})) is not first
     assert detector_builds()["builds"].count(spec.key) == 1
+
+
+def test_a_spec_knows_its_detectors_default_tile_without_building_it():
+    from nucleus.parallel import DetectorSpec, _DETECTORS
+
+    built = dict(_DETECTORS)
+    assert DetectorSpec(kwargs={"model": "mrcnn", "weights": None}).crop_sized
+    assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None, "tta": True}).crop_sized
+    assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None,
+                                    "scale": 0.5}).crop_sized
+    assert not DetectorSpec(kwargs={"model": "fcn"}).crop_sized
+    assert _DETECTORS == built                       # no model was built for the answers

@@ -145,3 +145,23 @@ def test_instances_of_shifts_boxes_and_skips_empty_masks():
     assert found[0].mask.shape == (3, 6) and found[0].mask.all()
     with pytest.raises(ValueError, match="scores"):
         instances_of(masks, [0.9])
+
+
+def test_the_default_tile_follows_the_detectors_masks():
+    """Crop-sized masks (Mask R-CNN at scale 1 without TTA) take the big default tile; a
+    detector of full-size mask stacks, or any plain call, the small one."""
+    from nucleus.detectors import Detector
+    from nucleus.tiling import DEFAULT_TILE, FULL_MASK_TILE, tile_for
+
+    def sparse(image):
+        return np.zeros((0, 4), np.int64), [], np.zeros(0)
+
+    def dense(image):
+        return np.zeros(image.shape[:2] + (0,), bool), np.zeros(0)
+
+    assert DEFAULT_TILE > FULL_MASK_TILE
+    assert tile_for(Detector(dense, detect_sparse=sparse)) == DEFAULT_TILE
+    assert tile_for(Detector(dense, tta=True, detect_sparse=sparse)) == FULL_MASK_TILE
+    assert tile_for(Detector(dense, scale="auto", detect_sparse=sparse)) == FULL_MASK_TILE
+    assert tile_for(Detector(dense)) == FULL_MASK_TILE
+    assert tile_for(dense) == FULL_MASK_TILE
