@@ -13,8 +13,9 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
 
-COLUMNS: tuple[str, ...] = ("image", "label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1",
-           "bbox_x1", "area", "perimeter", "eccentricity", "mean_intensity", "score")
+COLUMNS: tuple[str, ...] = ("image", "label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0",
+                            "bbox_y1", "bbox_x1", "area", "perimeter", "eccentricity",
+                            "mean_intensity", "score")
 """The table: centroid and box in pixels (row y, column x; box ends exclusive, as in
 ``skimage.measure.regionprops``), area in pixels, perimeter in pixels, eccentricity 0 (circle)
 to 1, mean intensity in the file's own units (the chosen channel; the mean of R, G and B for a

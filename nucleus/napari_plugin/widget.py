@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QVBoxLayout, QWidget)
 
 from nucleus.errors import InputError
-from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
 
 if TYPE_CHECKING:
     import napari
@@ -45,7 +45,7 @@ class Settings:
     min_confidence: float = MIN_CONFIDENCE
     scale: float | str | None = None    # None: the model's own choice
     tta: bool = False
-    tile: int = DEFAULT_TILE
+    tile: int | None = None             # None: the detector's own (nucleus.tiling.tile_for)
     overlap: int = DEFAULT_OVERLAP
 
 
@@ -113,7 +113,7 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
     built off the GUI thread too."""
     from nucleus.image_io import grey_intensity
     from nucleus.segment import measure
-    from nucleus.tiling import detect_tile, plan_tiles, stitch
+    from nucleus.tiling import detect_tile, plan_tiles, stitch, tile_for
 
     yield 0, 0                                   # "working": the model may take a while
     if not hasattr(detector, "detect_prepared"):
@@ -122,7 +122,8 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
         prepared = detector.prepare(raw)
     except ValueError as e:
         raise InputError(f"{name}: {e}") from e
-    tiles = plan_tiles(np.shape(prepared), settings.tile, settings.overlap)
+    tiles = plan_tiles(np.shape(prepared), settings.tile or tile_for(detector),
+                       settings.overlap)
     found = []
     yield 0, len(tiles)
     for k, tile in enumerate(tiles):
@@ -163,8 +164,10 @@ class SegmentWidget(QWidget):
         self.scale_box.setEditable(True)
         self.scale_box.addItems(SCALES)
         self.tile_box = QSpinBox()
-        self.tile_box.setRange(64, 8192)
-        self.tile_box.setValue(DEFAULT_TILE)
+        self.tile_box.setRange(63, 8192)
+        self.tile_box.setSpecialValueText(f"auto ({DEFAULT_TILE}, or {FULL_MASK_TILE} with TTA "
+                                          "or a scale)")
+        self.tile_box.setValue(63)                   # the minimum: "auto"
         self.tta_box = QCheckBox("vote over the 4 flips (4x slower)")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -257,6 +260,9 @@ class SegmentWidget(QWidget):
                 raise InputError(f"scale {text!r}: a positive number, auto, probe or "
                                  f"'{SCALES[0]}'")
         tile = self.tile_box.value()
+        if tile == self.tile_box.minimum():
+            return Settings(weights, round(self.confidence_box.value(), 4), scale,
+                            self.tta_box.isChecked(), None, DEFAULT_OVERLAP)
         return Settings(weights, round(self.confidence_box.value(), 4), scale,
                         self.tta_box.isChecked(), tile, min(DEFAULT_OVERLAP, tile // 2))
 
