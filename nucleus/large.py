@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus.image_io import grey_intensity
+from nucleus.io_utils import atomic_path
 from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
 from nucleus.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
@@ -205,16 +206,14 @@ class LabelStore:
         import tifffile
 
         dtype = np.uint16 if count < 2**16 else np.uint32
-        # tifffile needs a named file to write tiles from a generator: a temporary one beside
-        # the target, renamed over it when complete (what atomic_write does for open files).
-        tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
+        # tifffile needs a named file to write tiles from a generator: the project's one
+        # atomic writer for path-taking writers gives it one, renamed over the target at the end.
         try:
-            tifffile.imwrite(tmp, self._tiles(dtype), shape=self.array.shape, dtype=dtype,
-                             tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
-                             compression="zlib", bigtiff=True)
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                tifffile.imwrite(tmp, self._tiles(dtype), shape=self.array.shape, dtype=dtype,
+                                 tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
+                                 compression="zlib", bigtiff=True)
         finally:
-            tmp.unlink(missing_ok=True)
             self.discard()
 
     def discard(self) -> None:
