@@ -308,11 +308,10 @@ class MaskRCNN:
         it after loading weights; the model cannot load, save or train afterwards."""
         if self.mode != "inference":
             raise ValueError("BatchNorm can only be folded in an inference model")
-        self.batch_norms_folded = True
         return self.keras_model.fold_batch_norms()
 
     def _check_not_folded(self, what: str) -> None:
-        if getattr(self, "batch_norms_folded", False):
+        if self.keras_model.batch_norms_folded:
             raise ValueError(f"cannot {what} a model whose BatchNorm layers are folded into its "
                              "convolutions (fold_batch_norms); build a new model")
 

@@ -100,6 +100,11 @@ class MaskRCNNNet(keras.Model):
         self._infer_fns.clear()          # traced graphs would keep the BatchNorm ops
         return count
 
+    @property
+    def batch_norms_folded(self) -> bool:
+        """Whether :meth:`fold_batch_norms` has run (the weights no longer match a file's)."""
+        return any(bn.folded for bn in self._batch_norm_layers())
+
     def _batch_norm_layers(self) -> list[BatchNorm]:
         layers = [l for l in self.backbone.layers if isinstance(l, BatchNorm)]
         return layers + [l for l in {**self.box_layers, **self.mask_layers}.values()

@@ -23,7 +23,7 @@ from nucleus.image_io import (expand_path, grey_intensity, read_image, to_uint8_
                               unique_names)
 from nucleus.io_utils import atomic_write
 from nucleus.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
-from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled, tile_for
+from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
@@ -71,7 +71,8 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
     return labels, table
 
 
-def _segment_array(raw: np.ndarray, detector: Detector, tile: int, overlap: int, name: str,
+def _segment_array(raw: np.ndarray, detector: Detector, tile: int | None, overlap: int,
+                   name: str,
                    progress: bool) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Labels, table and the prepared (normalised uint8 RGB) image the detector saw."""
     if raw.ndim not in (2, 3) or min(raw.shape[:2]) < 1:
@@ -80,8 +81,7 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int, overlap: int,
         prepared = detector.prepare(raw)
     except ValueError as e:
         raise InputError(str(e)) from e
-    labels, scores = predict_tiled(prepared, detector, tile or tile_for(detector), overlap,
-                                   progress)
+    labels, scores = predict_tiled(prepared, detector, tile, overlap, progress)
     return labels, measure(labels, scores, grey_intensity(raw), name), prepared
 
 
@@ -188,7 +188,6 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tile = tile or tile_for(detector)
     summary = Summary()
     tables = []
     try:
