@@ -103,10 +103,12 @@ def scale_step(scale: tuple[float, float], probability: float = 0.5) -> Any:
 
 def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                   fraction: float = 0.3, factor: tuple[float, float] = (0.15, 0.7),
-                  sigma: float = 1.5) -> np.ndarray:
+                  sigma: float = 1.5, defocus: float = 0.0) -> np.ndarray:
     """``image`` (uint8 [H, W, C], dark background) with a random ``fraction`` of the instances
     of ``mask`` [H, W, N] dimmed: their signal above the background multiplied by a factor drawn
-    from ``factor``, with edges blurred by ``sigma`` so no hard rim is left.
+    from ``factor``, with edges blurred by ``sigma`` so no hard rim is left. With ``defocus`` > 0
+    the dimmed nuclei are also blurred, by a Gaussian of sigma drawn from 0.5-``defocus`` px
+    (one draw per image), as nuclei out of the focal plane look; their masks stay as labelled.
 
     Out-of-focus and weakly stained nuclei beside bright ones are what the model misses most on
     the stage-1 test images (the dense fluorescence kinds); the training labels mark such nuclei
@@ -121,6 +123,7 @@ def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     if not chosen.size:
         return image
     gain = np.ones(image.shape[:2], np.float32)
+    dimmed = np.zeros(image.shape[:2], bool)
     # Grown by 2 sigma, so the blurred step lies on the background around the nucleus (where
     # there is little signal to scale) instead of leaving a bright rim inside it.
     grow = max(1, int(round(2 * sigma)))
@@ -128,23 +131,45 @@ def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     for k in chosen:
         region = cv2.dilate(mask[..., k].astype(np.uint8), kernel).astype(bool)
         gain[region] = np.minimum(gain[region], rng.uniform(*factor))
+        dimmed |= region
     gain = cv2.GaussianBlur(gain, (0, 0), sigma)
+    source = image.astype(np.float32)
+    if defocus > 0:
+        source = _defocused(source, dimmed, rng.uniform(0.5, max(0.5, defocus)), sigma)
     background = np.percentile(image.reshape(-1, image.shape[-1]), 5, axis=0).astype(np.float32)
-    out = background + (image.astype(np.float32) - background) * gain[..., None]
+    out = background + (source - background) * gain[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _defocused(image: np.ndarray, where: np.ndarray, sigma: float,
+               edge: float) -> np.ndarray:
+    """``image`` (float32 [H, W, C]) blurred by ``sigma`` inside ``where``, unchanged
+    elsewhere; the switch between the two softened by ``edge`` px."""
+    import cv2
+
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    if blurred.ndim == 2:
+        blurred = blurred[..., None]
+    weight = cv2.GaussianBlur(where.astype(np.float32), (0, 0), edge)[..., None]
+    return image * (1 - weight) + blurred * weight
 
 
 class WithDimming:
     """An imgaug augmenter followed, on a share of the images, by :func:`dim_instances`; a
     callable ``(image, mask) -> (image, mask)`` as
     :func:`mrcnn.augmentation.apply_augmentation` takes one. Images with a light background
-    (median above mid-grey after normalisation) are not dimmed."""
+    (median above mid-grey after normalisation) are not dimmed. ``defocus``: the largest
+    sigma of the blur given to dimmed nuclei (0: none)."""
 
-    def __init__(self, augmenter: Any | None, probability: float = 0.5, seed: int | None = None):
+    def __init__(self, augmenter: Any | None, probability: float = 0.5, seed: int | None = None,
+                 defocus: float = 0.0):
         if not 0 <= probability <= 1:
             raise ValueError(f"dimming probability must be in [0, 1], got {probability}")
+        if defocus < 0:
+            raise ValueError(f"defocus sigma must be >= 0, got {defocus}")
         self.augmenter = augmenter
         self.probability = probability
+        self.defocus = defocus
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +178,7 @@ class WithDimming:
         if self.augmenter is not None:
             image, mask = apply_augmentation(self.augmenter, image, mask)
         if self.rng.random() < self.probability and np.median(image) < 128:
-            image = dim_instances(image, mask, self.rng)
+            image = dim_instances(image, mask, self.rng, defocus=self.defocus)
         return image, mask
 
 
@@ -161,9 +186,10 @@ def build_augmentation(flip: bool = True,
                        brightness: tuple[float, float] | None = (0.8, 1.5),
                        rotate90: bool = False, appearance: bool = False,
                        scale: tuple[float, float] | None = None,
-                       dim: float = 0.0) -> Any | None:
+                       dim: float = 0.0, defocus: float = 0.0) -> Any | None:
     """An imgaug augmenter for training; ``None`` if it would do nothing. With ``dim`` > 0 it
-    is wrapped in :class:`WithDimming`, which dims some nuclei of that share of the images.
+    is wrapped in :class:`WithDimming`, which dims some nuclei of that share of the images
+    (and blurs them by up to ``defocus`` px).
 
     ``brightness`` is the (low, high) range of the factor that multiplies pixel values.
     ``rotate90`` adds a quarter turn by 0-3 steps; with both flips that draws each of the
@@ -191,5 +217,5 @@ def build_augmentation(flip: bool = True,
         steps += appearance_steps()
     augmenter = iaa.Sequential(steps) if steps else None
     if dim > 0:
-        return WithDimming(augmenter, dim)
+        return WithDimming(augmenter, dim, defocus=defocus)
     return augmenter

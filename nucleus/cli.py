@@ -144,6 +144,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="Mask R-CNN: in this share of the training crops, dim three nuclei "
                         "in ten to 0.15-0.7 of their brightness (for faint, out-of-focus "
                         "nuclei; default 0)")
+    p.add_argument("--defocus-nuclei", type=float, default=0.0, metavar="SIGMA",
+                   help="Mask R-CNN: blur the nuclei --dim-nuclei dims by a Gaussian of "
+                        "sigma 0.5-SIGMA px, as out-of-focus nuclei look (default 0: none)")
     p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
                    help="Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch")
@@ -420,7 +423,8 @@ def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
                 eval_first=args.eval_first, eval_limit=args.eval_limit,
                 val_subset=args.val_subset, limit=args.limit, rotate90=args.rotate90,
                 lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale_jitter,
-                dim=args.dim_nuclei, oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
+                dim=args.dim_nuclei, defocus=args.defocus_nuclei,
+                oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
 
 
 def cmd_sweep(args) -> int:

@@ -118,6 +118,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   val_subset: str = "val", rotate90: bool = False,
                   lr_drop: int | None = None, appearance: bool = False,
                   scale: tuple[float, float] | None = None, dim: float = 0.0,
+                  defocus: float = 0.0,
                   oversample_kinds: dict[str, int] | None = None,
                   exclude: list[str] | None = None,
                   resume: bool = False) -> modellib.MaskRCNN:
@@ -126,7 +127,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     ``lr_drop``: from this epoch on the learning rate is a tenth of ``LEARNING_RATE`` (the
     last stage is split there); ``rotate90`` adds quarter turns to the flips; ``appearance``
     and ``scale`` add :mod:`nucleus.augment`'s appearance and rescaling steps; ``dim`` is the
-    share of crops in which some nuclei are dimmed (:class:`nucleus.augment.WithDimming`).
+    share of crops in which some nuclei are dimmed (:class:`nucleus.augment.WithDimming`),
+    ``defocus`` the largest sigma of the blur the dimmed nuclei are given.
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
     ``exclude`` drops kinds from training (:mod:`nucleus.sampling`).
     ``resume``: when ``logs`` already holds a checkpoint of this configuration, continue its
@@ -163,7 +165,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         callbacks.append(MapCallback(model, inference_model, val_ds, every=eval_every,
                                      first=eval_first, limit=eval_limit))
     augmentation = (build_augmentation(rotate90=rotate90, appearance=appearance, scale=scale,
-                                       dim=dim)
+                                       dim=dim, defocus=defocus)
                     if augment else None)
     for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, lr_drop):
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,

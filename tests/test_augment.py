@@ -193,3 +193,28 @@ def test_dimming_wrapper_keeps_masks_and_skips_light_backgrounds():
     assert (out == light).all()
     with pytest.raises(ValueError, match="probability"):
         WithDimming(None, 1.5)
+
+
+def test_defocus_blurs_only_the_dimmed_nuclei():
+    from nucleus.augment import dim_instances
+
+    image, mask = _dark_scene()
+    sharp = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
+                          factor=(0.9, 0.9))
+    soft = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
+                         factor=(0.9, 0.9), defocus=3.0)
+    assert soft.dtype == np.uint8 and soft.shape == image.shape
+    changed = [k for k in range(mask.shape[-1])
+               if (sharp[mask[..., k]] != image[mask[..., k]]).any()]
+    kept = [k for k in range(mask.shape[-1]) if k not in changed]
+    assert changed and kept
+    for k in changed:
+        # blurred: the nucleus's edge pixels darker than its centre, signal spread outside
+        inside = soft[mask[..., k]][..., 0].astype(float)
+        assert inside.min() < inside.max() - 20
+    for k in kept:                                         # left sharp and bright
+        diff = soft[mask[..., k]].astype(int) - image[mask[..., k]]
+        assert np.abs(diff).max() <= 2
+    with pytest.raises(ValueError, match="defocus"):
+        from nucleus.augment import WithDimming
+        WithDimming(None, 0.5, defocus=-1)
