@@ -53,7 +53,7 @@ def main(argv=None) -> int:
                    help="score the subset's images this Kaggle solution labels, e.g. "
                         "--subset stage1_test --solution stage1_test_dev_solution.csv")
     p.add_argument("--scale", default=None,
-                   help="Mask R-CNN scale: a number or auto (default: the model's own)")
+                   help="Mask R-CNN scale: a number, auto or probe (default: the model's own)")
     p.add_argument("--weights", default=None,
                    help="Mask R-CNN weights (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--fcn-weights", default=None, help="FCN-8s checkpoint for the baseline row")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     common = dict(dataset=args.dataset, subset=args.subset, logs="logs", profile=None,
                   mixed_precision=False, set=args.set, radius=args.radius, limit=args.limit)
     name = "Mask R-CNN " + os.path.basename(args.weights or "mask_rcnn_nucleus.h5")
-    scale = args.scale if args.scale in (None, "auto") else float(args.scale)
+    scale = args.scale if args.scale in (None, "auto", "probe") else float(args.scale)
     mrcnn = argparse.Namespace(model="mrcnn", weights=args.weights, tta=False, scale=scale,
                                **common)
     rows.append((name, evaluate_dataset(make_detector(mrcnn), ds)))
