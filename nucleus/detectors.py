@@ -92,10 +92,9 @@ class Detector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3], normalised as the model expects (deep images stretched first)."""
-        from mrcnn.utils import normalize_image
-        from nucleus.image_io import to_uint8_rgb
+        from mrcnn.utils import normalize_image, to_rgb_uint8
 
-        return normalize_image(to_uint8_rgb(image), self.normalization)
+        return normalize_image(to_rgb_uint8(image), self.normalization)
 
     def _oriented(self, image: np.ndarray) -> Detection:
         """The model on one image as it is, or voted over its flips with TTA."""

@@ -3,7 +3,7 @@
 Microscopes write 8-, 16- and 32-bit TIFFs with several channels or pages; cameras and web
 tools write PNG, JPEG and BMP. :func:`read_image` turns each into a grey plane (one channel)
 or an RGB image in the file's own data type, so that intensity measurements keep the file's
-units; :func:`to_uint8_rgb` then makes the uint8 RGB the models were trained on.
+units; :func:`mrcnn.utils.to_rgb_uint8` then makes the uint8 RGB the models were trained on.
 """
 from __future__ import annotations
 
@@ -19,12 +19,6 @@ from nucleus.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-STRETCH_PERCENTILES = (0.1, 99.9)
-"""Grey levels of deep images mapped to 0 and 255: wide enough that the models' own stretch
-(0.5-99.5th percentiles, ``IMAGE_NORMALIZATION = "stretch"``) still finds every level it uses,
-narrow enough that a few hot pixels do not push the nuclei into a handful of dark levels."""
-_SAMPLE_PIXELS = 4_000_000
-"""Percentiles of bigger images are measured on a regular subsample of about this many pixels."""
 
 
 def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
@@ -137,45 +131,6 @@ def _real(path: Path, array: np.ndarray) -> np.ndarray:
     if np.iscomplexobj(array) or array.dtype.kind not in "biuf":
         raise InputError(f"{path}: pixel type {array.dtype} is not an intensity image")
     return np.ascontiguousarray(array)
-
-
-def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of a grey or RGB(A) image of any data type (alpha dropped).
-
-    uint8 stays as it is (grey is copied into the three channels). Deeper or floating-point
-    images are stretched so that their :data:`STRETCH_PERCENTILES` become 0 and 255, one map
-    for all channels: a 16-bit image whose nuclei use grey levels 100-900 of 65535 would
-    otherwise be black after a plain division.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (1, 2):   # grey, grey + alpha
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[-1] == 4:      # RGBA
-        image = image[..., :3]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
-        raise ValueError(f"expected a grey [H, W] or RGB(A) [H, W, 3|4] image, got shape "
-                         f"{image.shape}")
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.dtype != np.uint8:
-        image = _stretch(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    return image
-
-
-def _stretch(image: np.ndarray) -> np.ndarray:
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _SAMPLE_PIXELS)))
-    sample = image[::step, ::step].astype(np.float64)
-    finite = sample[np.isfinite(sample)]
-    if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
-    if hi - lo <= 0:
-        hi = lo + 1.0                             # a flat image stays flat (and dark)
-    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def grey_intensity(image: np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mrcnn.utils import deep_range, deep_sample_step, scale_to_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import _SAMPLE_PIXELS, STRETCH_PERCENTILES, TIFF_SUFFIXES
+from nucleus.image_io import TIFF_SUFFIXES
 
 LAZY_PIXELS = 4096 * 4096
 """Images with at least this many pixels (a 4096 x 4096 square) that can be read lazily (TIFF,
@@ -185,17 +186,12 @@ class Preparation:
 
 
 def _to_uint8(window: np.ndarray, prep: Preparation) -> np.ndarray:
-    """:func:`nucleus.image_io.to_uint8_rgb` of a window, with the whole image's stretch."""
+    """:func:`mrcnn.utils.to_rgb_uint8` of a window, with the whole image's stretch."""
     if window.dtype == bool:
         window = window.astype(np.uint8) * 255
     if window.dtype != np.uint8:
-        if prep.zeros:
-            window = np.zeros(window.shape, np.uint8)
-        else:
-            lo, hi = (np.float64(v) for v in prep.stretch)
-            out = (window.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-            out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
-            window = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        window = (np.zeros(window.shape, np.uint8) if prep.zeros
+                  else scale_to_uint8(window, *prep.stretch))
     if window.ndim == 2:
         window = np.repeat(window[..., None], 3, axis=-1)
     return window
@@ -227,17 +223,9 @@ def plan_preparation(image: LazyImage | np.ndarray, normalization: str | None) -
     dtype = np.dtype(image.dtype)
     stretch, zeros = None, False
     if dtype != np.uint8 and dtype != bool:
-        step = max(1, int(np.sqrt(height * width / _SAMPLE_PIXELS)))
-        sample = window(0, 0, height, width, step).astype(np.float64)
-        finite = sample[np.isfinite(sample)]
-        if finite.size == 0:
-            zeros = True
-        else:
-            lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
-            if hi - lo <= 0:
-                hi = lo + 1.0
-            stretch = (float(lo), float(hi))
-        del sample, finite
+        step = deep_sample_step(height, width)
+        stretch = deep_range(window(0, 0, height, width, step))
+        zeros = stretch is None
     prep = Preparation(stretch, zeros)
     if normalization is None:
         return prep

@@ -9,8 +9,7 @@ import tifffile
 from PIL import Image
 
 from nucleus.errors import InputError
-from nucleus.image_io import (STRETCH_PERCENTILES, expand_path, grey_intensity, read_image,
-                              to_uint8_rgb, unique_names)
+from nucleus.image_io import expand_path, grey_intensity, read_image, unique_names
 
 H, W = 40, 50
 RNG = np.random.default_rng(7)
@@ -127,41 +126,6 @@ def test_truncated_and_empty_files_name_the_file(tmp_path, name, write):
         read_image(tmp_path / "missing.png")
     with pytest.raises(InputError, match="is a folder"):
         read_image(tmp_path)
-
-
-# ----------------------------------------------------------------------------- conversion
-def test_uint8_is_kept_and_grey_stacked():
-    grey = RNG.integers(0, 256, (H, W), dtype=np.uint8)
-    out = to_uint8_rgb(grey)
-    assert out.shape == (H, W, 3) and out.dtype == np.uint8
-    assert all(np.array_equal(out[..., c], grey) for c in range(3))
-    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
-    np.testing.assert_array_equal(to_uint8_rgb(rgba), rgba[..., :3])
-
-
-def test_deep_images_are_stretched_by_percentiles():
-    # Dim nuclei (grey levels 100-900 of 65535) plus one hot pixel: a plain division by the
-    # maximum would leave the nuclei within 4 grey levels of black.
-    image = RNG.integers(100, 900, (200, 200)).astype(np.uint16)
-    image[0, 0] = 65535
-    out = to_uint8_rgb(image)[..., 0]
-    lo, hi = np.percentile(image, STRETCH_PERCENTILES)
-    expected = np.clip((image - lo) * 255 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
-    assert np.abs(out.astype(int) - expected).max() <= 1
-    assert out.max() == 255 and out.min() == 0
-    assert 100 < np.median(out) < 155
-
-
-def test_flat_nan_and_bool_images():
-    assert to_uint8_rgb(np.full((5, 5), 1000, np.uint16)).max() == 0
-    f = np.linspace(0, 1, 25, dtype=np.float32).reshape(5, 5)
-    f[0, 0] = np.nan
-    out = to_uint8_rgb(f)
-    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
-    b = np.eye(5, dtype=bool)
-    np.testing.assert_array_equal(to_uint8_rgb(b)[..., 1], b * 255)
-    with pytest.raises(ValueError, match="shape"):
-        to_uint8_rgb(np.zeros((4, 4, 5)))
 
 
 def test_grey_intensity_is_the_plane_or_the_rgb_mean():
