@@ -274,34 +274,6 @@ def resize(image: np.ndarray, output_shape: tuple[int, int], order: int = 1,
                                     anti_aliasing=anti_aliasing)
 
 
-def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
-    """Per-image intensity normalisation of a uint8 RGB image, before resizing.
-
-    ``None`` returns the image as it is (matterport's behaviour). ``"stretch"`` makes images of
-    one kind look alike: an image whose median grey level is above the middle (bright-field,
-    stained tissue: dark objects on a light background) is inverted, then the grey levels
-    between the 0.5th and 99.5th percentiles are stretched linearly to 0-255 (one map for all
-    channels, so the differences between channels survive). Dim fluorescence images and light
-    ones then reach the network on the same scale. Big images are measured on every other pixel.
-    """
-    if mode is None:
-        return image
-    if mode != "stretch":
-        raise ValueError(f"unknown IMAGE_NORMALIZATION {mode!r}: use None or 'stretch'")
-    image = np.asarray(image)
-    big = image.shape[0] * image.shape[1] > 65536
-    sample = (image[::2, ::2] if big else image).mean(axis=-1)
-    out = image.astype(np.float32)
-    if np.median(sample) > 127.5:
-        out = 255.0 - out
-        sample = 255.0 - sample
-    lo, hi = np.percentile(sample, (0.5, 99.5))
-    if hi - lo < 1.0:  # flat image: nothing to stretch
-        return np.clip(out, 0, 255).astype(np.uint8)
-    out = (out - lo) * (255.0 / (hi - lo))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
 def median_diameter(mask: np.ndarray) -> float | None:
     """Median equivalent diameter (pixels, ``sqrt(4 area / pi)``) of the non-empty masks of a
     [H, W, N] stack; None when there are none."""

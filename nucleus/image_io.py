@@ -1,9 +1,12 @@
-"""Read any microscope image file into one plane the detectors take.
+"""Read any microscope image file into one plane, and prepare it as the models see it.
 
 Microscopes write 8-, 16- and 32-bit TIFFs with several channels or pages; cameras and web
 tools write PNG, JPEG and BMP. :func:`read_image` turns each into a grey plane (one channel)
 or an RGB image in the file's own data type, so that intensity measurements keep the file's
-units; :func:`mrcnn.utils.to_rgb_uint8` then makes the uint8 RGB the models were trained on.
+units. :func:`prepare_image` then makes what a model takes: the uint8 RGB of
+:func:`mrcnn.utils.to_rgb_uint8` (deep images stretched by their percentiles), normalised per
+image as the model was trained (:func:`normalize_image`, the configurations'
+``IMAGE_NORMALIZATION``). Training, evaluation and every segment path prepare images so.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from nucleus.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+NORMALIZATIONS = (None, "stretch")
+"""The values of ``IMAGE_NORMALIZATION`` the nucleus configurations know."""
 
 
 def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
@@ -131,6 +136,57 @@ def _real(path: Path, array: np.ndarray) -> np.ndarray:
     if np.iscomplexobj(array) or array.dtype.kind not in "biuf":
         raise InputError(f"{path}: pixel type {array.dtype} is not an intensity image")
     return np.ascontiguousarray(array)
+
+
+def prepare_image(image: np.ndarray, normalization: str | None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of a grey or RGB(A) image of any data type, normalised as a model
+    trained with ``IMAGE_NORMALIZATION = normalization`` expects."""
+    from mrcnn.utils import to_rgb_uint8     # here: `import nucleus` stays cheap
+
+    return normalize_image(to_rgb_uint8(image), normalization)
+
+
+def check_normalization(mode: str | None) -> None:
+    """Raise ValueError unless ``mode`` is one of :data:`NORMALIZATIONS`."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown IMAGE_NORMALIZATION {mode!r}: use None or 'stretch'")
+
+
+def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
+    """Per-image intensity normalisation of a uint8 RGB image, before resizing.
+
+    ``None`` returns the image as it is (matterport's behaviour). ``"stretch"`` makes images of
+    one kind look alike: an image whose median grey level is above the middle (bright-field,
+    stained tissue: dark objects on a light background) is inverted, then the grey levels
+    between the 0.5th and 99.5th percentiles are stretched linearly to 0-255 (one map for all
+    channels, so the differences between channels survive). Dim fluorescence images and light
+    ones then reach the network on the same scale. Big images are measured on every other pixel.
+    """
+    check_normalization(mode)
+    if mode is None:
+        return image
+    image = np.asarray(image)
+    big = image.shape[0] * image.shape[1] > 65536
+    sample = (image[::2, ::2] if big else image).mean(axis=-1)
+    invert = bool(np.median(sample) > 127.5)
+    if invert:
+        sample = 255.0 - sample
+    lo, hi = np.percentile(sample, (0.5, 99.5))
+    return apply_stretch(image, invert, lo, hi)
+
+
+def apply_stretch(image: np.ndarray, invert: bool, lo: float, hi: float) -> np.ndarray:
+    """The ``"stretch"`` map of a uint8 RGB image whose (inverted) grey levels ``lo`` and
+    ``hi`` go to 0 and 255; apart from :func:`normalize_image`, which measures them, so that an
+    image measured once can be mapped tile by tile."""
+    out = image.astype(np.float32)
+    if invert:
+        out = 255.0 - out
+    lo, hi = np.float64(lo), np.float64(hi)
+    if hi - lo < 1.0:  # flat image: nothing to stretch
+        return np.clip(out, 0, 255).astype(np.uint8)
+    out = (out - lo) * (255.0 / (hi - lo))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def grey_intensity(image: np.ndarray) -> np.ndarray:

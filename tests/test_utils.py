@@ -211,36 +211,6 @@ def test_deep_range_then_scale_is_to_rgb_uint8_in_two_steps():
                                   utils.to_rgb_uint8(image)[..., 0])
 
 
-def test_normalize_image_none_is_the_identity():
-    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
-    assert utils.normalize_image(image, None) is image
-
-
-def test_normalize_image_stretches_a_dim_fluorescence_image():
-    image = np.full((64, 64, 3), 4, np.uint8)
-    image[10:30, 10:30] = 40                       # dim nuclei on a dark background
-    out = utils.normalize_image(image, "stretch")
-    assert out.dtype == np.uint8 and out.shape == image.shape
-    assert out[20, 20, 0] == 255 and out[0, 0, 0] == 0
-    # a bright copy of the same scene comes out the same
-    np.testing.assert_array_equal(utils.normalize_image(image * 6, "stretch"), out)
-
-
-def test_normalize_image_inverts_light_backgrounds_with_one_map_for_all_channels():
-    image = np.full((64, 64, 3), (230, 220, 225), np.uint8)
-    image[20:40, 20:40] = (90, 40, 120)             # dark purple nucleus on light tissue
-    out = utils.normalize_image(image, "stretch")
-    assert out[30, 30].mean() > out[0, 0].mean()   # the nucleus is now the bright thing
-    assert out[0, 0].max() <= 10
-    nucleus = out[30, 30].astype(int)
-    assert nucleus[2] < nucleus[0] < nucleus[1]    # one map for all channels: the purple's
-                                                   # channel order, reversed by the inversion
-    flat = np.full((8, 8, 3), 77, np.uint8)
-    np.testing.assert_array_equal(utils.normalize_image(flat, "stretch"), flat)
-    with pytest.raises(ValueError, match="IMAGE_NORMALIZATION"):
-        utils.normalize_image(flat, "zscore")
-
-
 def test_resize_mode_none_returns_the_image_untouched():
     image = striped_image(30, 50)
     out, window, scale, padding, crop = utils.resize_image(image, 64, 128, mode="none")
