@@ -57,13 +57,13 @@ class Config:
     IMAGE_MIN_SCALE = 0
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])  # COCO mean, subtracted from RGB input
-    IMAGE_NORMALIZATION = None        # None | "stretch": per-image inversion + contrast stretch
+    IMAGE_NORMALIZATION = None        # None, or a mode the configuration's normalize_image
+                                      # knows (per-image intensities, before resizing)
     OBJECT_DIAMETER = None            # training: rescale each image so its objects' median
                                       # equivalent diameter is this many pixels (times a draw
                                       # from OBJECT_SCALE_JITTER) before the crop; inference:
                                       # the size the model expects (None: native resolution)
     OBJECT_SCALE_JITTER = (0.67, 1.5)  # log-uniform factor range around OBJECT_DIAMETER
-                                      # before resizing (utils.normalize_image)
 
     # --- second stage (heads)
     TRAIN_ROIS_PER_IMAGE = 200        # ROIs sampled per image for the heads
@@ -137,6 +137,20 @@ class Config:
             setattr(config, name, value)
         Config.__init__(config)
         return config
+
+    def normalize_image(self, image: np.ndarray) -> np.ndarray:
+        """The per-image intensity normalisation ``IMAGE_NORMALIZATION`` names, applied to a
+        uint8 RGB image before resizing, in training (``load_image_gt``) and detection
+        (``mold_inputs``) alike.
+
+        ``None`` leaves the image as it is (matterport). Other modes belong to applications: a
+        subclass overrides this method, and the name stored with the weights selects the mode
+        again when they are loaded.
+        """
+        if self.IMAGE_NORMALIZATION is None:
+            return image
+        raise ValueError(f"unknown IMAGE_NORMALIZATION {self.IMAGE_NORMALIZATION!r}: "
+                         f"{type(self).__name__} knows only None")
 
     def display(self) -> None:
         print("\nConfigurations:")

@@ -38,7 +38,7 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
     """
     if use_mini_mask is None:
         use_mini_mask = config.USE_MINI_MASK
-    image = utils.normalize_image(dataset.load_image(image_id), config.IMAGE_NORMALIZATION)
+    image = config.normalize_image(dataset.load_image(image_id))
     mask, class_ids = dataset.load_mask(image_id)
     original_shape = image.shape
     if config.OBJECT_DIAMETER and config.IMAGE_RESIZE_MODE == "crop":

@@ -425,8 +425,7 @@ class MaskRCNN:
         image metas and windows."""
         molded, metas, windows = [], [], []
         for image in images:
-            image = utils.normalize_image(utils.to_rgb_uint8(image),
-                                          self.config.IMAGE_NORMALIZATION)
+            image = self.config.normalize_image(utils.to_rgb_uint8(image))
             resized, window, scale, _, _ = utils.resize_image(
                 image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
                 max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)

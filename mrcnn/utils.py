@@ -199,30 +199,69 @@ class Dataset:
         return np.empty([0, 0, 0], dtype=bool), np.empty([0], np.int32)
 
 
+DEEP_PERCENTILES = (0.1, 99.9)
+"""Grey levels of a deep (not uint8) image that :func:`to_rgb_uint8` maps to 0 and 255: a few
+hot pixels cannot push the rest into a handful of dark levels, as a division by the maximum
+would, and no level a later per-image stretch (0.5-99.5th percentiles) uses is lost."""
+DEEP_SAMPLE_PIXELS = 4_000_000
+"""The percentiles of bigger images are measured on a regular subsample of about this many
+pixels (:func:`deep_sample_step`)."""
+
+
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Any 2-D or 3-D image (grey, RGB, RGBA, 16-bit, float) as uint8 RGB."""
+    """uint8 RGB [H, W, 3] of a grey or RGB(A) image of any data type (alpha dropped).
+
+    uint8 stays as it is (grey is copied into the three channels; RGB is returned itself). Bool
+    becomes 0/255. Deeper or floating-point images (16-bit microscope TIFFs, float stacks) are
+    stretched so that their :data:`DEEP_PERCENTILES` become 0 and 255, one map for all channels:
+    a 16-bit image whose nuclei use grey levels 100-900 of 65535 would otherwise be black.
+    """
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
+    if image.ndim == 3 and image.shape[-1] in (1, 2):   # grey, grey + alpha
         image = image[..., 0]
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3:
-        raise ValueError(f"expected a 2-D or 3-D image, got shape {image.shape}")
-    if image.shape[-1] == 4:
+    elif image.ndim == 3 and image.shape[-1] == 4:      # RGBA
         image = image[..., :3]
-    if image.shape[-1] == 2:  # grey + alpha
-        image = np.stack([image[..., 0]] * 3, axis=-1)
-    if image.dtype == np.uint8:
-        return image
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(f"expected a grey [H, W] or RGB(A) [H, W, 3|4] image, got shape "
+                         f"{image.shape}")
     if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    image = image.astype(np.float64)
-    if np.issubdtype(np.asarray(image).dtype, np.floating) and image.max() <= 1.0:
-        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    hi = image.max()
-    if hi > 255:  # 16-bit and friends: stretch to the stored range
-        image = image * (255.0 / hi)
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        image = image.astype(np.uint8) * 255
+    if image.dtype != np.uint8:
+        step = deep_sample_step(image.shape[0], image.shape[1])
+        span = deep_range(image[::step, ::step])
+        image = np.zeros(image.shape, np.uint8) if span is None else scale_to_uint8(image, *span)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return image
+
+
+def deep_sample_step(height: int, width: int) -> int:
+    """Stride of the subsample (every step-th row and column) :func:`deep_range` is given."""
+    return max(1, int(np.sqrt(height * width / DEEP_SAMPLE_PIXELS)))
+
+
+def deep_range(sample: np.ndarray) -> tuple[float, float] | None:
+    """The grey levels (lo, hi) of a deep image that :func:`to_rgb_uint8` maps to 0 and 255,
+    measured on ``sample`` (its pixels, or a subsample); None when no pixel is finite.
+
+    Separate from the mapping so that an image read window by window is measured once.
+    """
+    sample = np.asarray(sample).astype(np.float64)
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return None
+    lo, hi = np.percentile(finite, DEEP_PERCENTILES)
+    if hi - lo <= 0:
+        hi = lo + 1.0                             # a flat image stays flat (and dark)
+    return float(lo), float(hi)
+
+
+def scale_to_uint8(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``image`` with grey level ``lo`` at 0 and ``hi`` at 255, rounded and clipped (NaN: 0)."""
+    lo, hi = np.float64(lo), np.float64(hi)
+    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- resizing
@@ -233,34 +272,6 @@ def resize(image: np.ndarray, output_shape: tuple[int, int], order: int = 1,
     return skimage.transform.resize(image, output_shape, order=order, mode=mode, cval=cval,
                                     clip=clip, preserve_range=preserve_range,
                                     anti_aliasing=anti_aliasing)
-
-
-def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
-    """Per-image intensity normalisation of a uint8 RGB image, before resizing.
-
-    ``None`` returns the image as it is (matterport's behaviour). ``"stretch"`` makes images of
-    one kind look alike: an image whose median grey level is above the middle (bright-field,
-    stained tissue: dark objects on a light background) is inverted, then the grey levels
-    between the 0.5th and 99.5th percentiles are stretched linearly to 0-255 (one map for all
-    channels, so the differences between channels survive). Dim fluorescence images and light
-    ones then reach the network on the same scale. Big images are measured on every other pixel.
-    """
-    if mode is None:
-        return image
-    if mode != "stretch":
-        raise ValueError(f"unknown IMAGE_NORMALIZATION {mode!r}: use None or 'stretch'")
-    image = np.asarray(image)
-    big = image.shape[0] * image.shape[1] > 65536
-    sample = (image[::2, ::2] if big else image).mean(axis=-1)
-    out = image.astype(np.float32)
-    if np.median(sample) > 127.5:
-        out = 255.0 - out
-        sample = 255.0 - sample
-    lo, hi = np.percentile(sample, (0.5, 99.5))
-    if hi - lo < 1.0:  # flat image: nothing to stretch
-        return np.clip(out, 0, 255).astype(np.uint8)
-    out = (out - lo) * (255.0 / (hi - lo))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def median_diameter(mask: np.ndarray) -> float | None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from mrcnn.config import Config
 from nucleus.errors import InputError
+from nucleus.image_io import normalize_image
 
 
 class NucleusConfig(Config):
@@ -44,6 +45,11 @@ class NucleusConfig(Config):
     DETECTION_MIN_CONFIDENCE = 0.7
     LEARNING_RATE = 0.001
     MINI_MASK_SHAPE = (56, 56)
+
+    def normalize_image(self, image: np.ndarray) -> np.ndarray:
+        """``IMAGE_NORMALIZATION`` None or "stretch" (:func:`nucleus.image_io.normalize_image`):
+        the model's own normalisation, in training and detection alike."""
+        return normalize_image(image, self.IMAGE_NORMALIZATION)
 
 
 class NucleusInferenceConfig(NucleusConfig):

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mrcnn.utils import Dataset, to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import IMAGE_SUFFIXES, read_image, read_png, to_uint8_rgb
+from nucleus.image_io import IMAGE_SUFFIXES, read_image, read_png
 from nucleus.submission import read_solution
 from nucleus.split import SPLIT_SEED, kfold_split, load_split, make_split
 
@@ -263,17 +263,10 @@ class NucleusDataset(Dataset):
                            label_path=str(labels[image_id]) if image_id in labels else None)
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """uint8 RGB [H, W, 3]: alpha dropped, grey stacked, 16-bit scaled to its maximum
-        (images of an images/ + masks/ folder: any format, deep ones stretched by percentiles,
-        as ``nucleus segment`` reads them)."""
-        path = self.image_info[image_id]["path"]
-        if self.image_info[image_id].get("layout") == "folder":
-            return to_uint8_rgb(read_image(path))
-        array = read_png(path)
-        try:
-            return to_rgb_uint8(array)
-        except ValueError as e:
-            raise InputError(f"{path}: {e}") from e
+        """uint8 RGB [H, W, 3] (:func:`mrcnn.utils.to_rgb_uint8`): alpha dropped, grey
+        stacked, deep images stretched by their percentiles, as ``nucleus segment`` reads them,
+        so that a model is trained and evaluated on what it later segments."""
+        return to_rgb_uint8(read_image(self.image_info[image_id]["path"]))
 
     # ------------------------------------------------------------------------- masks
     def load_labels(self, image_id: int) -> np.ndarray:

@@ -40,12 +40,12 @@ class Detector:
 
     ``detect`` is the model's own call on a prepared image (its masks may overlap);
     ``normalization`` the per-image intensity normalisation the model was trained with
-    (``None`` or ``"stretch"``, :func:`mrcnn.utils.normalize_image`); ``tta`` votes over the four
-    flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image resized by
-    that factor, or, with ``"auto"``, by the factor that brings the nuclei a first pass finds to
-    the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25 whose detections
-    the model is most confident of (:func:`nucleus.scales.detect_probe_scale`); ``scales``
-    votes over several factors (:mod:`nucleus.scales`).
+    (``None`` or ``"stretch"``, :func:`nucleus.image_io.normalize_image`); ``tta`` votes over
+    the four flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image
+    resized by that factor, or, with ``"auto"``, by the factor that brings the nuclei a first
+    pass finds to the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25
+    whose detections the model is most confident of (:func:`nucleus.scales.detect_probe_scale`);
+    ``scales`` votes over several factors (:mod:`nucleus.scales`).
     ``detect_sparse``, when given, is the model's call on a prepared image returning a
     :data:`SparseDetection` with disjoint masks; :meth:`detect_instances` uses it at scale 1
     without TTA, where it saves building full-size mask stacks.
@@ -92,10 +92,9 @@ class Detector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3], normalised as the model expects (deep images stretched first)."""
-        from mrcnn.utils import normalize_image
-        from nucleus.image_io import to_uint8_rgb
+        from nucleus.image_io import prepare_image
 
-        return normalize_image(to_uint8_rgb(image), self.normalization)
+        return prepare_image(image, self.normalization)
 
     def _oriented(self, image: np.ndarray) -> Detection:
         """The model on one image as it is, or voted over its flips with TTA."""

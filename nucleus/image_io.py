@@ -1,9 +1,12 @@
-"""Read any microscope image file into one plane the detectors take.
+"""Read any microscope image file into one plane, and prepare it as the models see it.
 
 Microscopes write 8-, 16- and 32-bit TIFFs with several channels or pages; cameras and web
 tools write PNG, JPEG and BMP. :func:`read_image` turns each into a grey plane (one channel)
 or an RGB image in the file's own data type, so that intensity measurements keep the file's
-units; :func:`to_uint8_rgb` then makes the uint8 RGB the models were trained on.
+units. :func:`prepare_image` then makes what a model takes: the uint8 RGB of
+:func:`mrcnn.utils.to_rgb_uint8` (deep images stretched by their percentiles), normalised per
+image as the model was trained (:func:`normalize_image`, the configurations'
+``IMAGE_NORMALIZATION``). Training, evaluation and every segment path prepare images so.
 """
 from __future__ import annotations
 
@@ -19,12 +22,8 @@ from nucleus.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-STRETCH_PERCENTILES = (0.1, 99.9)
-"""Grey levels of deep images mapped to 0 and 255: wide enough that the models' own stretch
-(0.5-99.5th percentiles, ``IMAGE_NORMALIZATION = "stretch"``) still finds every level it uses,
-narrow enough that a few hot pixels do not push the nuclei into a handful of dark levels."""
-_SAMPLE_PIXELS = 4_000_000
-"""Percentiles of bigger images are measured on a regular subsample of about this many pixels."""
+NORMALIZATIONS = (None, "stretch")
+"""The values of ``IMAGE_NORMALIZATION`` the nucleus configurations know."""
 
 
 def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
@@ -139,42 +138,54 @@ def _real(path: Path, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of a grey or RGB(A) image of any data type (alpha dropped).
+def prepare_image(image: np.ndarray, normalization: str | None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of a grey or RGB(A) image of any data type, normalised as a model
+    trained with ``IMAGE_NORMALIZATION = normalization`` expects."""
+    from mrcnn.utils import to_rgb_uint8     # here: `import nucleus` stays cheap
 
-    uint8 stays as it is (grey is copied into the three channels). Deeper or floating-point
-    images are stretched so that their :data:`STRETCH_PERCENTILES` become 0 and 255, one map
-    for all channels: a 16-bit image whose nuclei use grey levels 100-900 of 65535 would
-    otherwise be black after a plain division.
+    return normalize_image(to_rgb_uint8(image), normalization)
+
+
+def check_normalization(mode: str | None) -> None:
+    """Raise ValueError unless ``mode`` is one of :data:`NORMALIZATIONS`."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown IMAGE_NORMALIZATION {mode!r}: use None or 'stretch'")
+
+
+def normalize_image(image: np.ndarray, mode: str | None) -> np.ndarray:
+    """Per-image intensity normalisation of a uint8 RGB image, before resizing.
+
+    ``None`` returns the image as it is (matterport's behaviour). ``"stretch"`` makes images of
+    one kind look alike: an image whose median grey level is above the middle (bright-field,
+    stained tissue: dark objects on a light background) is inverted, then the grey levels
+    between the 0.5th and 99.5th percentiles are stretched linearly to 0-255 (one map for all
+    channels, so the differences between channels survive). Dim fluorescence images and light
+    ones then reach the network on the same scale. Big images are measured on every other pixel.
     """
+    check_normalization(mode)
+    if mode is None:
+        return image
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (1, 2):   # grey, grey + alpha
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[-1] == 4:      # RGBA
-        image = image[..., :3]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
-        raise ValueError(f"expected a grey [H, W] or RGB(A) [H, W, 3|4] image, got shape "
-                         f"{image.shape}")
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.dtype != np.uint8:
-        image = _stretch(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    return image
+    big = image.shape[0] * image.shape[1] > 65536
+    sample = (image[::2, ::2] if big else image).mean(axis=-1)
+    invert = bool(np.median(sample) > 127.5)
+    if invert:
+        sample = 255.0 - sample
+    lo, hi = np.percentile(sample, (0.5, 99.5))
+    return apply_stretch(image, invert, lo, hi)
 
 
-def _stretch(image: np.ndarray) -> np.ndarray:
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _SAMPLE_PIXELS)))
-    sample = image[::step, ::step].astype(np.float64)
-    finite = sample[np.isfinite(sample)]
-    if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
-    if hi - lo <= 0:
-        hi = lo + 1.0                             # a flat image stays flat (and dark)
-    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
+def apply_stretch(image: np.ndarray, invert: bool, lo: float, hi: float) -> np.ndarray:
+    """The ``"stretch"`` map of a uint8 RGB image whose (inverted) grey levels ``lo`` and
+    ``hi`` go to 0 and 255; apart from :func:`normalize_image`, which measures them, so that an
+    image measured once can be mapped tile by tile."""
+    out = image.astype(np.float32)
+    if invert:
+        out = 255.0 - out
+    lo, hi = np.float64(lo), np.float64(hi)
+    if hi - lo < 1.0:  # flat image: nothing to stretch
+        return np.clip(out, 0, 255).astype(np.uint8)
+    out = (out - lo) * (255.0 / (hi - lo))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

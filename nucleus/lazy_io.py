@@ -5,7 +5,7 @@ A scanned tissue section can be 50,000 pixels wide (7.5 GB as RGB): it is never 
 tiles a window touches) or a zarr store, and :class:`LazyImage` hands out windows of the one
 plane :func:`nucleus.image_io.read_image` would have made (same channel choice, alpha dropped).
 
-A detector prepares a whole image at once (:meth:`nucleus.detectors.Detector.prepare`: a deep
+A detector prepares a whole image at once (:func:`nucleus.image_io.prepare_image`: a deep
 image is stretched by its percentiles, then ``IMAGE_NORMALIZATION`` inverts and stretches it by
 the percentiles of its grey levels). :func:`plan_preparation` measures those numbers once by
 streaming over the image in bands (a histogram of the 766 possible grey sums of a uint8 RGB
@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mrcnn.utils import deep_range, deep_sample_step, scale_to_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import _SAMPLE_PIXELS, STRETCH_PERCENTILES, TIFF_SUFFIXES
+from nucleus.image_io import TIFF_SUFFIXES, apply_stretch, check_normalization
 
 LAZY_PIXELS = 4096 * 4096
 """Images with at least this many pixels (a 4096 x 4096 square) that can be read lazily (TIFF,
@@ -174,28 +175,22 @@ def _order(kept: list[int], axes: str) -> list[int]:
 class Preparation:
     """What :meth:`Detector.prepare` does to one whole image, as numbers: the percentile
     ``stretch`` (lo, hi) of a deep image (None for uint8), and the normalisation (``invert``
-    and ``lo``/``hi`` of the grey levels; ``flat`` when there is nothing to stretch)."""
+    and ``lo``/``hi`` of the grey levels, :func:`nucleus.image_io.apply_stretch`)."""
     stretch: tuple[float, float] | None
     zeros: bool = False                    # a deep image with no finite value: all black
     normalize: bool = False
     invert: bool = False
     lo: float = 0.0
     hi: float = 0.0
-    flat: bool = False
 
 
 def _to_uint8(window: np.ndarray, prep: Preparation) -> np.ndarray:
-    """:func:`nucleus.image_io.to_uint8_rgb` of a window, with the whole image's stretch."""
+    """:func:`mrcnn.utils.to_rgb_uint8` of a window, with the whole image's stretch."""
     if window.dtype == bool:
         window = window.astype(np.uint8) * 255
     if window.dtype != np.uint8:
-        if prep.zeros:
-            window = np.zeros(window.shape, np.uint8)
-        else:
-            lo, hi = (np.float64(v) for v in prep.stretch)
-            out = (window.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-            out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
-            window = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        window = (np.zeros(window.shape, np.uint8) if prep.zeros
+                  else scale_to_uint8(window, *prep.stretch))
     if window.ndim == 2:
         window = np.repeat(window[..., None], 3, axis=-1)
     return window
@@ -207,41 +202,25 @@ def prepare_window(window: np.ndarray, prep: Preparation) -> np.ndarray:
     image = _to_uint8(window, prep)
     if not prep.normalize:
         return image
-    out = image.astype(np.float32)
-    if prep.invert:
-        out = 255.0 - out
-    if prep.flat:
-        return np.clip(out, 0, 255).astype(np.uint8)
-    lo, hi = np.float64(prep.lo), np.float64(prep.hi)
-    out = (out - lo) * (255.0 / (hi - lo))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return apply_stretch(image, prep.invert, prep.lo, prep.hi)
 
 
 def plan_preparation(image: LazyImage | np.ndarray, normalization: str | None) -> Preparation:
     """Measure what ``Detector(normalization=...).prepare`` would do to the whole image,
     reading it in bands (memory: one band and a subsample of at most 4 million pixels)."""
-    if normalization not in (None, "stretch"):
-        raise ValueError(f"unknown IMAGE_NORMALIZATION {normalization!r}: use None or 'stretch'")
+    check_normalization(normalization)
     window = image.window if isinstance(image, LazyImage) else _array_window(image)
     height, width = int(image.shape[0]), int(image.shape[1])
     dtype = np.dtype(image.dtype)
     stretch, zeros = None, False
     if dtype != np.uint8 and dtype != bool:
-        step = max(1, int(np.sqrt(height * width / _SAMPLE_PIXELS)))
-        sample = window(0, 0, height, width, step).astype(np.float64)
-        finite = sample[np.isfinite(sample)]
-        if finite.size == 0:
-            zeros = True
-        else:
-            lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
-            if hi - lo <= 0:
-                hi = lo + 1.0
-            stretch = (float(lo), float(hi))
-        del sample, finite
+        step = deep_sample_step(height, width)
+        stretch = deep_range(window(0, 0, height, width, step))
+        zeros = stretch is None
     prep = Preparation(stretch, zeros)
     if normalization is None:
         return prep
-    # mrcnn.utils.normalize_image: grey = mean of R, G, B over every other pixel of big images.
+    # image_io.normalize_image: grey = mean of R, G, B over every other pixel of big images.
     step = 2 if height * width > 65536 else 1
     counts = np.zeros(766, np.int64)              # sums of three uint8 channels: 0..765
     for y0 in range(0, height, _BAND):
@@ -255,7 +234,7 @@ def plan_preparation(image: LazyImage | np.ndarray, normalization: str | None) -
         grey = 255.0 - grey
     lo = _quantile_from_counts(grey, counts, np.true_divide(0.5, 100))
     hi = _quantile_from_counts(grey, counts, np.true_divide(99.5, 100))
-    return Preparation(stretch, zeros, True, invert, float(lo), float(hi), bool(hi - lo < 1.0))
+    return Preparation(stretch, zeros, True, invert, float(lo), float(hi))
 
 
 def _array_window(array: np.ndarray):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from mrcnn import utils
+from nucleus.image_io import normalize_image
 
 
 def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:
@@ -24,7 +24,7 @@ def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:
     for image_id in ds.image_ids:
         image = ds.load_image(image_id)
         if np.median(image) < 50 and min(image.shape[:2]) >= piece:
-            pieces.append(utils.normalize_image(image, "stretch")[:piece, :piece])
+            pieces.append(normalize_image(image, "stretch")[:piece, :piece])
     n = -(-size // piece)
     rows = [np.concatenate([pieces[(r * n + c) % len(pieces)] for c in range(n)], axis=1)
             for r in range(n)]

@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from nucleus.detectors import Detector
 from nucleus.errors import InputError
-from nucleus.image_io import (expand_path, grey_intensity, read_image, to_uint8_rgb,
-                              unique_names)
+from nucleus.image_io import expand_path, grey_intensity, read_image, unique_names
 from nucleus.io_utils import atomic_write
 from nucleus.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
 from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled
@@ -111,7 +110,9 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.3) -> np.nda
     """Each nucleus filled lightly and outlined in its own colour over the image (uint8 RGB)."""
     from skimage.segmentation import find_boundaries
 
-    out = to_uint8_rgb(image).copy()
+    from mrcnn.utils import to_rgb_uint8
+
+    out = to_rgb_uint8(image).copy()
     colours = _palette(int(labels.max()))
     inside = labels > 0
     tint = colours[labels[inside]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from mrcnn.config import Config
 
@@ -61,3 +62,21 @@ def test_display_lists_every_setting(capsys):
     Nuclei().display()
     out = capsys.readouterr().out
     assert "IMAGES_PER_GPU" in out and "nuclei" in out and "LOSS_WEIGHTS" in out
+
+
+def test_normalize_image_knows_only_none_and_subclasses_add_modes():
+    image = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
+    assert Nuclei().normalize_image(image) is image
+
+    class Stretched(Nuclei):
+        IMAGE_NORMALIZATION = "stretch"
+
+    with pytest.raises(ValueError, match="IMAGE_NORMALIZATION 'stretch'"):
+        Stretched().normalize_image(image)
+
+    class Inverted(Stretched):
+        def normalize_image(self, image):
+            return 255 - image
+
+    np.testing.assert_array_equal(Inverted().normalize_image(image), 255 - image)
+    assert "normalize_image" not in Inverted().to_dict()

@@ -96,6 +96,22 @@ def test_load_image_gt_resizes_and_stores_mini_masks():
     assert (np.diag(utils.compute_overlaps_masks(full, resized)) > 0.85).all()
 
 
+def test_load_image_gt_normalises_with_the_configurations_hook():
+    class Inverted(TinyConfig):
+        IMAGE_NORMALIZATION = "invert"
+
+        def normalize_image(self, image):
+            return 255 - image
+
+    ds = EllipseDataset(1, seed=7)
+    plain, *_ = data.load_image_gt(ds, TinyConfig(), 0)
+    inverted, *_ = data.load_image_gt(ds, Inverted(), 0)
+    np.testing.assert_array_equal(inverted, 255 - plain)
+    with pytest.raises(ValueError, match="IMAGE_NORMALIZATION 'invert'"):
+        data.load_image_gt(ds, type("Unknown", (TinyConfig,), {"IMAGE_NORMALIZATION": "invert"})(),
+                           0)
+
+
 def test_load_image_gt_use_mini_mask_overrides_the_configuration(tiny_config):
     ds = EllipseDataset(1, seed=7)
     *_, bbox, stored = data.load_image_gt(ds, tiny_config, 0)          # USE_MINI_MASK

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrcnn.utils import normalize_image
 from nucleus.dataset import load_subset
 from nucleus.detectors import Detector, make_detector
 from nucleus.errors import InputError
+from nucleus.image_io import normalize_image
 
 
 def _square(shape, y0, x0, y1, x1) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_prepare_converts_then_normalises_once():
     tile = prepared[:16, :16]
     detector.detect_prepared(tile)
     np.testing.assert_array_equal(spy.seen[-1], tile)
-    # uint8 RGB is normalised as the model's own `normalize_image` would do it.
+    # uint8 RGB is normalised as the model's configuration would do it.
     rgb = rng.integers(0, 60, (32, 40, 3)).astype(np.uint8)
     np.testing.assert_array_equal(detector.prepare(rgb), normalize_image(rgb, "stretch"))
     np.testing.assert_array_equal(Detector(spy).prepare(rgb), rgb)

@@ -1,4 +1,5 @@
-"""Reading microscope image files (nucleus/image_io.py) on files written in the tests."""
+"""Reading microscope image files and preparing them as the models see them
+(nucleus/image_io.py), on files and images made in the tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,10 @@ import pytest
 import tifffile
 from PIL import Image
 
+from mrcnn.utils import to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import (STRETCH_PERCENTILES, expand_path, grey_intensity, read_image,
-                              to_uint8_rgb, unique_names)
+from nucleus.image_io import (expand_path, grey_intensity, normalize_image, prepare_image,
+                              read_image, unique_names)
 
 H, W = 40, 50
 RNG = np.random.default_rng(7)
@@ -129,39 +131,45 @@ def test_truncated_and_empty_files_name_the_file(tmp_path, name, write):
         read_image(tmp_path)
 
 
-# ----------------------------------------------------------------------------- conversion
-def test_uint8_is_kept_and_grey_stacked():
-    grey = RNG.integers(0, 256, (H, W), dtype=np.uint8)
-    out = to_uint8_rgb(grey)
-    assert out.shape == (H, W, 3) and out.dtype == np.uint8
-    assert all(np.array_equal(out[..., c], grey) for c in range(3))
-    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
-    np.testing.assert_array_equal(to_uint8_rgb(rgba), rgba[..., :3])
+# ----------------------------------------------------------------------------- preparation
+def test_normalize_image_none_is_the_identity():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    assert normalize_image(image, None) is image
 
 
-def test_deep_images_are_stretched_by_percentiles():
-    # Dim nuclei (grey levels 100-900 of 65535) plus one hot pixel: a plain division by the
-    # maximum would leave the nuclei within 4 grey levels of black.
-    image = RNG.integers(100, 900, (200, 200)).astype(np.uint16)
-    image[0, 0] = 65535
-    out = to_uint8_rgb(image)[..., 0]
-    lo, hi = np.percentile(image, STRETCH_PERCENTILES)
-    expected = np.clip((image - lo) * 255 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
-    assert np.abs(out.astype(int) - expected).max() <= 1
-    assert out.max() == 255 and out.min() == 0
-    assert 100 < np.median(out) < 155
+def test_stretch_brightens_a_dim_fluorescence_image():
+    image = np.full((64, 64, 3), 4, np.uint8)
+    image[10:30, 10:30] = 40                       # dim nuclei on a dark background
+    out = normalize_image(image, "stretch")
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert out[20, 20, 0] == 255 and out[0, 0, 0] == 0
+    # a bright copy of the same scene comes out the same
+    np.testing.assert_array_equal(normalize_image(image * 6, "stretch"), out)
 
 
-def test_flat_nan_and_bool_images():
-    assert to_uint8_rgb(np.full((5, 5), 1000, np.uint16)).max() == 0
-    f = np.linspace(0, 1, 25, dtype=np.float32).reshape(5, 5)
-    f[0, 0] = np.nan
-    out = to_uint8_rgb(f)
-    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
-    b = np.eye(5, dtype=bool)
-    np.testing.assert_array_equal(to_uint8_rgb(b)[..., 1], b * 255)
-    with pytest.raises(ValueError, match="shape"):
-        to_uint8_rgb(np.zeros((4, 4, 5)))
+def test_stretch_inverts_light_backgrounds_with_one_map_for_all_channels():
+    image = np.full((64, 64, 3), (230, 220, 225), np.uint8)
+    image[20:40, 20:40] = (90, 40, 120)             # dark purple nucleus on light tissue
+    out = normalize_image(image, "stretch")
+    assert out[30, 30].mean() > out[0, 0].mean()   # the nucleus is now the bright thing
+    assert out[0, 0].max() <= 10
+    nucleus = out[30, 30].astype(int)
+    assert nucleus[2] < nucleus[0] < nucleus[1]    # one map for all channels: the purple's
+                                                   # channel order, reversed by the inversion
+    flat = np.full((8, 8, 3), 77, np.uint8)
+    np.testing.assert_array_equal(normalize_image(flat, "stretch"), flat)
+    with pytest.raises(ValueError, match="IMAGE_NORMALIZATION"):
+        normalize_image(flat, "zscore")
+
+
+def test_prepare_image_converts_then_normalises():
+    deep = RNG.integers(40000, 60000, (H, W)).astype(np.uint16)   # a light 16-bit image
+    deep[10:20, 10:20] = 1000                                      # with a dark nucleus
+    rgb = to_rgb_uint8(deep)
+    np.testing.assert_array_equal(prepare_image(deep, None), rgb)
+    prepared = prepare_image(deep, "stretch")
+    np.testing.assert_array_equal(prepared, normalize_image(rgb, "stretch"))
+    assert prepared[15, 15, 0] == 255                              # inverted: now bright
 
 
 def test_grey_intensity_is_the_plane_or_the_rgb_mean():

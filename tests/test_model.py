@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+from types import SimpleNamespace
 
 import h5py
 import keras
@@ -15,9 +16,12 @@ import numpy as np
 import pytest
 
 from mrcnn import model as modellib
+from mrcnn import utils
 from mrcnn import weights as weights_io
 from seeded_weights import set_seeded_weights
 from synthetic import EllipseDataset, ellipse_image
+
+from conftest import TinyInferenceConfig
 
 RUN = "tiny20240102T0930"
 
@@ -393,6 +397,20 @@ def test_detect_verbose_prints_what_matterport_printed(confident, capsys):
     assert "shape: (1, 64, 64, 3)" in out[2] and out[2].endswith("float32")
     confident.detect([image])
     assert capsys.readouterr().out == ""
+
+
+def test_mold_inputs_converts_then_normalises_with_the_configurations_hook():
+    class Inverted(TinyInferenceConfig):
+        def normalize_image(self, image):
+            return 255 - image
+
+    deep = np.random.default_rng(0).integers(100, 900, (50, 60)).astype(np.uint16)
+    config = Inverted()
+    molded, _, windows = modellib.MaskRCNN.mold_inputs(SimpleNamespace(config=config), [deep])
+    y0, x0, y1, x1 = windows[0]
+    expected = 255 - utils.to_rgb_uint8(deep)
+    np.testing.assert_array_equal(modellib.unmold_image(molded[0], config)[y0:y1, x0:x1],
+                                  expected)
 
 
 def test_detect_molded_works_in_the_molded_images_pixels(confident, tiny_config):

@@ -12,6 +12,7 @@ from nucleus.cli import build_parser, overrides_from_args
 from nucleus.config import (NucleusConfig, NucleusCPUConfig, NucleusCPUInferenceConfig,
                             NucleusInferenceConfig, make_config, parse_value)
 from nucleus.errors import InputError
+from nucleus.image_io import normalize_image
 
 
 def test_study_values():
@@ -45,6 +46,23 @@ def test_inference_variants_keep_the_network_and_take_one_image():
     for name in ("BACKBONE", "TOP_DOWN_PYRAMID_SIZE", "RPN_CONV_SIZE", "RPN_ANCHOR_SCALES",
                  "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_SIZE", "NAME"):
         assert getattr(cpu, name) == getattr(NucleusCPUConfig, name)
+
+
+def test_configurations_apply_their_own_normalisation():
+    light = np.full((32, 32, 3), 220, np.uint8)
+    light[8:16, 8:16] = 60                          # a dark nucleus on a light background
+    stretched = normalize_image(light, "stretch")
+    assert stretched[10, 10, 0] == 255               # inverted and stretched
+    np.testing.assert_array_equal(make_config("cpu", inference=True).normalize_image(light),
+                                  stretched)
+    assert make_config("study").normalize_image(light) is light
+    np.testing.assert_array_equal(
+        make_config("study", overrides={"IMAGE_NORMALIZATION": "stretch"}).normalize_image(light),
+        stretched)
+    # as a configuration stored beside weights comes back
+    values = {**NucleusConfig().to_dict(), "IMAGE_NORMALIZATION": "stretch"}
+    stored = NucleusConfig.from_dict(values)
+    np.testing.assert_array_equal(stored.normalize_image(light), stretched)
 
 
 def test_make_config_profiles():

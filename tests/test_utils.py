@@ -1,4 +1,5 @@
-"""mrcnn.utils on hand-made cases: anchors, boxes, IoU, masks, resizing, AP, Dataset, files."""
+"""mrcnn.utils on hand-made cases: anchors, boxes, IoU, masks, uint8 RGB, resizing, AP,
+Dataset, files."""
 from __future__ import annotations
 
 import http.server
@@ -155,34 +156,59 @@ def striped_image(h, w) -> np.ndarray:
     return image
 
 
-def test_normalize_image_none_is_the_identity():
-    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
-    assert utils.normalize_image(image, None) is image
+# ----------------------------------------------------------------------------- to uint8 RGB
+def test_uint8_is_kept_and_grey_stacked():
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    assert utils.to_rgb_uint8(rgb) is rgb                  # what the stage-1 PNGs are
+    grey = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    for image in (grey, grey[..., None], np.stack([grey, 255 - grey], axis=-1)):  # + alpha
+        out = utils.to_rgb_uint8(image)
+        assert out.shape == (40, 50, 3) and out.dtype == np.uint8
+        assert all(np.array_equal(out[..., c], grey) for c in range(3))
+    rgba = rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(utils.to_rgb_uint8(rgba), rgba[..., :3])
 
 
-def test_normalize_image_stretches_a_dim_fluorescence_image():
-    image = np.full((64, 64, 3), 4, np.uint8)
-    image[10:30, 10:30] = 40                       # dim nuclei on a dark background
-    out = utils.normalize_image(image, "stretch")
-    assert out.dtype == np.uint8 and out.shape == image.shape
-    assert out[20, 20, 0] == 255 and out[0, 0, 0] == 0
-    # a bright copy of the same scene comes out the same
-    np.testing.assert_array_equal(utils.normalize_image(image * 6, "stretch"), out)
+def test_deep_images_are_stretched_by_percentiles():
+    # Dim nuclei (grey levels 100-900 of 65535) plus one hot pixel: a plain division by the
+    # maximum would leave the nuclei within 4 grey levels of black.
+    rng = np.random.default_rng(7)
+    image = rng.integers(100, 900, (200, 200)).astype(np.uint16)
+    image[0, 0] = 65535
+    out = utils.to_rgb_uint8(image)[..., 0]
+    lo, hi = np.percentile(image, utils.DEEP_PERCENTILES)
+    expected = np.clip((image - lo) * 255 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert out.max() == 255 and out.min() == 0
+    assert 100 < np.median(out) < 155
+    # one map for all channels: a deep RGB image keeps its channels' order
+    rgb = np.stack([image, image // 2, image // 4], axis=-1)
+    out = utils.to_rgb_uint8(rgb)
+    assert (out[..., 0] >= out[..., 1]).all() and (out[..., 1] >= out[..., 2]).all()
 
 
-def test_normalize_image_inverts_light_backgrounds_with_one_map_for_all_channels():
-    image = np.full((64, 64, 3), (230, 220, 225), np.uint8)
-    image[20:40, 20:40] = (90, 40, 120)             # dark purple nucleus on light tissue
-    out = utils.normalize_image(image, "stretch")
-    assert out[30, 30].mean() > out[0, 0].mean()   # the nucleus is now the bright thing
-    assert out[0, 0].max() <= 10
-    nucleus = out[30, 30].astype(int)
-    assert nucleus[2] < nucleus[0] < nucleus[1]    # one map for all channels: the purple's
-                                                   # channel order, reversed by the inversion
-    flat = np.full((8, 8, 3), 77, np.uint8)
-    np.testing.assert_array_equal(utils.normalize_image(flat, "stretch"), flat)
-    with pytest.raises(ValueError, match="IMAGE_NORMALIZATION"):
-        utils.normalize_image(flat, "zscore")
+def test_flat_nan_bool_and_bad_shapes():
+    assert utils.to_rgb_uint8(np.full((5, 5), 1000, np.uint16)).max() == 0
+    f = np.linspace(0, 1, 25, dtype=np.float32).reshape(5, 5)
+    f[0, 0] = np.nan
+    out = utils.to_rgb_uint8(f)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    assert not utils.to_rgb_uint8(np.full((3, 3), np.nan)).any()
+    b = np.eye(5, dtype=bool)
+    np.testing.assert_array_equal(utils.to_rgb_uint8(b)[..., 1], b * 255)
+    for shape in ((4, 4, 5), (4,), (2, 4, 4, 3)):
+        with pytest.raises(ValueError, match="shape"):
+            utils.to_rgb_uint8(np.zeros(shape, np.uint8))
+
+
+def test_deep_range_then_scale_is_to_rgb_uint8_in_two_steps():
+    assert utils.deep_sample_step(2000, 2000) == 1
+    assert utils.deep_sample_step(8000, 8000) == 4
+    image = np.arange(16 * 8, dtype=np.uint16).reshape(16, 8)
+    lo, hi = utils.deep_range(image)
+    np.testing.assert_array_equal(utils.scale_to_uint8(image, lo, hi),
+                                  utils.to_rgb_uint8(image)[..., 0])
 
 
 def test_resize_mode_none_returns_the_image_untouched():
