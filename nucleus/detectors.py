@@ -223,7 +223,7 @@ def default_weights() -> str:
 def fcn_weights(weights: str | None, logs: str | os.PathLike = "logs") -> str:
     """The FCN checkpoint: ``weights`` when it is a path; otherwise (None or "last") the newest
     checkpoint under ``logs``."""
-    from nucleus.fcn.train import find_last
+    from nucleus.fcn.detector import find_last
 
     if weights not in (None, "last"):
         return str(weights)
@@ -267,7 +267,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
     if model == "fcn":
-        from nucleus.fcn.train import FCNDetector
+        from nucleus.fcn.detector import FCNDetector
 
         kwargs = {} if radius is None else {"radius": radius}
         fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
