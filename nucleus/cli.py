@@ -64,28 +64,6 @@ def _add_common(p: argparse.ArgumentParser, subset: str | None, weights_help: st
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
-def _float_pair(text: str) -> tuple[float, float]:
-    """``LOW,HIGH`` -> (low, high)."""
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}")
-    return low, high
-
-
-def _kind_factors(items: Sequence[str]) -> dict[str, int]:
-    """``--oversample KIND=N`` values -> {kind: N}."""
-    out = {}
-    for item in items:
-        kind, _, n = item.partition("=")
-        try:
-            out[kind.strip()] = int(n)
-        except ValueError:
-            raise InputError(f"--oversample {item}: expected KIND=N with N a whole "
-                             "number") from None
-    return out
-
-
 def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="detect on the 4 flips of each image and keep the nuclei most agree on "
@@ -123,39 +101,11 @@ def _scale_list(text: str) -> tuple[float, ...]:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of a training run, shared by ``train`` and ``sweep``."""
-    p.add_argument("--epochs", type=int, default=None,
-                   help="last epoch of the schedule (default 150: heads to 100, then 4+)")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="default 100")
-    p.add_argument("--layers", default=None,
-                   help="heads | 3+ | 4+ | 5+ | all | REGEX: one stage with these layers")
-    p.add_argument("--no-augment", action="store_true", help="no flips or brightness changes")
-    p.add_argument("--rotate90", action="store_true",
-                   help="Mask R-CNN: quarter turns besides the flips (all 8 orientations)")
-    p.add_argument("--lr-drop", type=int, default=None, metavar="EPOCH",
-                   help="Mask R-CNN: a tenth of the learning rate from this epoch on")
-    p.add_argument("--appearance", action="store_true",
-                   help="Mask R-CNN: stain, hue, greyscale, channel, inversion, gamma, "
-                        "contrast, blur and noise jitter (for unseen microscopes and stains)")
-    p.add_argument("--scale-jitter", type=_float_pair, default=None, metavar="LOW,HIGH",
-                   help="Mask R-CNN: rescale half the training crops by a factor in this "
-                        "range, e.g. 0.6,1.7 (for unseen magnifications)")
-    p.add_argument("--dim-nuclei", type=float, default=0.0, metavar="SHARE",
-                   help="Mask R-CNN: in this share of the training crops, dim three nuclei "
-                        "in ten to 0.15-0.7 of their brightness (for faint, out-of-focus "
-                        "nuclei; default 0)")
-    p.add_argument("--defocus-nuclei", type=float, default=0.0, metavar="SIGMA",
-                   help="Mask R-CNN: blur the nuclei --dim-nuclei dims by a Gaussian of "
-                        "sigma 0.5-SIGMA px, as out-of-focus nuclei look (default 0: none)")
-    p.add_argument("--oversample", action="append", default=[], metavar="KIND=N",
-                   help="Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
-                        "colour) N times an epoch")
-    p.add_argument("--exclude-kind", action="append", default=[], metavar="KIND",
-                   help="Mask R-CNN: train without images of KIND (leave-a-kind-out)")
-    p.add_argument("--eval-every", type=int, default=10, help="validation mAP every N epochs")
-    p.add_argument("--eval-first", type=int, default=5, help="first epoch with validation mAP")
-    p.add_argument("--eval-limit", type=int, default=None, help="validation images used for mAP")
-    p.add_argument("--val-subset", default="val", help="subset for validation (default: val)")
+    """Flags of a training run, shared by ``train`` and ``sweep``: one per
+    :class:`nucleus.train_options.TrainOptions` field."""
+    from nucleus.train_options import add_flags
+
+    add_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +267,7 @@ def _add_segment(sub) -> None:
 def overrides_from_args(args) -> dict[str, Any]:
     """Configuration values given on the command line."""
     from nucleus.config import parse_value
+    from nucleus.train_options import config_overrides_from_args
 
     values: dict[str, Any] = {}
     for flag, (attr, _) in CONFIG_FLAGS.items():
@@ -327,8 +278,7 @@ def overrides_from_args(args) -> dict[str, Any]:
         values["IMAGE_MIN_DIM"] = args.image_size
     if getattr(args, "mixed_precision", False):
         values["MIXED_PRECISION"] = "mixed_bfloat16"
-    if getattr(args, "steps_per_epoch", None):
-        values["STEPS_PER_EPOCH"] = args.steps_per_epoch
+    values.update(config_overrides_from_args(args))    # --steps-per-epoch
     for item in getattr(args, "set", []) or []:
         if "=" not in item:
             raise InputError(f"--set {item}: expected NAME=VALUE")
@@ -400,9 +350,12 @@ def cmd_train(args) -> int:
         print(result)
         return 0
     from nucleus.plots import save_training_curves
+    from nucleus.train_options import TrainOptions
     from nucleus.training import train_nucleus
 
-    model = train_nucleus(logs=args.logs, **_mrcnn_train_kwargs(args, overrides_from_args(args)))
+    overrides = overrides_from_args(args)
+    model = train_nucleus(logs=args.logs, options=TrainOptions.from_args(args),
+                          **_mrcnn_train_kwargs(args, overrides))
     history = os.path.join(model.log_dir, "history.csv")
     if os.path.exists(history):
         val_map = os.path.join(model.log_dir, "val_map.csv")
@@ -414,17 +367,12 @@ def cmd_train(args) -> int:
 
 
 def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
-    """train_nucleus keywords (all but ``logs``) from the flags of ``train`` / ``sweep``."""
+    """train_nucleus keywords besides ``logs`` and the options
+    (:class:`nucleus.train_options.TrainOptions`) from the flags of ``train`` / ``sweep``."""
     profile = args.profile or "study"
     return dict(dataset_dir=args.dataset, subset=args.subset,
                 weights=args.weights or ("none" if profile == "cpu" else "coco"),
-                epochs=args.epochs, layers=args.layers, augment=not args.no_augment,
-                profile=profile, overrides=overrides, eval_every=args.eval_every,
-                eval_first=args.eval_first, eval_limit=args.eval_limit,
-                val_subset=args.val_subset, limit=args.limit, rotate90=args.rotate90,
-                lr_drop=args.lr_drop, appearance=args.appearance, scale=args.scale_jitter,
-                dim=args.dim_nuclei, defocus=args.defocus_nuclei,
-                oversample_kinds=_kind_factors(args.oversample), exclude=args.exclude_kind)
+                profile=profile, overrides=overrides, limit=args.limit)
 
 
 def cmd_sweep(args) -> int:
@@ -432,11 +380,13 @@ def cmd_sweep(args) -> int:
         raise InputError("sweep: only --model mrcnn is supported")
     from nucleus.config import parse_value
     from nucleus.sweep import parse_axes, run_sweep, summary
+    from nucleus.train_options import TrainOptions
 
     axes = parse_axes(args.set, parse_value)
     # --set NAME=V1,V2 is an axis; the configuration flags hold for all combinations.
     fixed = overrides_from_args(argparse.Namespace(**{**vars(args), "set": []}))
-    result = run_sweep(axes, args.logs, args.name, **_mrcnn_train_kwargs(args, fixed))
+    result = run_sweep(axes, args.logs, args.name, options=TrainOptions.from_args(args),
+                       **_mrcnn_train_kwargs(args, fixed))
     print("\n".join(summary(result)))
     print(f"table: {result.table}")
     print(f"figure: {result.figure or '(none: no validation mAP recorded yet)'}")

@@ -136,8 +136,8 @@ class Detector:
         """Whether :meth:`detect_instances` takes the crop-sized path (``detect_sparse`` at
         scale 1 without TTA), whose cost follows the nuclei's areas rather than the image's
         area times their number: big tiles pay off (:func:`nucleus.tiling.tile_for`)."""
-        return (self.detect_sparse is not None and not self.tta and self.scales is None
-                and not isinstance(self.scale, str) and float(self.scale) == 1.0)
+        return returns_crop_sized(self.detect_sparse is not None, self.tta, self.scale,
+                                  self.scales)
 
     def detect_instances(self, image: np.ndarray,
                          offset: tuple[int, int] = (0, 0)) -> list[Instance]:
@@ -152,6 +152,49 @@ class Detector:
         return [Instance((int(b[0]) + dy, int(b[1]) + dx, int(b[2]) + dy, int(b[3]) + dx),
                          np.ascontiguousarray(m, bool), float(s))
                 for b, m, s in zip(boxes, masks, scores)]
+
+
+def returns_crop_sized(sparse: bool, tta: bool = False, scale: float | str = 1.0,
+                       scales: tuple[float, ...] | None = None) -> bool:
+    """Whether a detector returns crop-sized masks (:attr:`Detector.crop_sized`): it has the
+    crop-sized call (``sparse``) and runs at scale 1 (a number, not "auto" or "probe") without
+    TTA or a vote over scales. :func:`crop_sized_of` answers it for :func:`make_detector`'s
+    keywords."""
+    return (sparse and not tta and scales is None and not isinstance(scale, str)
+            and float(scale) == 1.0)
+
+
+def has_sparse_call(config) -> bool:
+    """Whether :func:`make_detector` gives a Mask R-CNN of this inference configuration the
+    crop-sized call (``MaskRCNN.detect_instances``): where masks share pixels by confidence."""
+    return config.DETECTION_MASK_OVERLAP == "confidence"
+
+
+def detector_scale(scale: float | str | None, scales: tuple[float, ...] | None,
+                   diameter: float | None) -> float | str:
+    """The scale a Mask R-CNN detector runs at: ``scale``, or, when None, the model's own
+    (:func:`model_scale`) without a vote over scales and 1 with one."""
+    if scale is not None:
+        return scale
+    return model_scale(diameter) if scales is None else 1.0
+
+
+def crop_sized_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
+                  profile: str | None = None, overrides: dict | None = None,
+                  logs: str | os.PathLike = "logs", scale: float | str | None = None,
+                  scales: tuple[float, ...] | None = None, **_: object) -> bool:
+    """What ``make_detector(...).crop_sized`` says for the same keywords, read from the weights
+    file's configuration without building the model (and without reading the file where TTA,
+    a vote over scales or a scale other than 1 settle it)."""
+    if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
+                                                scales):
+        return False
+    from nucleus.model_files import config_from_weights
+
+    config = config_from_weights(mrcnn_weights(weights, logs, profile), inference=True,
+                                 overrides=dict(overrides or {}), profile=profile)
+    return returns_crop_sized(has_sparse_call(config), tta,
+                              detector_scale(scale, scales, config.OBJECT_DIAMETER), scales)
 
 
 def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +222,7 @@ def default_weights() -> str:
 def fcn_weights(weights: str | None, logs: str | os.PathLike = "logs") -> str:
     """The FCN checkpoint: ``weights`` when it is a path; otherwise (None or "last") the newest
     checkpoint under ``logs``."""
-    from nucleus.fcn.train import find_last
+    from nucleus.fcn.detector import find_last
 
     if weights not in (None, "last"):
         return str(weights)
@@ -223,7 +266,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
     if model == "fcn":
-        from nucleus.fcn.train import FCNDetector
+        from nucleus.fcn.detector import FCNDetector
 
         kwargs = {} if radius is None else {"radius": radius}
         fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
@@ -245,9 +288,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     network.load_weights(path, by_name=True)
     network.fold_batch_norms()
     diameter = config.OBJECT_DIAMETER
-    if scale is None:
-        scale = model_scale(diameter) if scales is None else 1.0
-    sparse = (network.detect_instances if config.DETECTION_MASK_OVERLAP == "confidence"
-              else None)
+    scale = detector_scale(scale, scales, diameter)
+    sparse = network.detect_instances if has_sparse_call(config) else None
     return Detector(lambda image: raw_detections(network, image), normalization, tta,
                     "Mask R-CNN", scale, scales, diameter, detect_sparse=sparse)

@@ -58,8 +58,11 @@ class DetectorSpec:
     def crop_sized(self) -> bool:
         """Whether the workers' detector returns crop-sized masks (its default tile is then
         :data:`nucleus.tiling.DEFAULT_TILE`); read from the weights file, no model built."""
-        return worker_detector(self).crop_sized if self.factory != DetectorSpec.factory \
-            else _crop_sized_of(**self.kwargs)
+        if self.factory != DetectorSpec.factory:
+            return worker_detector(self).crop_sized
+        from nucleus.detectors import crop_sized_of
+
+        return crop_sized_of(**self.kwargs)
 
     @property
     def normalization(self) -> str | None:
@@ -67,25 +70,6 @@ class DetectorSpec:
         image; read from the weights file's configuration, no model built."""
         return worker_detector(self).normalization if self.factory != DetectorSpec.factory \
             else _normalization_of(**self.kwargs)
-
-
-def _crop_sized_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,
-                   *, profile: str | None = None, overrides: dict | None = None,
-                   scale: float | str | None = None, scales: tuple | None = None,
-                   **_: Any) -> bool:
-    """What ``make_detector(...).crop_sized`` would say, read from the weights file's
-    configuration without building the model."""
-    if model == "fcn" or tta or scales is not None or isinstance(scale, str):
-        return False
-    if scale is not None and float(scale) != 1.0:
-        return False
-    from nucleus.detectors import mrcnn_weights
-    from nucleus.model_files import config_from_weights
-
-    config = config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
-                                 overrides=dict(overrides or {}), profile=profile)
-    return (config.DETECTION_MASK_OVERLAP == "confidence"
-            and (scale is not None or not config.OBJECT_DIAMETER))
 
 
 def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,

@@ -32,29 +32,16 @@ from typing import Any, Callable, Sequence
 from nucleus.errors import InputError
 from nucleus.io_utils import atomic_write
 from nucleus.kinds import KINDS
+from nucleus.train_options import NAMES, SWEEPABLE, TrainOptions
 
 TRAIN_OPTIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
-    "AUGMENT": ("augment", lambda v: isinstance(v, bool), "True or False"),
-    "ROTATE90": ("rotate90", lambda v: isinstance(v, bool), "True or False"),
-    "APPEARANCE": ("appearance", lambda v: isinstance(v, bool), "True or False"),
-    "SCALE": ("scale", lambda v: v is None or (isinstance(v, tuple) and len(v) == 2 and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
-        "None or (LOW, HIGH)"),
-    "LR_DROP": ("lr_drop", lambda v: v is None or (isinstance(v, int) and not isinstance(
-        v, bool) and v >= 1), "None or an epoch >= 1"),
-    "EXCLUDE_KIND": ("exclude", lambda v: v is None or v in KINDS,
-                     "None or an image kind (" + ", ".join(KINDS) + ")"),
-}
+    name: (option, sweepable.check, sweepable.takes)
+    for name, (option, sweepable) in SWEEPABLE.items()}
 """Sweepable names that are training options rather than configuration values:
-NAME -> (keyword of train_nucleus, check, what the value must be). They mirror train's
---no-augment, --rotate90, --appearance, --scale-jitter, --lr-drop and --exclude-kind
-(``EXCLUDE_KIND=None,colour`` is leave-a-kind-out: the same training with and without one
-kind, scored per kind on the validation images)."""
-
-_OPTION_VALUES: dict[str, Callable[[Any], Any]] = {
-    "EXCLUDE_KIND": lambda v: None if v is None else [v],
-}
-"""How a swept value becomes the train_nucleus argument, where the two differ."""
+NAME -> (the :class:`nucleus.train_options.TrainOptions` field, check, what the value must be),
+as that class declares them. They mirror train's --no-augment, --rotate90, --appearance,
+--scale-jitter, --lr-drop and --exclude-kind (``EXCLUDE_KIND=None,colour`` is leave-a-kind-out:
+the same training with and without one kind, scored per kind on the validation images)."""
 
 
 SETTING_FILE = "setting.json"
@@ -151,9 +138,13 @@ class Setting:
         return {n: v for n, v in self.values if n not in TRAIN_OPTIONS}
 
     def options(self) -> dict[str, Any]:
-        """The train_nucleus keywords this combination sets (AUGMENT -> augment ...)."""
-        return {TRAIN_OPTIONS[n][0]: _OPTION_VALUES.get(n, lambda x: x)(v)
-                for n, v in self.values if n in TRAIN_OPTIONS}
+        """The training options this combination sets (AUGMENT -> augment ...)."""
+        out = {}
+        for n, v in self.values:
+            if n in SWEEPABLE:
+                option, sweepable = SWEEPABLE[n]
+                out[option] = sweepable.to_option(v) if sweepable.to_option else v
+        return out
 
 
 def grid(axes: Sequence[tuple[str, Sequence]]) -> list[Setting]:
@@ -195,22 +186,28 @@ def default_name(axes: Sequence[tuple[str, Sequence]]) -> str:
 
 
 def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None = None,
-              train: Callable | None = None, **train_kwargs) -> SweepResult:
+              train: Callable | None = None, options: TrainOptions | None = None,
+              **train_kwargs) -> SweepResult:
     """Train every combination of ``axes`` (resuming), then write the table and the figure.
 
     ``axes`` as :func:`parse_axes` gives them: those with several values are swept, those
     with one are fixed for all combinations (as train's ``--set NAME=VALUE``).
-    ``train_kwargs`` go to ``train`` (default :func:`nucleus.training.train_nucleus`, its
-    models freed after each combination) for every combination: dataset_dir, subset, weights,
-    epochs, profile, overrides, eval_every ...; a combination's own values win over the
-    options (``--set AUGMENT=True,False`` over ``--no-augment``), while a configuration value
-    both swept and in ``overrides`` is an error. ``weights`` is where each combination starts
+    Every combination trains with ``train`` (default :func:`nucleus.training.train_nucleus`,
+    its models freed after each combination), called with ``logs``, ``resume=True``, its
+    :class:`~nucleus.train_options.TrainOptions` as ``options`` and ``train_kwargs``:
+    dataset_dir, subset, weights, profile, overrides, limit. ``options`` holds the training
+    options of all combinations (epochs, augment ...; they may also come as keywords, which
+    replace those in ``options``); a combination's own values win over them
+    (``--set AUGMENT=True,False`` over ``--no-augment``), while a configuration value both
+    swept and in ``overrides`` is an error. ``weights`` is where each combination starts
     (``last`` makes no sense here: each one resumes its own run).
     """
     from nucleus.config import make_config
     from nucleus.training import default_schedule, last_checkpoint
 
     train = train or _train_and_release
+    options = TrainOptions.of(options, **{k: train_kwargs.pop(k) for k in list(train_kwargs)
+                                          if k in NAMES})
     fixed = Setting(tuple((n, values[0]) for n, values in axes if len(values) == 1))
     axes = [(n, list(values)) for n, values in axes if len(values) > 1]
     if not axes:
@@ -224,24 +221,24 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
         raise InputError("sweep --weights last: each combination resumes its own run already; "
                          "give where new combinations start (none, coco, imagenet or a path)")
     profile = train_kwargs.get("profile", "study")
-    train_kwargs.update(fixed.options())
-    base = {**(train_kwargs.get("overrides") or {}), **fixed.overrides()}
+    options = TrainOptions.of(options, **fixed.options())
+    base = {**options.overrides(), **(train_kwargs.get("overrides") or {}),
+            **fixed.overrides()}
     settings = grid(axes)
     clash = sorted({n for s in settings for n in s.overrides()} & set(base))
     if clash:
         raise InputError(f"sweep: {', '.join(clash)} is both swept (--set) and fixed by "
                          "another flag; keep one")
-    last_epoch = default_schedule(weights, train_kwargs.get("epochs"),
-                                  train_kwargs.get("layers"))[-1].until_epoch
+    last_epoch = default_schedule(weights, options.epochs, options.layers)[-1].until_epoch
     # Fail on a bad name or value before any combination trains for hours.
     configs = [make_config(profile, overrides={**base, **s.overrides()}) for s in settings]
     root = os.path.join(logs, name)
     result = SweepResult(root)
     for index, (setting, config) in enumerate(zip(settings, configs), 1):
         folder = os.path.join(root, setting.slug)
-        kwargs = {**train_kwargs, **setting.options(),
-                  "overrides": {**base, **setting.overrides()}}
-        _check_setting(folder, name, setting, kwargs)
+        own = TrainOptions.of(options, **setting.options())
+        kwargs = {**train_kwargs, "overrides": {**base, **setting.overrides()}}
+        _check_setting(folder, name, setting, {**kwargs, **own.keywords()})
         found = last_checkpoint(folder, config.NAME)
         head = f"sweep {name}: {index}/{len(settings)} {setting.label}"
         if found is not None and found[1] >= last_epoch:
@@ -250,7 +247,7 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
         else:
             print(f"{head}: " + (f"resuming at epoch {found[1]}" if found else "training")
                   + f" to epoch {last_epoch}", flush=True)
-            train(logs=folder, resume=True, **kwargs)
+            train(logs=folder, resume=True, options=own, **kwargs)
             status = "resumed" if found else "trained"
         after = last_checkpoint(folder, config.NAME)
         run_dir = os.path.dirname(after[0]) if after else None

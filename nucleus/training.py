@@ -5,6 +5,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
@@ -16,6 +17,7 @@ from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
 from nucleus.model_files import (  # noqa: F401  (public here too)
     INSTALLED_WEIGHTS_DIR, REPO_WEIGHTS_DIR, SHIPPED_NAME, SHIPPED_WEIGHTS, config_from_weights)
+from nucleus.train_options import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -111,63 +113,56 @@ def check_images(dataset: NucleusDataset, subset: str) -> None:
 
 
 def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
-                  epochs: int | None = None, layers: str | None = None, augment: bool = True,
-                  profile: str = "study", overrides: dict | None = None, eval_every: int = 10,
-                  eval_first: int = 5, eval_limit: int | None = None,
-                  limit: int | None = None,
-                  val_subset: str = "val", rotate90: bool = False,
-                  lr_drop: int | None = None, appearance: bool = False,
-                  scale: tuple[float, float] | None = None, dim: float = 0.0,
-                  defocus: float = 0.0,
-                  oversample_kinds: dict[str, int] | None = None,
-                  exclude: list[str] | None = None,
-                  resume: bool = False) -> modellib.MaskRCNN:
+                  options: TrainOptions | None = None, *, profile: str = "study",
+                  overrides: dict | None = None, limit: int | None = None,
+                  resume: bool = False, **option_values: Any) -> modellib.MaskRCNN:
     """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP.
 
-    ``lr_drop``: from this epoch on the learning rate is a tenth of ``LEARNING_RATE`` (the
-    last stage is split there); ``rotate90`` adds quarter turns to the flips; ``appearance``
-    and ``scale`` add :mod:`nucleus.augment`'s appearance and rescaling steps; ``dim`` is the
-    share of crops in which some nuclei are dimmed (:class:`nucleus.augment.WithDimming`),
-    ``defocus`` the largest sigma of the blur the dimmed nuclei are given.
-    ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
-    ``exclude`` drops kinds from training (:mod:`nucleus.sampling`).
+    ``options`` (:class:`nucleus.train_options.TrainOptions`: schedule, augmentation, sampling,
+    validation; default: its defaults); any of its fields may also be given as a keyword
+    (``epochs=30, rotate90=True``), which replaces the one in ``options``. ``overrides`` are
+    configuration values; they win over those the options set (``steps_per_epoch``).
+    ``limit``: train on the first images of ``subset`` only.
     ``resume``: when ``logs`` already holds a checkpoint of this configuration, continue its
     run from the last one instead of starting from ``weights``; the schedule stays the one
     ``weights`` gives (a run started from COCO keeps its heads-then-4+ stages).
     """
     from nucleus.evaluation import MapCallback
 
+    options = TrainOptions.of(options, **option_values)
+    overrides = {**options.overrides(), **(overrides or {})}
     config = make_config(profile, overrides=overrides)
-    schedule = default_schedule(weights, epochs, layers)
+    schedule = default_schedule(weights, options.epochs, options.layers)
     if resume and last_checkpoint(logs, config.NAME) is not None:
         weights = "last"
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
     check_images(train_ds, subset)
-    if exclude or oversample_kinds:
-        train_ds = _resample(train_ds, oversample_kinds, exclude)
+    if options.exclude or options.oversample_kinds:
+        train_ds = _resample(train_ds, options.oversample_kinds, options.exclude)
     val_ds = None
-    if val_subset:
+    if options.val_subset:
         try:
-            val_ds = load_subset(dataset_dir, val_subset)
+            val_ds = load_subset(dataset_dir, options.val_subset)
         except InputError:  # no validation images here: train without validation
             val_ds = None
         else:
-            check_images(val_ds, val_subset)
+            check_images(val_ds, options.val_subset)
     model = modellib.MaskRCNN("training", config, logs)
     start = load_start_weights(model, weights)
     log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)
     callbacks = []
-    if val_ds is not None and eval_every > 0:
+    if val_ds is not None and options.eval_every > 0:
         inference_config = make_config(profile, inference=True, overrides=_shape_overrides(
             overrides))
         inference_model = modellib.MaskRCNN("inference", inference_config, logs)
-        callbacks.append(MapCallback(model, inference_model, val_ds, every=eval_every,
-                                     first=eval_first, limit=eval_limit))
-    augmentation = (build_augmentation(rotate90=rotate90, appearance=appearance, scale=scale,
-                                       dim=dim, defocus=defocus)
-                    if augment else None)
-    for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, lr_drop):
+        callbacks.append(MapCallback(model, inference_model, val_ds, every=options.eval_every,
+                                     first=options.eval_first, limit=options.eval_limit))
+    augmentation = (build_augmentation(rotate90=options.rotate90, appearance=options.appearance,
+                                       scale=options.scale, dim=options.dim,
+                                       defocus=options.defocus)
+                    if options.augment else None)
+    for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, options.lr_drop):
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)

@@ -22,7 +22,8 @@ TF_FREE_MODULES: tuple[str, ...] = (
     "nucleus.cli", "nucleus.evaluation", "nucleus.segment", "nucleus.detectors", "nucleus.sweep",
     "nucleus.dataset", "nucleus.augment", "nucleus.config", "nucleus.large", "nucleus.tta",
     "nucleus.scales", "nucleus.submission", "nucleus.plots", "nucleus.parallel",
-    "nucleus.nucleus", "nucleus.fcn.model", "nucleus.fcn.train", "nucleus.fcn.crossval",
+    "nucleus.nucleus", "nucleus.train_options", "nucleus.fcn.model", "nucleus.fcn.detector",
+    "nucleus.fcn.train", "nucleus.fcn.crossval",
     # mrcnn outside the network: configuration, data pipeline, weights I/O, drawing, logging
     "mrcnn.config", "mrcnn.utils", "mrcnn.data", "mrcnn.augmentation", "mrcnn.weights",
     "mrcnn.visualize", "mrcnn.distribute", "mrcnn.backend", "mrcnn.backbone", "mrcnn.rpn",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nucleus.dataset import load_subset
-from nucleus.detectors import Detector, make_detector
+from nucleus.detectors import Detector, crop_sized_of, make_detector, returns_crop_sized
 from nucleus.errors import InputError
 from nucleus.image_io import normalize_image
 
@@ -128,6 +128,17 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
     assert make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0).scale == 1.0
     native = make_detector("mrcnn", str(plain), logs=tmp_path)
     assert native.scale == 1.0 and native.diameter is None
+    # crop_sized_of tells, without a model, what these detectors say (crop-sized masks only
+    # at scale 1); "last" is looked up under the logs given, as make_detector does.
+    at_one = make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0)
+    assert (detector.crop_sized, at_one.crop_sized, native.crop_sized) == (False, True, True)
+    assert crop_sized_of("mrcnn", str(sized)) is False
+    assert crop_sized_of("mrcnn", str(sized), scale=1.0) is True
+    assert crop_sized_of("mrcnn", str(plain)) is True
+    run = tmp_path / "runs" / "nucleus20260101T1200"
+    run.mkdir(parents=True)
+    shutil.copy(plain, run / "mask_rcnn_nucleus_0001.h5")
+    assert crop_sized_of("mrcnn", "last", logs=tmp_path / "runs") is True
     # the auto factor aims at the model's diameter and is reported
     image = load_subset(None, "val", limit=1).load_image(0)
     detector(image)
@@ -177,3 +188,15 @@ def test_detect_instances_takes_the_sparse_call_only_where_it_gives_the_same():
         got = other.detect_instances(image)
         assert [i.box for i in got] == [i.box for i in want] and len(got) > 0
     assert len(calls) == 1                   # neither used the sparse call
+
+
+def test_the_crop_sized_rule():
+    """Crop-sized masks need the sparse call, scale 1 (a number), no TTA and no scale vote."""
+    assert returns_crop_sized(True) and returns_crop_sized(True, scale=1)
+    assert not returns_crop_sized(False)
+    assert not returns_crop_sized(True, tta=True)
+    assert not returns_crop_sized(True, scale=0.5)
+    assert not returns_crop_sized(True, scale="auto")
+    assert not returns_crop_sized(True, scale="probe")
+    assert not returns_crop_sized(True, scales=(1.0, 0.5))
+    assert not crop_sized_of("fcn") and not crop_sized_of("mrcnn", "no such file.h5", tta=True)

@@ -13,8 +13,9 @@ import pytest
 from mrcnn.utils import Dataset
 from nucleus.errors import InputError
 from nucleus.fcn.model import VGG_MEAN_BGR
-from nucleus.fcn.train import (FCNDetector, evaluate_fcn, find_last, make_crop_dataset,
-                               merged_foreground, random_crop, train_fcn, tune_radius)
+from nucleus.fcn.detector import FCNDetector, find_last
+from nucleus.fcn.train import (evaluate_fcn, make_crop_dataset, merged_foreground, random_crop,
+                               train_fcn, tune_radius)
 
 FC_WIDTH = 16
 EPOCHS = 4

@@ -94,11 +94,12 @@ class FakeTrainer:
         self.fail_at = fail_at
         self.runs = 0
 
-    def __call__(self, logs, resume, epochs, overrides, **kwargs):
+    def __call__(self, logs, resume, options, overrides, **kwargs):
         from nucleus.training import last_checkpoint
 
-        self.calls.append({"logs": logs, "resume": resume, "epochs": epochs,
-                           "overrides": dict(overrides), **kwargs})
+        epochs = options.epochs
+        self.calls.append({"logs": logs, "resume": resume, "overrides": dict(overrides),
+                           **options.keywords(), **kwargs})
         found = last_checkpoint(logs, "nucleus_cpu") if resume else None
         if found:
             run_dir, start = os.path.dirname(found[0]), found[1]

@@ -380,3 +380,24 @@ def test_resume_continues_the_last_checkpoint_with_the_schedule_of_the_start_wei
     assert model.loaded == [(last, None)]                 # no COCO file needed, none loaded
     # A run started from COCO keeps its two stages: heads to 100, then 4+.
     assert model.stages == [("heads", 40, 100), ("4+", 100, 120)]
+
+
+def test_options_come_as_one_object_or_as_keywords(tmp_path, monkeypatch):
+    from nucleus.train_options import TrainOptions
+
+    monkeypatch.setattr(modellib, "MaskRCNN", _RecordingModel)
+    monkeypatch.setattr(training, "check_images", lambda dataset, subset: None)
+    _RecordingModel.made = []
+    args = dict(dataset_dir=None, subset="train", weights="none", logs=str(tmp_path),
+                profile="cpu", limit=2)
+    options = TrainOptions(epochs=6, lr_drop=4, val_subset="", steps_per_epoch=3)
+    training.train_nucleus(options=options, **args)
+    model = _RecordingModel.made[-1]
+    assert model.stages == [("all", 0, 3), ("all", 3, 6)]        # the drop splits the stage
+    assert model.config.STEPS_PER_EPOCH == 3
+    # A keyword replaces that option; an explicit configuration value wins over the options'.
+    training.train_nucleus(options=options, epochs=2, overrides={"STEPS_PER_EPOCH": 5}, **args)
+    model = _RecordingModel.made[-1]
+    assert model.stages == [("all", 0, 2)] and model.config.STEPS_PER_EPOCH == 5
+    with pytest.raises(TypeError, match="unknown training option 'epoch'"):
+        training.train_nucleus(epoch=2, **args)

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.fcn.train import DEFAULT_BATCH_SIZE, DEFAULT_RADIUS, find_last, train_fcn
+from nucleus.fcn.detector import DEFAULT_RADIUS, find_last
+from nucleus.fcn.train import DEFAULT_BATCH_SIZE, train_fcn
 from nucleus.io_utils import atomic_write
 
 CROSSVAL_CSV = "crossval.csv"

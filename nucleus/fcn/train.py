@@ -1,4 +1,4 @@
-"""Training, evaluation and detection with the FCN-8s baseline.
+"""Training and evaluation of the FCN-8s baseline (detection: :mod:`nucleus.fcn.detector`).
 
 The FCN learns the merged foreground of each image (any nucleus pixel) with a softmax
 cross-entropy over background / foreground; instances come afterwards from
@@ -15,7 +15,6 @@ import csv
 import datetime
 import itertools
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,15 +23,13 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus.errors import InputError
+from nucleus.fcn.detector import CHECKPOINT_RE, DEFAULT_RADIUS, find_last
 from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
                                preprocess_image, save_fcn_weights)
-from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, labels_to_masks
+from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening
 from nucleus.io_utils import atomic_write
 
-DEFAULT_RADIUS = 2
 DEFAULT_BATCH_SIZE = 4
-CHECKPOINT_RE = re.compile(r"^fcn_(\d{4})\.weights\.h5$")
-RUN_DIR_RE = re.compile(r"^fcn\d{8}T\d{6}$")
 LOSSES_CSV = "losses.csv"
 VAL_METRICS_CSV = "val_metrics.csv"
 VAL_FIELDS = ("epoch", "pixel_iou", "map")
@@ -138,22 +135,6 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def find_last(logs_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """(path, epoch) of the last checkpoint of the newest ``fcn<timestamp>`` run, or None."""
-    logs_dir = Path(logs_dir)
-    if not logs_dir.is_dir():
-        return None
-    runs = sorted((d for d in logs_dir.iterdir() if d.is_dir() and RUN_DIR_RE.match(d.name)),
-                  reverse=True)
-    for run in runs:
-        checkpoints = sorted((int(m.group(1)), f) for f in run.iterdir()
-                             if (m := CHECKPOINT_RE.match(f.name)))
-        if checkpoints:
-            epoch, path = checkpoints[-1]
-            return path, epoch
-    return None
-
-
 def _new_run_dir(logs_dir: Path) -> Path:
     """``logs_dir/fcn<timestamp>``, a second later if that name is taken."""
     now = datetime.datetime.now()
@@ -328,56 +309,3 @@ def tune_radius(model, dataset, radii: Sequence[int] = tuple(range(0, 9)),
     foregrounds = predict_foregrounds(model, dataset)
     truths = [_true_instances(dataset, i) for i in dataset.image_ids]
     return pick_radius(foregrounds, truths, radii, min_size=min_size)
-
-
-# ----------------------------------------------------------------------------- detection
-class FCNDetector:
-    """FCN + opening behind Mask R-CNN's ``detect`` interface, so callers can use either.
-
-    ``detect(images)`` returns one dict per image with ``masks`` bool [H, W, N] (never
-    overlapping), ``scores`` [N] (mean foreground probability inside each mask), ``rois``
-    [N, 4] (y1, x1, y2, x2) and ``class_ids`` [N] (all 1), sorted by score.
-    """
-
-    def __init__(self, model, radius: int = DEFAULT_RADIUS, min_size: int = DEFAULT_MIN_SIZE,
-                 threshold: float = 0.5):
-        self.model = model
-        self.radius = radius
-        self.min_size = min_size
-        self.threshold = threshold
-
-    @classmethod
-    def from_weights(cls, weights: str | os.PathLike, radius: int = DEFAULT_RADIUS,
-                     fc_width: int = 4096, **kwargs: Any) -> "FCNDetector":
-        """Load an FCN checkpoint file (or ``"imagenet"``/VGG16 file for an untrained head)."""
-        return cls(load_fcn(weights, fc_width=fc_width), radius=radius, **kwargs)
-
-    def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """The result dict of :meth:`detect` for one uint8 RGB image."""
-        from mrcnn.utils import extract_bboxes
-
-        probability = predict_foreground(self.model, image)
-        labels = label_by_opening(probability > self.threshold, self.radius, self.min_size)
-        n = int(labels.max())
-        sums = np.bincount(labels.ravel(), weights=probability.ravel(), minlength=n + 1)[1:]
-        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        scores = (sums / np.maximum(areas, 1)).astype(np.float32)
-        order = np.argsort(-scores, kind="stable")
-        masks = labels_to_masks(labels)[..., order]
-        return {"rois": extract_bboxes(masks).astype(np.int32).reshape(-1, 4),
-                "class_ids": np.ones(n, dtype=np.int32),
-                "scores": scores[order],
-                "masks": masks}
-
-    def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(masks bool [H, W, N], scores [N])`` for one image: the command line's interface."""
-        result = self.detect_one(image)
-        return result["masks"], result["scores"]
-
-    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
-        """One result dict per image (uint8 RGB, any size), like ``MaskRCNN.detect``."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise ValueError("detect takes a list of images, as MaskRCNN.detect does: "
-                             "use detect([image])[0]")
-        iterator = tqdm(images, desc="FCN detect", leave=False) if verbose else images
-        return [self.detect_one(image) for image in iterator]
