@@ -120,7 +120,7 @@ def cmd_workers(args) -> None:
         big.mkdir()
         tifffile.imwrite(big / "section.tif", np.ascontiguousarray(
             mosaic[:args.large, :args.large]), tile=(256, 256), photometric="rgb")
-        from nucleus import lazy_io
+        from nucleus.formats import lazy_io
         lazy_io.LAZY_PIXELS = min(lazy_io.LAZY_PIXELS, args.large * args.large)
         base = {}
         for what, source in (("folder", plate), ("large image", big)):

@@ -44,7 +44,7 @@ FLOOR_SIZE = 1024
 
 def fluorescence_images(dataset: Path) -> list[np.ndarray]:
     """The grey planes of the stage-1 test images of the fluorescence kind, in name order."""
-    from nucleus.image_io import read_image
+    from nucleus.formats.image_io import read_image
     from nucleus.kinds import image_kind
 
     folder = Path(dataset).expanduser() / "stage1_test"

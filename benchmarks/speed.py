@@ -71,7 +71,7 @@ from mrcnn.roi_align import pyramid_roi_align  # noqa: E402
 from mrcnn.targets import detection_targets, max_positive_rois  # noqa: E402
 from nucleus.config import make_config  # noqa: E402
 from nucleus.dataset import NucleusDataset  # noqa: E402
-from nucleus.io_utils import atomic_write  # noqa: E402
+from nucleus.formats.io_utils import atomic_write  # noqa: E402
 
 BACKBONES = ("resnet50", "resnet101")
 BACKBONE_TITLES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}

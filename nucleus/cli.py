@@ -416,7 +416,7 @@ def cmd_evaluate(args) -> int:
     if args.submission:
         if not args.solution:
             raise InputError("evaluate: --submission needs --solution")
-        from nucleus.submission import score_submission
+        from nucleus.formats.submission import score_submission
 
         mean, per_image = score_submission(args.submission, args.solution, progress=True)
         _print_precisions(metric.mean_precisions(list(per_image.values())))
@@ -467,8 +467,8 @@ def _print_precisions(precisions: Sequence[float]) -> None:
 def cmd_submit(args) -> int:
     from tqdm import tqdm
 
-    from nucleus.io_utils import atomic_path
-    from nucleus.submission import SubmissionWriter, check_submission
+    from nucleus.formats.io_utils import atomic_path
+    from nucleus.formats.submission import SubmissionWriter, check_submission
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detect = make_detector(args)
@@ -576,7 +576,7 @@ def cmd_segment(args) -> int:
 
 
 def cmd_export_labels(args) -> int:
-    from nucleus.export import export_labels, parse_subsets
+    from nucleus.formats.export import export_labels, parse_subsets
 
     summary = export_labels(args.dataset, parse_subsets(args.subset), args.out,
                             overwrite=args.overwrite, limit=args.limit)

@@ -15,7 +15,7 @@ import numpy as np
 
 from mrcnn.config import Config
 from nucleus.errors import InputError
-from nucleus.image_io import normalize_image
+from nucleus.formats.image_io import normalize_image
 
 
 class NucleusConfig(Config):
@@ -47,8 +47,9 @@ class NucleusConfig(Config):
     MINI_MASK_SHAPE = (56, 56)
 
     def normalize_image(self, image: np.ndarray) -> np.ndarray:
-        """``IMAGE_NORMALIZATION`` None or "stretch" (:func:`nucleus.image_io.normalize_image`):
-        the model's own normalisation, in training and detection alike."""
+        """``IMAGE_NORMALIZATION`` None or "stretch"
+        (:func:`nucleus.formats.image_io.normalize_image`): the model's own normalisation, in
+        training and detection alike."""
         return normalize_image(image, self.IMAGE_NORMALIZATION)
 
 

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from mrcnn.utils import Dataset, to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import IMAGE_SUFFIXES, read_image, read_png
-from nucleus.submission import read_solution
+from nucleus.formats.image_io import IMAGE_SUFFIXES, read_image, read_png
+from nucleus.formats.submission import read_solution
 from nucleus.split import SPLIT_SEED, kfold_split, load_split, make_split
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ class NucleusDataset(Dataset):
 
     def label_with_solution(self, labels: Mapping[str, np.ndarray], source: str) -> None:
         """Keep only the images ``labels`` (image id -> label image [H, W], e.g.
-        :func:`nucleus.submission.read_solution`) holds, and take their masks from there.
+        :func:`nucleus.formats.submission.read_solution`) holds, and take their masks from there.
 
         This is how a test set whose answer key is a Kaggle solution file (the labelled half of
         stage1_test) is scored like a labelled subset. Call before :meth:`prepare`. An image the

@@ -40,8 +40,8 @@ class Detector:
 
     ``detect`` is the model's own call on a prepared image (its masks may overlap);
     ``normalization`` the per-image intensity normalisation the model was trained with
-    (``None`` or ``"stretch"``, :func:`nucleus.image_io.normalize_image`); ``tta`` votes over
-    the four flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image
+    (``None`` or ``"stretch"``, :func:`nucleus.formats.image_io.normalize_image`); ``tta`` votes
+    over the four flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image
     resized by that factor, or, with ``"auto"``, by the factor that brings the nuclei a first
     pass finds to the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25
     whose detections the model is most confident of (:func:`nucleus.scales.detect_probe_scale`);
@@ -92,7 +92,7 @@ class Detector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3], normalised as the model expects (deep images stretched first)."""
-        from nucleus.image_io import prepare_image
+        from nucleus.formats.image_io import prepare_image
 
         return prepare_image(image, self.normalization)
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from nucleus import metric
 from nucleus.detectors import Detector, model_scale, raw_detections
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 from nucleus.kinds import KINDS, image_kind
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",

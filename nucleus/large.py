@@ -1,8 +1,8 @@
 """Segment an image larger than memory: tiles read lazily, detected anywhere, stitched in bands.
 
 The tiles of :func:`nucleus.tiling.plan_tiles` are read and prepared one at a time
-(:mod:`nucleus.lazy_io`) and detected here or on Dask workers (:mod:`nucleus.parallel`); each
-returns only the nuclei it owns. :class:`BandStitcher` pastes them in tile order with
+(:mod:`nucleus.formats.lazy_io`) and detected here or on Dask workers (:mod:`nucleus.parallel`);
+each returns only the nuclei it owns. :class:`BandStitcher` pastes them in tile order with
 :func:`nucleus.tiling.stitch`'s rule, keeping only one band of rows in memory: a tile row's
 nuclei lie inside its tiles, which start at or below the row's first pixel row, so every row
 above it is final once that tile row begins, and can be numbered (raster order of each
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from nucleus.image_io import grey_intensity
-from nucleus.io_utils import atomic_path
-from nucleus.lazy_io import LazyImage, Preparation, cached_open, prepare_window
-from nucleus.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
+from nucleus.formats.image_io import grey_intensity
+from nucleus.formats.io_utils import atomic_path
+from nucleus.formats.lazy_io import LazyImage, Preparation, cached_open, prepare_window
+from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
                             tile_for, tile_instances)
 
@@ -159,7 +159,7 @@ class BandStitcher:
         return self.ranked
 
     def table(self) -> pd.DataFrame:
-        """One row per label, as :func:`nucleus.nuclei_table.measure` makes it."""
+        """One row per label, as :func:`nucleus.formats.nuclei_table.measure` makes it."""
         import pandas as pd
 
         if not self.rows:
@@ -254,7 +254,7 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
     ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
     tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.parallel`).
     """
-    from nucleus.lazy_io import plan_preparation
+    from nucleus.formats.lazy_io import plan_preparation
 
     path = str(path)
     image = cached_open(path, channel)
@@ -278,8 +278,8 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
 def is_large(path: str | os.PathLike, channel: int | None = None,
              large_pixels: int | None = None) -> bool:
     """Whether the file is segmented window by window: a zarr store, or a TIFF of one plane
-    with at least ``large_pixels`` pixels (default :data:`nucleus.lazy_io.LAZY_PIXELS`)."""
-    from nucleus.lazy_io import LAZY_PIXELS, ZARR_SUFFIX, open_lazy
+    with at least ``large_pixels`` pixels (default :data:`nucleus.formats.lazy_io.LAZY_PIXELS`)."""
+    from nucleus.formats.lazy_io import LAZY_PIXELS, ZARR_SUFFIX, open_lazy
 
     image = open_lazy(path, channel)
     if image is None:

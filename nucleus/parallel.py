@@ -2,9 +2,9 @@
 image, each one task; the model is loaded once per worker process.
 
 Tasks carry file paths and tile windows, never pixels: each worker reads what it needs (large
-images window by window, :mod:`nucleus.lazy_io`) and sends back results: a small image's label
-image, overlay PNG and table; a tile's nuclei. Only this process (the client) writes files, each
-once, atomically, from those results; so a worker that dies mid-run has its tasks redone by
+images window by window, :mod:`nucleus.formats.lazy_io`) and sends back results: a small image's
+label image, overlay PNG and table; a tile's nuclei. Only this process (the client) writes files,
+each once, atomically, from those results; so a worker that dies mid-run has its tasks redone by
 Dask's scheduler and nothing is lost or written twice. Tiles are stitched here in tile order by
 :class:`nucleus.large.BandStitcher`, the rule the serial run uses, so the result equals it.
 """
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from nucleus.detectors import Detector
+    from nucleus.formats.lazy_io import Preparation
     from nucleus.large import Found
-    from nucleus.lazy_io import Preparation
     from nucleus.segment import Summary
     from nucleus.tiling import Tile
 
@@ -111,7 +111,7 @@ def segment_file_task(path: str, name: str, spec: DetectorSpec, channel: int | N
     """One image on a worker: its labels, overlay PNG bytes and table, or its error."""
     from PIL import Image
 
-    from nucleus.image_io import read_image
+    from nucleus.formats.image_io import read_image
     from nucleus.segment import _segment_array, overlay
 
     try:
@@ -191,19 +191,19 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     outline files of ``rois`` / ``geojson`` included, written here from the label images).
 
     Small images are one task each; images of at least ``large_pixels`` pixels (default
-    :data:`nucleus.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
+    :data:`nucleus.formats.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
     ``tile`` None: the detector's own (:func:`nucleus.tiling.tile_for`).
     ``written`` collects each path written (a test shows none is written twice).
     """
     import pandas as pd
     from distributed import as_completed
 
-    from nucleus.image_io import unique_names
-    from nucleus.io_utils import atomic_write
+    from nucleus.formats.image_io import unique_names
+    from nucleus.formats.io_utils import atomic_write
+    from nucleus.formats.viewer_formats import write_viewer_files
     from nucleus.large import is_large, segment_large
     from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
                                  write_labels, write_table)
-    from nucleus.viewer_formats import write_viewer_files
 
     written = [] if written is None else written
     tile = tile or tile_for(spec)

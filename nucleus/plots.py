@@ -24,7 +24,7 @@ from mrcnn.mask_iou import mask_iou
 from mrcnn.visualize import mask_outlines, random_colors
 from nucleus import metric
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 DPI = 100
 OVERLAY_MIN_WIDTH = 768   # px of a single overlay

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from nucleus.image_io import normalize_image
+from nucleus.formats.image_io import normalize_image
 
 
 def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from nucleus.detectors import Detector
 from nucleus.errors import InputError
-from nucleus.image_io import expand_path, grey_intensity, read_image, unique_names
-from nucleus.io_utils import atomic_write
-from nucleus.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
+from nucleus.formats.image_io import expand_path, grey_intensity, read_image, unique_names
+from nucleus.formats.io_utils import atomic_write
+from nucleus.formats.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
 from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
@@ -174,18 +174,19 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
                   geojson: bool = False) -> Summary:
     """Segment each file into ``out_dir``: ``<name>_labels.tif``, ``<name>_overlay.png`` and,
     for all of them, ``nuclei.csv``; with ``rois`` / ``geojson`` also each image's outlines for
-    Fiji (``<name>_rois.zip``) and QuPath (``<name>_nuclei.geojson``), :mod:`nucleus.viewer_formats`.
+    Fiji (``<name>_rois.zip``) and QuPath (``<name>_nuclei.geojson``),
+    :mod:`nucleus.formats.viewer_formats`.
 
     A file that cannot be read is reported through ``on_error`` (``<file>: <problem>``) and
     skipped; the others go on. The table is written at the end, or at an interruption for the
     images done by then. A TIFF or zarr image of at least
-    :data:`nucleus.lazy_io.LAZY_PIXELS` pixels is read and its labels written window by window
-    (:mod:`nucleus.large`; no overlay, which would need the whole image in memory).
+    :data:`nucleus.formats.lazy_io.LAZY_PIXELS` pixels is read and its labels written window by
+    window (:mod:`nucleus.large`; no overlay, which would need the whole image in memory).
     """
     import pandas as pd
 
+    from nucleus.formats.viewer_formats import write_viewer_files
     from nucleus.large import is_large, segment_large_here
-    from nucleus.viewer_formats import write_viewer_files
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

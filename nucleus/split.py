@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 SPLIT_SEED = 2018
 N_VAL = 67

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 from nucleus.kinds import KINDS
 from nucleus.train_options import NAMES, SWEEPABLE, TrainOptions
 

@@ -21,7 +21,7 @@ TF_FREE_MODULES: tuple[str, ...] = (
     # the command line and everything it reaches without the Mask R-CNN model
     "nucleus.cli", "nucleus.evaluation", "nucleus.segment", "nucleus.detectors", "nucleus.sweep",
     "nucleus.dataset", "nucleus.augment", "nucleus.config", "nucleus.large", "nucleus.tta",
-    "nucleus.scales", "nucleus.submission", "nucleus.plots", "nucleus.parallel",
+    "nucleus.scales", "nucleus.formats.submission", "nucleus.plots", "nucleus.parallel",
     "nucleus.nucleus", "nucleus.train_options", "nucleus.fcn.model", "nucleus.fcn.detector",
     "nucleus.fcn.train", "nucleus.fcn.crossval",
     # mrcnn outside the network: configuration, data pipeline, weights I/O, drawing, logging

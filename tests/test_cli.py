@@ -20,8 +20,8 @@ from PIL import Image
 
 from nucleus.cli import main
 from nucleus.dataset import SAMPLE_DIR, NucleusDataset
-from nucleus.rle import rle_encode
-from nucleus.submission import validate_submission, write_submission
+from nucleus.formats.rle import rle_encode
+from nucleus.formats.submission import validate_submission, write_submission
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -479,7 +479,7 @@ def test_a_solution_labels_the_images_it_holds(tmp_path):
     masks; what the solution names but the subset lacks is an error naming the file."""
     import csv as csv_module
 
-    from nucleus.rle import rle_encode
+    from nucleus.formats.rle import rle_encode
 
     plain = load_subset(None, "stage1_train")
     ids = [plain.image_info[i]["id"] for i in plain.image_ids]

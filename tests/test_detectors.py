@@ -7,7 +7,7 @@ import pytest
 from nucleus.dataset import load_subset
 from nucleus.detectors import Detector, crop_sized_of, make_detector, returns_crop_sized
 from nucleus.errors import InputError
-from nucleus.image_io import normalize_image
+from nucleus.formats.image_io import normalize_image
 
 
 def _square(shape, y0, x0, y1, x1) -> np.ndarray:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import nucleus.export as export_module
+import nucleus.formats.export as export_module
 from nucleus.cli import build_parser, cmd_export_labels
 from nucleus.dataset import NucleusDataset
 from nucleus.errors import InputError
-from nucleus.export import export_labels, sequential_labels
+from nucleus.formats.export import export_labels, sequential_labels
 from nucleus.split import load_split
 
 pytestmark = pytest.mark.backends      # no model, no TensorFlow: holds under every backend

@@ -1,5 +1,5 @@
 """Reading microscope image files and preparing them as the models see them
-(nucleus/image_io.py), on files and images made in the tests."""
+(nucleus/formats/image_io.py), on files and images made in the tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +11,8 @@ from PIL import Image
 
 from mrcnn.utils import to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import (expand_path, grey_intensity, normalize_image, prepare_image,
-                              read_image, unique_names)
+from nucleus.formats.image_io import (expand_path, grey_intensity, normalize_image, prepare_image,
+                                      read_image, unique_names)
 
 H, W = 40, 50
 RNG = np.random.default_rng(7)

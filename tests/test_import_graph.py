@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mrcnn", "nucleus")
 INFERENCE = ("nucleus.detectors", "nucleus.segment", "nucleus.tiling", "nucleus.large",
-             "nucleus.model_files", "nucleus.nuclei_table", "nucleus.parallel",
+             "nucleus.model_files", "nucleus.formats.nuclei_table", "nucleus.parallel",
              "nucleus.fcn.detector")
 TRAINING = ("nucleus.training", "nucleus.fcn.train")
 

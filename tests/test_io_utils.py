@@ -1,8 +1,9 @@
-"""nucleus.io_utils: the atomic writers the nucleus modules import (tested in test_files.py)."""
+"""nucleus.formats.io_utils: the atomic writers the nucleus modules import (tested in
+test_files.py)."""
 from __future__ import annotations
 
 from mrcnn import files
-from nucleus import io_utils
+from nucleus.formats import io_utils
 
 
 def test_the_writers_are_the_library_ones():

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from nucleus import lazy_io, segment
+from nucleus import segment
 from nucleus.detectors import Detector
+from nucleus.formats import lazy_io
 from nucleus.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 from nucleus.segment import COLUMNS, TABLE_NAME, segment_files

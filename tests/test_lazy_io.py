@@ -1,5 +1,5 @@
-"""lazy_io (nucleus/lazy_io.py): windows of TIFFs and zarr stores read lazily are the planes
-read_image makes, and prepared window by window they equal the detector's whole-image
+"""lazy_io (nucleus/formats/lazy_io.py): windows of TIFFs and zarr stores read lazily are the
+planes read_image makes, and prepared window by window they equal the detector's whole-image
 preparation, bit for bit."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from PIL import Image
 
 from nucleus.detectors import Detector
 from nucleus.errors import InputError
-from nucleus.image_io import read_image
-from nucleus.lazy_io import (_quantile_from_counts, cached_open, open_lazy, plan_preparation,
-                             prepare_window)
+from nucleus.formats.image_io import read_image
+from nucleus.formats.lazy_io import (_quantile_from_counts, cached_open, open_lazy,
+                                     plan_preparation, prepare_window)
 
 RNG = np.random.default_rng(0)
 IMAGES = {

@@ -12,7 +12,7 @@ from nucleus.cli import build_parser, overrides_from_args
 from nucleus.config import (NucleusConfig, NucleusCPUConfig, NucleusCPUInferenceConfig,
                             NucleusInferenceConfig, make_config, parse_value)
 from nucleus.errors import InputError
-from nucleus.image_io import normalize_image
+from nucleus.formats.image_io import normalize_image
 
 
 def test_study_values():

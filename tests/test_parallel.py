@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from nucleus import lazy_io
 from nucleus.errors import InputError
+from nucleus.formats import lazy_io
 from nucleus.parallel import (DetectorSpec, dask_client, detector_builds, segment_files_dask,
                               worker_detector)
 from nucleus.sample_data import make_threshold_detector, sample_mosaic

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nucleus.errors import InputError
-from nucleus.rle import parse_rle, rle_decode, rle_encode, runs_to_indices
+from nucleus.formats.rle import parse_rle, rle_decode, rle_encode, runs_to_indices
 
 
 def test_hand_worked_example():

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from nucleus.errors import InputError
+from nucleus.formats.rle import rle_encode
+from nucleus.formats.submission import (SubmissionWriter, check_submission, read_solution,
+                                        read_submission, score_submission, validate_submission,
+                                        write_submission)
 from nucleus.metric import image_score, labels_to_masks
-from nucleus.rle import rle_encode
-from nucleus.submission import (SubmissionWriter, check_submission, read_solution, read_submission,
-                                score_submission, validate_submission, write_submission)
 
 
 def random_labels(rng, shape, n):
@@ -408,7 +409,7 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
         "noyau-\u00e9"]
     script = (
         "import numpy as np, sys\n"
-        "from nucleus.submission import read_submission, write_submission\n"
+        "from nucleus.formats.submission import read_submission, write_submission\n"
         "mask = np.zeros((3, 3, 1), bool); mask[0, 0] = True\n"
         "write_submission(sys.argv[1], [('noyau-\\u00e9', mask)])\n"
         "labels = read_submission(sys.argv[1], {'noyau-\\u00e9': (3, 3)})\n"

@@ -1,4 +1,5 @@
-"""ImageJ ROI sets and QuPath GeoJSON (nucleus/viewer_formats.py) read back as the label image.
+"""ImageJ ROI sets and QuPath GeoJSON (nucleus/formats/viewer_formats.py) read back as the label
+image.
 
 Each written polygon is read back with the format's own reader (roifile; json), filled at pixel
 centres as Fiji and QuPath fill it, and compared with its nucleus in ``<name>_labels.tif``.
@@ -17,12 +18,13 @@ import skimage.measure
 import tifffile
 from skimage.draw import polygon2mask
 
-from nucleus import cli, lazy_io
+from nucleus import cli
+from nucleus.formats import lazy_io
+from nucleus.formats.viewer_formats import (GEOJSON_SUFFIX, ROIS_SUFFIX, geojson, outline,
+                                            write_geojson, write_rois)
 from nucleus.parallel import DetectorSpec
 from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import LABELS_SUFFIX, TABLE_NAME, measure, segment_files
-from nucleus.viewer_formats import (GEOJSON_SUFFIX, ROIS_SUFFIX, geojson, outline,
-                                    write_geojson, write_rois)
 
 
 def fill(vertices_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

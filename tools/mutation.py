@@ -38,7 +38,8 @@ def status(exit_code: int | None) -> str:
 
 
 def module_of(mutant: str) -> str:
-    """``nucleus.rle.x_parse_rle__mutmut_3`` -> ``nucleus.rle`` (methods carry no dot)."""
+    """``nucleus.formats.rle.x_parse_rle__mutmut_3`` -> ``nucleus.formats.rle`` (methods carry
+    no dot)."""
     return mutant.rsplit(".", 1)[0]
 
 

@@ -44,7 +44,7 @@ def screenshot(image: Path, labels: Path, out: Path, size: tuple[int, int],
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from nucleus.image_io import read_image
+    from nucleus.formats.image_io import read_image
 
     viewer = napari.Viewer(show=True)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 from nucleus.errors import InputError
 from nucleus.fcn.detector import DEFAULT_RADIUS, find_last
 from nucleus.fcn.train import DEFAULT_BATCH_SIZE, train_fcn
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 CROSSVAL_CSV = "crossval.csv"
 SUMMARY_CSV = "crossval_summary.csv"

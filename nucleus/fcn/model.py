@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_path
+from nucleus.formats.io_utils import atomic_path
 
 #: What ``keras.applications.VGG16(include_top=False, weights="imagenet")`` downloads.
 VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"

@@ -27,7 +27,7 @@ from nucleus.fcn.detector import CHECKPOINT_RE, DEFAULT_RADIUS, find_last
 from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
                                preprocess_image, save_fcn_weights)
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 DEFAULT_BATCH_SIZE = 4
 LOSSES_CSV = "losses.csv"

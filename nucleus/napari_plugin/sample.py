@@ -16,7 +16,7 @@ def sample_path() -> Path:
 
 def sample_nuclei() -> list[tuple]:
     """The sample as napari layer data: the image as ``nucleus segment`` reads the file."""
-    from nucleus.image_io import read_image
+    from nucleus.formats.image_io import read_image
 
     image = read_image(sample_path())
     return [(image, {"name": "nuclei (sample)", "rgb": image.ndim == 3}, "image")]

@@ -111,7 +111,7 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
     ``(tiles done, tiles)`` after each tile (the worker can stop between tiles), returns
     ``(labels, table)``. ``detector`` may be a function that builds it, so that the model is
     built off the GUI thread too."""
-    from nucleus.image_io import grey_intensity
+    from nucleus.formats.image_io import grey_intensity
     from nucleus.segment import measure
     from nucleus.tiling import detect_tile, plan_tiles, stitch, tile_for
 

@@ -1,10 +1,11 @@
 """Kaggle DSB2018 submission files: write, validate, read back and score against a solution.
 
 Submission: header ``ImageId,EncodedPixels``, one row per predicted nucleus (RLE, see
-``nucleus.rle``), one row with empty EncodedPixels for an image without nuclei; masks of one image
-must not overlap. Solution (Kaggle's answer key): ``ImageId,EncodedPixels,Height,Width[,Usage]``,
-one row per true nucleus. Read functions return label images [H, W] (0 = background, object k of
-an image gets label k in file order), the form ``nucleus.metric`` scores fastest.
+``nucleus.formats.rle``), one row with empty EncodedPixels for an image without nuclei; masks of
+one image must not overlap. Solution (Kaggle's answer key):
+``ImageId,EncodedPixels,Height,Width[,Usage]``, one row per true nucleus. Read functions return
+label images [H, W] (0 = background, object k of an image gets label k in file order), the form
+``nucleus.metric`` scores fastest.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
+from nucleus.formats.rle import parse_rle, rle_encode, runs_to_indices
 from nucleus.metric import ImageScore, THRESHOLDS, image_score
-from nucleus.rle import parse_rle, rle_encode, runs_to_indices
 
 HEADER = ("ImageId", "EncodedPixels")
 SOLUTION_COLUMNS = ("ImageId", "EncodedPixels", "Height", "Width")

@@ -3,9 +3,10 @@
 A scanned tissue section can be 50,000 pixels wide (7.5 GB as RGB): it is never read whole.
 :func:`open_lazy` opens a TIFF through tifffile's zarr view (a tiled TIFF then reads only the
 tiles a window touches) or a zarr store, and :class:`LazyImage` hands out windows of the one
-plane :func:`nucleus.image_io.read_image` would have made (same channel choice, alpha dropped).
+plane :func:`nucleus.formats.image_io.read_image` would have made (same channel choice, alpha
+dropped).
 
-A detector prepares a whole image at once (:func:`nucleus.image_io.prepare_image`: a deep
+A detector prepares a whole image at once (:func:`nucleus.formats.image_io.prepare_image`: a deep
 image is stretched by its percentiles, then ``IMAGE_NORMALIZATION`` inverts and stretches it by
 the percentiles of its grey levels). :func:`plan_preparation` measures those numbers once by
 streaming over the image in bands (a histogram of the 766 possible grey sums of a uint8 RGB
@@ -25,7 +26,7 @@ import numpy as np
 
 from mrcnn.utils import deep_range, deep_sample_step, scale_to_uint8
 from nucleus.errors import InputError
-from nucleus.image_io import TIFF_SUFFIXES, apply_stretch, check_normalization
+from nucleus.formats.image_io import TIFF_SUFFIXES, apply_stretch, check_normalization
 
 LAZY_PIXELS = 4096 * 4096
 """Images with at least this many pixels (a 4096 x 4096 square) that can be read lazily (TIFF,
@@ -79,8 +80,8 @@ def lazily_readable(path: str | os.PathLike) -> bool:
 
 
 def open_lazy(path: str | os.PathLike, channel: int | None = None) -> LazyImage | None:
-    """The plane :func:`~nucleus.image_io.read_image` would return, unread; ``None`` when the
-    file has a layout only ``read_image`` handles (and explains, when it is wrong), or is not
+    """The plane :func:`~nucleus.formats.image_io.read_image` would return, unread; ``None`` when
+    the file has a layout only ``read_image`` handles (and explains, when it is wrong), or is not
     a TIFF or zarr store. A wrong ``channel`` raises InputError naming the file."""
     import zarr
 
@@ -175,7 +176,7 @@ def _order(kept: list[int], axes: str) -> list[int]:
 class Preparation:
     """What :meth:`Detector.prepare` does to one whole image, as numbers: the percentile
     ``stretch`` (lo, hi) of a deep image (None for uint8), and the normalisation (``invert``
-    and ``lo``/``hi`` of the grey levels, :func:`nucleus.image_io.apply_stretch`)."""
+    and ``lo``/``hi`` of the grey levels, :func:`nucleus.formats.image_io.apply_stretch`)."""
     stretch: tuple[float, float] | None
     zeros: bool = False                    # a deep image with no finite value: all black
     normalize: bool = False

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd

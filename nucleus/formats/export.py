@@ -21,8 +21,8 @@ Choices, and why:
   Past 65535 nuclei the label image is a uint32 TIFF (``<name>.tif``), PNG having no deeper grey.
 - A run is all or nothing: every subset is built in a hidden folder beside its target and moved
   into place only after all images of all subsets were read and written (each file itself with
-  :func:`nucleus.io_utils.atomic_write`). Bad input (an unreadable image or mask) ends the run
-  with an error naming the file, and the target folders are left as they were.
+  :func:`nucleus.formats.io_utils.atomic_write`). Bad input (an unreadable image or mask) ends
+  the run with an error naming the file, and the target folders are left as they were.
 - An existing ``<out>/<subset>`` is never merged into: the run refuses, or with ``overwrite``
   replaces the whole folder, so no file of an earlier export survives next to the new ones.
 """
@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.io_utils import atomic_write
+from nucleus.formats.io_utils import atomic_write
 
 IMAGES = "images"
 MASKS = "masks"
