@@ -4,7 +4,7 @@ labelled subset, printed as one table.
     python benchmarks/accuracy.py --dataset ~/.cache/dsb2018 [--weights W] [--fcn-weights F]
                                   [--tta] [--subset stage1_test --solution SOLUTION_CSV]
 
-``--tta`` adds a row for Mask R-CNN with flip test-time augmentation (nucleus/tta.py).
+``--tta`` adds a row for Mask R-CNN with flip test-time augmentation (nucleus/inference/tta.py).
 
 Columns: DSB mAP (IoU 0.50-0.95), then the DSB mAP of each image kind present (dark-background
 fluorescence, bright-field grey, colour tissue; ``nucleus.kinds.image_kind``; the header gives

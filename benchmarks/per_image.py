@@ -33,9 +33,10 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from nucleus import metric, scales
+    from nucleus import metric
     from nucleus.dataset import load_subset
-    from nucleus.detectors import Detector, make_detector
+    from nucleus.inference import scales
+    from nucleus.inference.detectors import Detector, make_detector
     from nucleus.kinds import image_kind
 
     scale = args.scale if args.scale in (None, "auto") else float(args.scale)

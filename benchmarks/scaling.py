@@ -3,7 +3,7 @@ the speed-up of local Dask workers (never asserts; README "Scaling out" quotes i
 
 ``large``: square tiled TIFFs of ``--sizes`` pixels a side (RGB, written tile by tile from the
 bundled sample's fluorescence images, so never held whole; deleted afterwards), each segmented
-in its own process by :func:`nucleus.large.segment_large_here`: seconds and peak resident
+in its own process by :func:`nucleus.inference.large.segment_large_here`: seconds and peak resident
 memory. ``--detector threshold`` is the model-free detector of :mod:`nucleus.sample_data`
 (what the window-by-window machinery costs); ``mrcnn`` the shipped model.
 
@@ -61,14 +61,14 @@ def _detector(name: str):
         from nucleus.sample_data import make_threshold_detector
 
         return make_threshold_detector()
-    from nucleus.detectors import make_detector
+    from nucleus.inference.detectors import make_detector
 
     return make_detector("mrcnn")
 
 
 def one_large(path: str, detector: str) -> dict:
     """Runs in its own process, so its peak memory is this run's."""
-    from nucleus.large import segment_large_here
+    from nucleus.inference.large import segment_large_here
 
     built = _detector(detector)
     start = time.perf_counter()

@@ -124,9 +124,9 @@ def floor_seconds_per_mp(weights: str | None) -> dict:
     """GMAC per megapixel of the model's backbone, FPN and RPN, and the machine's bfloat16 and
     float32 3x3 convolution throughput (``benchmarks/speed.py``'s yardstick)."""
     from benchmarks.speed import conv_throughput, graph_gmacs
-    from nucleus.detectors import mrcnn_weights
-    from nucleus.model_files import config_from_weights
     from mrcnn.network import MaskRCNNNet
+    from nucleus.inference.detectors import mrcnn_weights
+    from nucleus.inference.model_files import config_from_weights
 
     config = config_from_weights(mrcnn_weights(weights), inference=True)
     net = MaskRCNNNet(config)

@@ -38,9 +38,9 @@ def _peak_mb() -> float:
 
 def _one_speed_run(size: int, tile: int, overlap: int, weights: str | None) -> dict:
     """Runs in a child process: build the detector, segment the mosaic once, report."""
-    from nucleus.detectors import make_detector
+    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.tiling import predict_tiled
     from nucleus.sample_data import sample_mosaic
-    from nucleus.tiling import predict_tiled
 
     image = sample_mosaic(size)
     detector = make_detector("mrcnn", weights)
@@ -80,9 +80,9 @@ def speed(args) -> None:
 
 def accuracy(args) -> None:
     from nucleus.cli import load_dataset
-    from nucleus.detectors import make_detector
     from nucleus.evaluation import evaluate_dataset
-    from nucleus.tiling import predict_tiled
+    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.tiling import predict_tiled
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detector = make_detector("mrcnn", args.weights)

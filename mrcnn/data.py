@@ -85,8 +85,8 @@ def object_scale(mask: np.ndarray, diameter: float, jitter: tuple[float, float] 
 
     This is Cellpose's idea applied to training: every image shows the network objects of about
     one size, so an image of another magnification is rescaled to it at inference
-    (:mod:`nucleus.scales`) instead of being a size the network never saw. An image without
-    objects keeps its size (times the jitter).
+    (:mod:`nucleus.inference.scales`) instead of being a size the network never saw. An image
+    without objects keeps its size (times the jitter).
     """
     low, high = (float(v) for v in jitter)
     if not 0 < low <= high:

@@ -213,7 +213,7 @@ def _add_export_labels(sub) -> None:
 
 
 def _add_segment(sub) -> None:
-    from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
+    from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
 
     p = sub.add_parser("segment", help="label image, overlay and a table of nuclei for any image "
                                        "files (PNG, TIFF, JPEG, BMP)")
@@ -295,15 +295,16 @@ def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None,
 
 
 def make_detector(args):
-    """The detector of --model, --weights and --tta (:func:`nucleus.detectors.make_detector`),
-    with the configuration values given on the command line."""
-    from nucleus.detectors import make_detector as build
+    """The detector of --model, --weights and --tta
+    (:func:`nucleus.inference.detectors.make_detector`), with the configuration values given on the
+    command line."""
+    from nucleus.inference.detectors import make_detector as build
 
     return build(**_detector_kwargs(args))
 
 
 def _detector_kwargs(args) -> dict[str, Any]:
-    """:func:`nucleus.detectors.make_detector`'s keywords from the command line."""
+    """:func:`nucleus.inference.detectors.make_detector`'s keywords from the command line."""
     return dict(model=args.model, weights=args.weights, tta=getattr(args, "tta", False),
                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
@@ -313,8 +314,8 @@ def _detector_kwargs(args) -> dict[str, Any]:
 def _detector_spec(args):
     """What a Dask worker needs to build the detector itself: the same keywords, with the
     weights file resolved here (so a missing file is reported before any worker starts)."""
-    from nucleus.detectors import fcn_weights, mrcnn_weights
-    from nucleus.parallel import DetectorSpec
+    from nucleus.inference.detectors import fcn_weights, mrcnn_weights
+    from nucleus.inference.parallel import DetectorSpec
 
     kwargs = _detector_kwargs(args)
     if args.model == "fcn":
@@ -511,7 +512,7 @@ def cmd_pick_radius(args) -> int:
     from nucleus.fcn.model import load_fcn
     from nucleus.fcn.train import tune_radius
 
-    from nucleus.detectors import fcn_weights
+    from nucleus.inference.detectors import fcn_weights
 
     weights = fcn_weights(args.weights, args.logs)
     ds = load_dataset(args.dataset, args.subset, args.limit)
@@ -538,8 +539,8 @@ def cmd_curves(args) -> int:
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
+    from nucleus.inference.tiling import FULL_MASK_TILE
     from nucleus.segment import TABLE_NAME, collect_files, segment_files
-    from nucleus.tiling import FULL_MASK_TILE
 
     smallest = args.tile if args.tile is not None else FULL_MASK_TILE
     if smallest < 1 or not 0 <= args.overlap < smallest:
@@ -552,7 +553,7 @@ def cmd_segment(args) -> int:
     files, failed = collect_files(args.paths, args.out, report)
     summary = None
     if files and (args.workers or args.scheduler):
-        from nucleus.parallel import dask_client, segment_files_dask
+        from nucleus.inference.parallel import dask_client, segment_files_dask
 
         spec = _detector_spec(args)
         with dask_client(args.workers, args.scheduler) as client:

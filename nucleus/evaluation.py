@@ -12,8 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleus import metric
-from nucleus.detectors import Detector, model_scale, raw_detections
 from nucleus.formats.io_utils import atomic_write
+from nucleus.inference.detectors import Detector, model_scale, raw_detections
 from nucleus.kinds import KINDS, image_kind
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
@@ -66,7 +66,7 @@ def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the biggest mask keeps what is still shared) and their scores.
 
     The model normalises the image itself (its own ``IMAGE_NORMALIZATION``); the overlap rule is
-    the one detector interface's (:meth:`nucleus.detectors.Detector.detect_prepared`).
+    the one detector interface's (:meth:`nucleus.inference.detectors.Detector.detect_prepared`).
     """
     return Detector(lambda im: raw_detections(model, im)).detect_prepared(image)
 

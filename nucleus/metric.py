@@ -6,8 +6,8 @@ ten thresholds, the data set score the mean over images.
 
 Instances come either as a label image [H, W] (ints, 0 = background, any positive label is one
 object, labels need not be consecutive) or as a bool stack [H, W, N]. Instances must not overlap,
-as in a Kaggle submission: run ``nucleus.overlap.eliminate_overlaps`` on raw detections first.
-Empty instances (no pixel) are ignored: they can not be matched nor written to a submission.
+as in a Kaggle submission: run ``nucleus.inference.overlap.eliminate_overlaps`` on raw detections
+first. Empty instances (no pixel) are ignored: they can not be matched nor written to a submission.
 
 IoUs come from one 2-D histogram of (true label, predicted label) over the pixels, so the cost is
 O(H*W + N*M) rather than N*M full-image comparisons.
@@ -45,7 +45,7 @@ def masks_to_labels(masks: np.ndarray) -> np.ndarray:
         n_pixels = int((coverage > 1).sum())
         raise InputError(
             f"masks_to_labels: masks overlap on {n_pixels} pixels; remove overlaps first "
-            "(nucleus.overlap.eliminate_overlaps)")
+            "(nucleus.inference.overlap.eliminate_overlaps)")
     labels = np.zeros(masks.shape[:2], dtype=np.int32)
     # argmax over the instance axis finds the single mask covering each pixel.
     covered = coverage == 1

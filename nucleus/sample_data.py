@@ -52,12 +52,12 @@ def threshold_detector(level: int = 128) -> Callable[[np.ndarray], tuple[np.ndar
 
 def make_threshold_detector(level: int = 128, delay: float = 0.0,
                             normalization: str | None = None):
-    """:func:`threshold_detector` as a :class:`nucleus.detectors.Detector`, which Dask worker
-    processes build by import path (``"nucleus.sample_data:make_threshold_detector"``);
+    """:func:`threshold_detector` as a :class:`nucleus.inference.detectors.Detector`, which Dask
+    worker processes build by import path (``"nucleus.sample_data:make_threshold_detector"``);
     ``delay`` seconds a call make a run long enough to kill a worker in the middle of it."""
     import time
 
-    from nucleus.detectors import Detector
+    from nucleus.inference.detectors import Detector
 
     detect = threshold_detector(level)
 

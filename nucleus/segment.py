@@ -3,7 +3,8 @@
 ``labels, table = segment(image)`` from Python; ``nucleus segment PATH... --out DIR`` on files,
 which writes per image ``<name>_labels.tif`` (what Fiji, napari, QuPath and CellProfiler open as
 a label image) and ``<name>_overlay.png`` (the nuclei drawn on the image), and one
-``nuclei.csv`` for all images. Big images are detected tile by tile (:mod:`nucleus.tiling`).
+``nuclei.csv`` for all images. Big images are detected tile by tile
+(:mod:`nucleus.inference.tiling`).
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from nucleus.detectors import Detector
 from nucleus.errors import InputError
 from nucleus.formats.image_io import expand_path, grey_intensity, read_image, unique_names
 from nucleus.formats.io_utils import atomic_write
 from nucleus.formats.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
-from nucleus.tiling import DEFAULT_OVERLAP, predict_tiled
+from nucleus.inference.detectors import Detector
+from nucleus.inference.tiling import DEFAULT_OVERLAP, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
@@ -34,7 +35,7 @@ OVERLAY_SUFFIX = "_overlay.png"
 
 @functools.lru_cache(maxsize=2)
 def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
-    from nucleus.detectors import make_detector
+    from nucleus.inference.detectors import make_detector
 
     return make_detector(model, weights, tta)
 
@@ -50,7 +51,7 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
     ``channel`` picks one channel of a multi-channel image or file (the nuclear stain).
     Without ``detector`` the one of ``model`` / ``weights`` / ``tta`` is built and kept for the
     next call (the shipped Mask R-CNN by default). ``tile`` None: the detector's own
-    (:func:`nucleus.tiling.tile_for`). ``labels`` is uint16 [H, W] (uint32 past
+    (:func:`nucleus.inference.tiling.tile_for`). ``labels`` is uint16 [H, W] (uint32 past
     65535 nuclei), 0 the background; ``table`` has one row per label (:data:`COLUMNS`).
     """
     if isinstance(image, (str, os.PathLike)):
@@ -181,12 +182,12 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
     skipped; the others go on. The table is written at the end, or at an interruption for the
     images done by then. A TIFF or zarr image of at least
     :data:`nucleus.formats.lazy_io.LAZY_PIXELS` pixels is read and its labels written window by
-    window (:mod:`nucleus.large`; no overlay, which would need the whole image in memory).
+    window (:mod:`nucleus.inference.large`; no overlay, which would need the whole image in memory).
     """
     import pandas as pd
 
     from nucleus.formats.viewer_formats import write_viewer_files
-    from nucleus.large import is_large, segment_large_here
+    from nucleus.inference.large import is_large, segment_large_here
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from nucleus.augment import build_augmentation
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.model_files import (  # noqa: F401  (public here too)
+from nucleus.inference.model_files import (  # noqa: F401  (public here too)
     INSTALLED_WEIGHTS_DIR, REPO_WEIGHTS_DIR, SHIPPED_NAME, SHIPPED_WEIGHTS, config_from_weights)
 from nucleus.train_options import TrainOptions
 

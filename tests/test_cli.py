@@ -128,7 +128,7 @@ def test_evaluate_prints_map_last_and_writes_plots(capsys, trained, workdir):
 
 
 def test_evaluate_with_tta_votes_over_four_flips(capsys, trained, monkeypatch):
-    from nucleus import tta
+    from nucleus.inference import tta
 
     calls = []
     real = tta.detect_with_flips

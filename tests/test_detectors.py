@@ -1,13 +1,14 @@
-"""The one detector interface (nucleus/detectors.py): preparing images, overlaps, TTA, building."""
+"""The one detector interface (nucleus/inference/detectors.py): preparing images, overlaps, TTA,
+building."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from nucleus.dataset import load_subset
-from nucleus.detectors import Detector, crop_sized_of, make_detector, returns_crop_sized
 from nucleus.errors import InputError
 from nucleus.formats.image_io import normalize_image
+from nucleus.inference.detectors import Detector, crop_sized_of, make_detector, returns_crop_sized
 
 
 def _square(shape, y0, x0, y1, x1) -> np.ndarray:
@@ -80,8 +81,8 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     """The detector normalises whole images itself; the result is the same as before, when
     the network's configuration did it inside ``detect``."""
     from mrcnn import model as modellib
-    from nucleus.detectors import default_weights
     from nucleus.evaluation import detect_instances
+    from nucleus.inference.detectors import default_weights
     from nucleus.training import config_from_weights
 
     detector = make_detector("mrcnn", logs=tmp_path)
@@ -110,7 +111,7 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
 
     import h5py
 
-    from nucleus.detectors import default_weights
+    from nucleus.inference.detectors import default_weights
 
     sized = tmp_path / "sized.h5"
     shutil.copy(default_weights(), sized)
@@ -163,7 +164,7 @@ def test_detect_instances_takes_the_sparse_call_only_where_it_gives_the_same():
     """At scale 1 without TTA a detector with ``detect_sparse`` returns its crop-sized nuclei
     (shifted by the offset); with TTA or another scale it goes through the full-size path.
     Both give what :meth:`Detector.detect_prepared` gives, empty masks left out."""
-    from nucleus.tiling import instances_of
+    from nucleus.inference.tiling import instances_of
 
     calls = []
 

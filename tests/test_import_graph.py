@@ -12,9 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mrcnn", "nucleus")
-INFERENCE = ("nucleus.detectors", "nucleus.segment", "nucleus.tiling", "nucleus.large",
-             "nucleus.model_files", "nucleus.formats.nuclei_table", "nucleus.parallel",
-             "nucleus.fcn.detector")
+INFERENCE = ("nucleus.inference.detectors", "nucleus.segment", "nucleus.inference.tiling",
+             "nucleus.inference.large", "nucleus.inference.model_files",
+             "nucleus.formats.nuclei_table", "nucleus.inference.parallel", "nucleus.fcn.detector")
 TRAINING = ("nucleus.training", "nucleus.fcn.train")
 
 

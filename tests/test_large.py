@@ -1,5 +1,6 @@
-"""large (nucleus/large.py): an image segmented window by window, stitched in bands, gives the
-label image and table of the in-memory run; labels go to a tiled TIFF; nothing is left behind."""
+"""large (nucleus/inference/large.py): an image segmented window by window, stitched in bands, gives
+the label image and table of the in-memory run; labels go to a tiled TIFF; nothing is left
+behind."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +9,12 @@ import pytest
 import tifffile
 
 from nucleus import segment
-from nucleus.detectors import Detector
 from nucleus.formats import lazy_io
-from nucleus.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
+from nucleus.inference.detectors import Detector
+from nucleus.inference.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
+from nucleus.inference.tiling import Instance, plan_tiles, stitch
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 from nucleus.segment import COLUMNS, TABLE_NAME, segment_files
-from nucleus.tiling import Instance, plan_tiles, stitch
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_window_by_window_equals_in_memory(section, tmp_path, normalization):
 
 def random_found(shape, tiles, rng):
     """Per tile, owned blobs of many sizes that overlap each other (even across tiles)."""
-    from nucleus.tiling import owned
+    from nucleus.inference.tiling import owned
 
     per_tile = []
     for tile in tiles:

@@ -9,11 +9,11 @@ import tifffile
 import zarr
 from PIL import Image
 
-from nucleus.detectors import Detector
 from nucleus.errors import InputError
 from nucleus.formats.image_io import read_image
 from nucleus.formats.lazy_io import (_quantile_from_counts, cached_open, open_lazy,
                                      plan_preparation, prepare_window)
+from nucleus.inference.detectors import Detector
 
 RNG = np.random.default_rng(0)
 IMAGES = {

@@ -262,7 +262,7 @@ def test_overlap_error_counts_only_the_shared_pixels():
     with pytest.raises(InputError) as info:
         masks_to_labels(masks)
     assert str(info.value) == ("masks_to_labels: masks overlap on 2 pixels; remove overlaps first "
-                               "(nucleus.overlap.eliminate_overlaps)")
+                               "(nucleus.inference.overlap.eliminate_overlaps)")
 
 
 def test_error_messages_name_the_function_and_the_problem():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nucleus.errors import InputError
-from nucleus.overlap import clean_detections, eliminate_overlaps
+from nucleus.inference.overlap import clean_detections, eliminate_overlaps
 
 
 def stack(shape, *boxes):

@@ -1,5 +1,5 @@
-"""parallel (nucleus/parallel.py): segment on Dask workers equals the serial run, loads the
-model once per worker, and loses and rewrites nothing when a worker process is killed mid-run.
+"""parallel (nucleus/inference/parallel.py): segment on Dask workers equals the serial run, loads
+the model once per worker, and loses and rewrites nothing when a worker process is killed mid-run.
 
 A real two-process LocalCluster; the detector is the synthetic threshold one (built by import
 path in the workers, slowed down so that there is a run to kill a worker in)."""
@@ -18,8 +18,8 @@ import tifffile
 
 from nucleus.errors import InputError
 from nucleus.formats import lazy_io
-from nucleus.parallel import (DetectorSpec, dask_client, detector_builds, segment_files_dask,
-                              worker_detector)
+from nucleus.inference.parallel import (DetectorSpec, dask_client, detector_builds,
+                                        segment_files_dask, worker_detector)
 from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import TABLE_NAME, segment_files
 
@@ -173,7 +173,7 @@ def test_the_detector_is_kept_per_spec_in_this_process():
 
 
 def test_a_spec_knows_its_detectors_default_tile_without_building_it():
-    from nucleus.parallel import DetectorSpec, _DETECTORS
+    from nucleus.inference.parallel import DetectorSpec, _DETECTORS
 
     built = dict(_DETECTORS)
     assert DetectorSpec(kwargs={"model": "mrcnn", "weights": None}).crop_sized

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nucleus.detectors import Detector
+from nucleus.inference.detectors import Detector
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 
 

@@ -1,4 +1,5 @@
-"""Tests for nucleus.scales: detection at a chosen scale, one chosen per image, and a vote."""
+"""Tests for nucleus.inference.scales: detection at a chosen scale, one chosen per image, and a
+vote."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 from skimage.draw import disk
 from skimage.measure import label
 
-from nucleus import scales
-from nucleus.detectors import Detector
 from nucleus.errors import InputError
+from nucleus.inference import scales
+from nucleus.inference.detectors import Detector
 
 
 def _discs(shape=(120, 160), centres=((40, 40), (80, 110)), radius=27) -> tuple:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from nucleus import segment
 from nucleus.dataset import SAMPLE_DIR
-from nucleus.detectors import Detector
 from nucleus.errors import InputError
+from nucleus.inference.detectors import Detector
 from nucleus.sample_data import sample_mosaic, threshold_detector
 from nucleus.segment import (COLUMNS, TABLE_NAME, collect_files, measure, overlay,
                              segment_files, write_labels)

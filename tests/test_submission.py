@@ -293,7 +293,7 @@ def test_mask_shape_messages(tmp_path):
     masks[0, 0:3, 0] = masks[0, 1:4, 1] = True
     assert _input_error(writer.add, "z", masks) == (
         f"{tmp_path / 's.csv'}: image z: masks overlap on 2 pixels; run "
-        "nucleus.overlap.eliminate_overlaps first")
+        "nucleus.inference.overlap.eliminate_overlaps first")
     writer.abort()
 
 

@@ -1,13 +1,14 @@
-"""Tiled prediction and stitching (nucleus/tiling.py): every nucleus found once and whole."""
+"""Tiled prediction and stitching (nucleus/inference/tiling.py): every nucleus found once and
+whole."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import skimage.measure
 
+from nucleus.inference.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
+                                      owned, plan_tiles, predict_tiled, stitch)
 from nucleus.sample_data import sample_mosaic, threshold_detector
-from nucleus.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
-                            owned, plan_tiles, predict_tiled, stitch)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -150,8 +151,8 @@ def test_instances_of_shifts_boxes_and_skips_empty_masks():
 def test_the_default_tile_follows_the_detectors_masks():
     """Crop-sized masks (Mask R-CNN at scale 1 without TTA) take the big default tile; a
     detector of full-size mask stacks, or any plain call, the small one."""
-    from nucleus.detectors import Detector
-    from nucleus.tiling import DEFAULT_TILE, FULL_MASK_TILE, tile_for
+    from nucleus.inference.detectors import Detector
+    from nucleus.inference.tiling import DEFAULT_TILE, FULL_MASK_TILE, tile_for
 
     def sparse(image):
         return np.zeros((0, 4), np.int64), [], np.zeros(0)

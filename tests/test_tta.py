@@ -1,10 +1,11 @@
-"""Tests for nucleus.tta: flip test-time augmentation and the vote that merges its runs."""
+"""Tests for nucleus.inference.tta: flip test-time augmentation and the vote that merges its
+runs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nucleus import tta
+from nucleus.inference import tta
 
 
 def _disk(shape, cy, cx, r) -> np.ndarray:

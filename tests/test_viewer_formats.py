@@ -22,7 +22,7 @@ from nucleus import cli
 from nucleus.formats import lazy_io
 from nucleus.formats.viewer_formats import (GEOJSON_SUFFIX, ROIS_SUFFIX, geojson, outline,
                                             write_geojson, write_rois)
-from nucleus.parallel import DetectorSpec
+from nucleus.inference.parallel import DetectorSpec
 from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import LABELS_SUFFIX, TABLE_NAME, measure, segment_files
 
@@ -165,7 +165,7 @@ def make_solid_detector():
     (an outline has no holes, so a ring-shaped nucleus could not match its label)."""
     from scipy.ndimage import binary_fill_holes
 
-    from nucleus.detectors import Detector
+    from nucleus.inference.detectors import Detector
     from nucleus.sample_data import threshold_detector
 
     detect = threshold_detector()

@@ -7,7 +7,7 @@ Results stay in ``mutants/`` (git-ignored), so a second run only tries what is n
 
     python tools/mutation.py                    # run every untried mutant, then the table
     python tools/mutation.py --fresh            # forget earlier results first (after test changes)
-    python tools/mutation.py "nucleus.tta*"     # only some mutants (mutmut name patterns)
+    python tools/mutation.py "nucleus.inference.tta*"   # only some mutants (mutmut patterns)
     python tools/mutation.py --retry            # try again the mutants not killed last time
     python tools/mutation.py --report           # the table of what is in mutants/, no run
     python tools/mutation.py --report --show    # ... and the diff of every survivor

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from mrcnn import model as modellib
     from mrcnn.weights import read_attrs
     from nucleus.config import NucleusCPUConfig, NucleusConfig
-    from nucleus.model_files import config_from_weights
+    from nucleus.inference.model_files import config_from_weights
 
     attrs = read_attrs(args.checkpoint)
     if "mrcnn_config" not in attrs:

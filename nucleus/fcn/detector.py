@@ -1,8 +1,8 @@
 """Detection with a trained FCN-8s baseline: :class:`FCNDetector`, and :func:`find_last`, the
 newest checkpoint of a training run.
 
-Inference (:func:`nucleus.detectors.make_detector`) reaches the FCN through this module and
-:mod:`nucleus.fcn.model` / :mod:`nucleus.fcn.opening`, never through the training code
+Inference (:func:`nucleus.inference.detectors.make_detector`) reaches the FCN through this module
+and :mod:`nucleus.fcn.model` / :mod:`nucleus.fcn.opening`, never through the training code
 (:mod:`nucleus.fcn.train`, which writes the checkpoints found here).
 """
 from __future__ import annotations

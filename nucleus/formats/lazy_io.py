@@ -30,7 +30,7 @@ from nucleus.formats.image_io import TIFF_SUFFIXES, apply_stretch, check_normali
 
 LAZY_PIXELS = 4096 * 4096
 """Images with at least this many pixels (a 4096 x 4096 square) that can be read lazily (TIFF,
-zarr) are segmented window by window (:mod:`nucleus.large`) rather than read whole."""
+zarr) are segmented window by window (:mod:`nucleus.inference.large`) rather than read whole."""
 ZARR_SUFFIX = ".zarr"
 _BAND = 512
 """Rows read at a time while measuring an image's intensity (even, so that every-other-pixel

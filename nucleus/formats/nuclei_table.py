@@ -1,7 +1,7 @@
 """The nuclei table: one row per label of a label image, the columns ``nuclei.csv`` has.
 
 ``nucleus segment`` measures whole images with :func:`measure`; the window-by-window path
-(:mod:`nucleus.large`) measures tile by tile with the same properties and renames
+(:mod:`nucleus.inference.large`) measures tile by tile with the same properties and renames
 (:data:`PROPERTIES`, :data:`RENAME`), so both write the same table.
 """
 from __future__ import annotations

@@ -84,7 +84,7 @@ class SubmissionWriter:
             if coverage.max() > 1:
                 raise InputError(
                     f"{self.path}: image {image_id}: masks overlap on {(coverage > 1).sum()} "
-                    "pixels; run nucleus.overlap.eliminate_overlaps first")
+                    "pixels; run nucleus.inference.overlap.eliminate_overlaps first")
         rles = [rle_encode(m) for m in mask_list] or [""]
         self._ids.add(image_id)
         self._rows.extend((image_id, rle) for rle in rles)

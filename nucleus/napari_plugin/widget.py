@@ -1,7 +1,7 @@
 """The dock widget: segment an image layer into a Labels layer, off the GUI thread.
 
 The run is the one ``nucleus segment`` makes (:func:`nucleus.segment._segment_array`: the
-detector's ``prepare``, the tiles of :mod:`nucleus.tiling`, the table of
+detector's ``prepare``, the tiles of :mod:`nucleus.inference.tiling`, the table of
 :func:`nucleus.segment.measure`), driven tile by tile here so that napari's worker thread can
 report progress and stop between tiles when the user cancels. The labels therefore equal the
 command line's for the same image and settings.
@@ -18,12 +18,12 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QVBoxLayout, QWidget)
 
 from nucleus.errors import InputError
-from nucleus.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
+from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
 
 if TYPE_CHECKING:
     import napari
 
-    from nucleus.detectors import Detector
+    from nucleus.inference.detectors import Detector
 
 SHIPPED = "shipped Mask R-CNN"
 WEIGHTS_FILE = "weights file..."
@@ -45,7 +45,7 @@ class Settings:
     min_confidence: float = MIN_CONFIDENCE
     scale: float | str | None = None    # None: the model's own choice
     tta: bool = False
-    tile: int | None = None             # None: the detector's own (nucleus.tiling.tile_for)
+    tile: int | None = None             # None: the detector's own (inference.tiling.tile_for)
     overlap: int = DEFAULT_OVERLAP
 
 
@@ -56,7 +56,7 @@ _LOCK = threading.Lock()
 def build_detector(settings: Settings) -> Detector:
     """The Mask R-CNN of ``settings``, built once per weights file and settings and kept (a
     model takes seconds to build; the user runs many images with one)."""
-    from nucleus.detectors import make_detector
+    from nucleus.inference.detectors import make_detector
 
     key = (settings.weights, settings.min_confidence, settings.scale, settings.tta)
     with _LOCK:
@@ -112,8 +112,8 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
     ``(labels, table)``. ``detector`` may be a function that builds it, so that the model is
     built off the GUI thread too."""
     from nucleus.formats.image_io import grey_intensity
+    from nucleus.inference.tiling import detect_tile, plan_tiles, stitch, tile_for
     from nucleus.segment import measure
-    from nucleus.tiling import detect_tile, plan_tiles, stitch, tile_for
 
     yield 0, 0                                   # "working": the model may take a while
     if not hasattr(detector, "detect_prepared"):
@@ -293,7 +293,7 @@ class SegmentWidget(QWidget):
                                  f"{raw.flat[0]}): nothing to segment")
             settings = self.settings()
             if settings.weights is not None:
-                from nucleus.detectors import mrcnn_weights
+                from nucleus.inference.detectors import mrcnn_weights
 
                 mrcnn_weights(settings.weights)       # a missing file is an error now
         except InputError as e:

@@ -6,7 +6,7 @@ and the TTA switch. A detector does two things in turn, and exposes both:
 
 - :meth:`Detector.prepare` makes the uint8 RGB image the model was trained on, intensity
   normalisation included (``IMAGE_NORMALIZATION``). It runs on a whole image once, so that the
-  tiles of a big image (:mod:`nucleus.tiling`) share one intensity scale;
+  tiles of a big image (:mod:`nucleus.inference.tiling`) share one intensity scale;
 - :meth:`Detector.detect_prepared` finds the nuclei of a prepared image or tile: masks that
   never overlap (the model's ``DETECTION_MASK_OVERLAP`` rule, then the biggest mask keeps
   what is still shared), voted over flips with TTA.
@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.tiling import Instance, instances_of
+from nucleus.inference.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,17 @@ class Detector:
     ``detect`` is the model's own call on a prepared image (its masks may overlap);
     ``normalization`` the per-image intensity normalisation the model was trained with
     (``None`` or ``"stretch"``, :func:`nucleus.formats.image_io.normalize_image`); ``tta`` votes
-    over the four flips of each image (:mod:`nucleus.tta`). ``scale`` runs the model on the image
-    resized by that factor, or, with ``"auto"``, by the factor that brings the nuclei a first
-    pass finds to the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25
-    whose detections the model is most confident of (:func:`nucleus.scales.detect_probe_scale`);
-    ``scales`` votes over several factors (:mod:`nucleus.scales`).
-    ``detect_sparse``, when given, is the model's call on a prepared image returning a
-    :data:`SparseDetection` with disjoint masks; :meth:`detect_instances` uses it at scale 1
-    without TTA, where it saves building full-size mask stacks.
-    ``diameter`` is the nucleus diameter (pixels) the model was trained at
-    (``OBJECT_DIAMETER``), the target of ``"auto"``; None: the training set's native median.
-    After each call, :attr:`last_scale` holds ``(measured median diameter, factor used)`` of
-    the image (or tile) just detected, for reports.
+    over the four flips of each image (:mod:`nucleus.inference.tta`). ``scale`` runs the model on
+    the image resized by that factor, or, with ``"auto"``, by the factor that brings the nuclei a
+    first pass finds to the training sizes, or, with ``"probe"``, by the factor of 1, 0.5 and 0.25
+    whose detections the model is most confident of
+    (:func:`nucleus.inference.scales.detect_probe_scale`); ``scales`` votes over several factors
+    (:mod:`nucleus.inference.scales`). ``detect_sparse``, when given, is the model's call on a
+    prepared image returning a :data:`SparseDetection` with disjoint masks; :meth:`detect_instances`
+    uses it at scale 1 without TTA, where it saves building full-size mask stacks. ``diameter`` is
+    the nucleus diameter (pixels) the model was trained at (``OBJECT_DIAMETER``), the target of
+    ``"auto"``; None: the training set's native median. After each call, :attr:`last_scale` holds
+    ``(measured median diameter, factor used)`` of the image (or tile) just detected, for reports.
     """
 
     def __init__(self, detect: Callable[[np.ndarray], Detection],
@@ -98,7 +97,7 @@ class Detector:
 
     def _oriented(self, image: np.ndarray) -> Detection:
         """The model on one image as it is, or voted over its flips with TTA."""
-        from nucleus import tta
+        from nucleus.inference import tta
 
         if self.tta:
             return tta.detect_with_flips(self.detect, image)
@@ -107,8 +106,8 @@ class Detector:
 
     def detect_prepared(self, image: np.ndarray) -> Detection:
         """Masks without overlaps and scores of an image :meth:`prepare` has made (or a tile)."""
-        from nucleus import scales
-        from nucleus.overlap import eliminate_overlaps
+        from nucleus.inference import scales
+        from nucleus.inference.overlap import eliminate_overlaps
 
         if self.scales is not None:
             return scales.detect_with_scales(self._oriented, image, self.scales)
@@ -135,15 +134,15 @@ class Detector:
     def crop_sized(self) -> bool:
         """Whether :meth:`detect_instances` takes the crop-sized path (``detect_sparse`` at
         scale 1 without TTA), whose cost follows the nuclei's areas rather than the image's
-        area times their number: big tiles pay off (:func:`nucleus.tiling.tile_for`)."""
+        area times their number: big tiles pay off (:func:`nucleus.inference.tiling.tile_for`)."""
         return returns_crop_sized(self.detect_sparse is not None, self.tta, self.scale,
                                   self.scales)
 
     def detect_instances(self, image: np.ndarray,
                          offset: tuple[int, int] = (0, 0)) -> list[Instance]:
-        """The nuclei of a prepared image or tile as :class:`nucleus.tiling.Instance` objects
-        (box shifted by ``offset``): what :meth:`detect_prepared` finds, empty masks left out,
-        in the same order."""
+        """The nuclei of a prepared image or tile as :class:`nucleus.inference.tiling.Instance`
+        objects (box shifted by ``offset``): what :meth:`detect_prepared` finds, empty masks left
+        out, in the same order."""
         if not self.crop_sized:
             return instances_of(*self.detect_prepared(image), offset)
         boxes, masks, scores = self.detect_sparse(image)
@@ -189,7 +188,7 @@ def crop_sized_of(model: str = "mrcnn", weights: str | None = None, tta: bool = 
     if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
                                                 scales):
         return False
-    from nucleus.model_files import config_from_weights
+    from nucleus.inference.model_files import config_from_weights
 
     config = config_from_weights(mrcnn_weights(weights, logs, profile), inference=True,
                                  overrides=dict(overrides or {}), profile=profile)
@@ -211,7 +210,7 @@ def model_scale(diameter: float | None) -> float | str:
 
 def default_weights() -> str:
     """The shipped Mask R-CNN weights, or an InputError saying how to get weights."""
-    from nucleus.model_files import SHIPPED_WEIGHTS
+    from nucleus.inference.model_files import SHIPPED_WEIGHTS
 
     if not os.path.exists(SHIPPED_WEIGHTS):
         raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
@@ -274,7 +273,7 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
                         1.0 if scale is None else scale, scales)
 
     from mrcnn import model as modellib
-    from nucleus.model_files import config_from_weights
+    from nucleus.inference.model_files import config_from_weights
 
     path = mrcnn_weights(weights, logs, profile)
     overrides = dict(overrides or {})

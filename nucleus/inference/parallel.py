@@ -6,7 +6,8 @@ images window by window, :mod:`nucleus.formats.lazy_io`) and sends back results:
 label image, overlay PNG and table; a tile's nuclei. Only this process (the client) writes files,
 each once, atomically, from those results; so a worker that dies mid-run has its tasks redone by
 Dask's scheduler and nothing is lost or written twice. Tiles are stitched here in tile order by
-:class:`nucleus.large.BandStitcher`, the rule the serial run uses, so the result equals it.
+:class:`nucleus.inference.large.BandStitcher`, the rule the serial run uses, so the result equals
+it.
 """
 from __future__ import annotations
 
@@ -24,24 +25,24 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from nucleus.errors import InputError
-from nucleus.tiling import DEFAULT_OVERLAP, tile_for
+from nucleus.inference.tiling import DEFAULT_OVERLAP, tile_for
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from nucleus.detectors import Detector
     from nucleus.formats.lazy_io import Preparation
-    from nucleus.large import Found
+    from nucleus.inference.detectors import Detector
+    from nucleus.inference.large import Found
+    from nucleus.inference.tiling import Tile
     from nucleus.segment import Summary
-    from nucleus.tiling import Tile
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     """How a worker builds the detector: ``factory`` ("module:function") called with
-    ``kwargs``. The default is :func:`nucleus.detectors.make_detector`; a worker keeps what it
-    built for every later task with the same spec."""
-    factory: str = "nucleus.detectors:make_detector"
+    ``kwargs``. The default is :func:`nucleus.inference.detectors.make_detector`; a worker keeps
+    what it built for every later task with the same spec."""
+    factory: str = "nucleus.inference.detectors:make_detector"
     kwargs: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -57,10 +58,11 @@ class DetectorSpec:
     @property
     def crop_sized(self) -> bool:
         """Whether the workers' detector returns crop-sized masks (its default tile is then
-        :data:`nucleus.tiling.DEFAULT_TILE`); read from the weights file, no model built."""
+        :data:`nucleus.inference.tiling.DEFAULT_TILE`); read from the weights file, no model
+        built."""
         if self.factory != DetectorSpec.factory:
             return worker_detector(self).crop_sized
-        from nucleus.detectors import crop_sized_of
+        from nucleus.inference.detectors import crop_sized_of
 
         return crop_sized_of(**self.kwargs)
 
@@ -77,8 +79,8 @@ def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: boo
                       **_: Any) -> str | None:
     if model == "fcn":
         return None
-    from nucleus.detectors import mrcnn_weights
-    from nucleus.model_files import config_from_weights
+    from nucleus.inference.detectors import mrcnn_weights
+    from nucleus.inference.model_files import config_from_weights
 
     return config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
                                overrides=dict(overrides or {}),
@@ -129,14 +131,14 @@ def segment_file_task(path: str, name: str, spec: DetectorSpec, channel: int | N
 def tile_task(path: str, channel: int | None, prep: Preparation, spec: DetectorSpec,
               tile: Tile) -> list[Found]:
     """One tile of a large image on a worker: the nuclei it owns."""
-    from nucleus.large import detect_file_tile
+    from nucleus.inference.large import detect_file_tile
 
     return detect_file_tile(path, channel, prep, tile, worker_detector(spec))
 
 
 def dask_tiles(client: Client, spec: DetectorSpec):
-    """A ``detect_tiles`` for :func:`nucleus.large.segment_large` that maps the tiles over the
-    workers and yields their results in tile order."""
+    """A ``detect_tiles`` for :func:`nucleus.inference.large.segment_large` that maps the tiles over
+    the workers and yields their results in tile order."""
     def detect_tiles(path: str, channel: int | None, prep: Preparation,
                      tiles: Sequence[Tile]) -> Iterator[list[Found]]:
         futures = client.map(functools.partial(tile_task, path, channel, prep, spec), tiles,
@@ -192,7 +194,7 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
 
     Small images are one task each; images of at least ``large_pixels`` pixels (default
     :data:`nucleus.formats.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
-    ``tile`` None: the detector's own (:func:`nucleus.tiling.tile_for`).
+    ``tile`` None: the detector's own (:func:`nucleus.inference.tiling.tile_for`).
     ``written`` collects each path written (a test shows none is written twice).
     """
     import pandas as pd
@@ -201,7 +203,7 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     from nucleus.formats.image_io import unique_names
     from nucleus.formats.io_utils import atomic_write
     from nucleus.formats.viewer_formats import write_viewer_files
-    from nucleus.large import is_large, segment_large
+    from nucleus.inference.large import is_large, segment_large
     from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
                                  write_labels, write_table)
 

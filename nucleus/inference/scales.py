@@ -4,7 +4,7 @@ vote over several.
 A model trained on nuclei of one size range finds nuclei far outside it badly: a tissue section
 imaged at 40x has nuclei three times the size of the training set's. Rescaling the image so its
 nuclei match the training sizes helps; so can voting over a few scales, as the flips of
-:mod:`nucleus.tta` do over orientations.
+:mod:`nucleus.inference.tta` do over orientations.
 
 Every function takes ``detect(image) -> (masks [H, W, N], scores [N])`` on a uint8 RGB image
 (any detector) and returns masks of the *original* image's size.
@@ -139,9 +139,10 @@ def detect_with_scales(detect: Detect, image: np.ndarray, scales: Sequence[float
                        iou_threshold: float = 0.5,
                        min_votes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Masks [H, W, N] without overlaps and their scores, voted over the image at ``scales``
-    (:func:`nucleus.tta.merge_runs`: a nucleus most scales find, its pixels by majority)."""
-    from nucleus.overlap import eliminate_overlaps
-    from nucleus.tta import merge_runs
+    (:func:`nucleus.inference.tta.merge_runs`: a nucleus most scales find, its pixels by
+    majority)."""
+    from nucleus.inference.overlap import eliminate_overlaps
+    from nucleus.inference.tta import merge_runs
 
     if not scales:
         raise ValueError("no scales given")

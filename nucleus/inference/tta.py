@@ -13,7 +13,7 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.mask_iou import mask_iou
-from nucleus.overlap import eliminate_overlaps
+from nucleus.inference.overlap import eliminate_overlaps
 
 # Each flip is its own inverse.
 FLIPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

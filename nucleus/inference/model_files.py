@@ -12,8 +12,9 @@ from mrcnn.config import Config
 from mrcnn.weights import read_attrs
 from nucleus.config import make_config
 
-REPO_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "weights")
+# this file is <repo>/nucleus/inference/model_files.py
+REPO_WEIGHTS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "weights")
 SHIPPED_NAME = "mask_rcnn_nucleus.h5"
 # ``pip install .`` puts the shipped model under <prefix>/share (setup.py data_files); a
 # checkout or an editable install has it in weights/ beside the packages.

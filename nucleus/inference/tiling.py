@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 DEFAULT_TILE = 1024
 """Tile side in pixels for detectors that return crop-sized masks (the shipped Mask R-CNN at
-scale 1 without TTA, :attr:`nucleus.detectors.Detector.crop_sized`), the fastest measured
+scale 1 without TTA, :attr:`nucleus.inference.detectors.Detector.crop_sized`), the fastest measured
 (docs/segment_speed.md): the overlap is computed twice, so the bigger the tile the fewer pixels
 are computed per output pixel (1.27 on an 8,192 mosaic, 1.72 at 512), and a tile's cost follows
 its area. The CPU profile allows 1,000 detections a call for it."""
@@ -132,8 +132,8 @@ def detect_tile(image, tile: Tile, detect: Detect) -> list[Instance]:
     """The nuclei ``tile`` owns, in image coordinates. ``image`` is anything sliceable as
     [H, W, ...] (a NumPy array, a memory map, a lazily read array); ``detect`` is either an
     object with a ``detect_instances(tile_image, offset) -> [Instance]`` method (a
-    :class:`nucleus.detectors.Detector`, on prepared images) or a call ``detect(tile_image)
-    -> (masks [h, w, N] without overlaps, scores [N])`` on a prepared image."""
+    :class:`nucleus.inference.detectors.Detector`, on prepared images) or a call
+    ``detect(tile_image) -> (masks [h, w, N] without overlaps, scores [N])`` on a prepared image."""
     y0, x0, y1, x1 = tile.box
     crop = np.ascontiguousarray(np.asarray(image[y0:y1, x0:x1]))
     return [inst for inst in tile_instances(detect, crop, (y0, x0)) if owned(inst, tile)]

@@ -1,13 +1,13 @@
 """Segment an image larger than memory: tiles read lazily, detected anywhere, stitched in bands.
 
-The tiles of :func:`nucleus.tiling.plan_tiles` are read and prepared one at a time
-(:mod:`nucleus.formats.lazy_io`) and detected here or on Dask workers (:mod:`nucleus.parallel`);
-each returns only the nuclei it owns. :class:`BandStitcher` pastes them in tile order with
-:func:`nucleus.tiling.stitch`'s rule, keeping only one band of rows in memory: a tile row's
-nuclei lie inside its tiles, which start at or below the row's first pixel row, so every row
-above it is final once that tile row begins, and can be numbered (raster order of each
-nucleus's first pixel, as ``stitch`` numbers) and written out. Labels go to a zarr store on disk
-and then into a tiled BigTIFF, tile by tile, so memory stays flat as the image grows.
+The tiles of :func:`nucleus.inference.tiling.plan_tiles` are read and prepared one at a time
+(:mod:`nucleus.formats.lazy_io`) and detected here or on Dask workers
+(:mod:`nucleus.inference.parallel`); each returns only the nuclei it owns. :class:`BandStitcher`
+pastes them in tile order with :func:`nucleus.inference.tiling.stitch`'s rule, keeping only one band
+of rows in memory: a tile row's nuclei lie inside its tiles, which start at or below the row's first
+pixel row, so every row above it is final once that tile row begins, and can be numbered (raster
+order of each nucleus's first pixel, as ``stitch`` numbers) and written out. Labels go to a zarr
+store on disk and then into a tiled BigTIFF, tile by tile, so memory stays flat as the image grows.
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from nucleus.formats.image_io import grey_intensity
 from nucleus.formats.io_utils import atomic_path
 from nucleus.formats.lazy_io import LazyImage, Preparation, cached_open, prepare_window
 from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
-from nucleus.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned, plan_tiles,
-                            tile_for, tile_instances)
+from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned,
+                                      plan_tiles, tile_for, tile_instances)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nucleus.detectors import Detector
+    from nucleus.inference.detectors import Detector
 
 TIFF_TILE = 512
 """Tile side of the written label TIFF (and chunk side of the zarr store behind it)."""
@@ -45,7 +45,8 @@ class Found:
 
 def detect_window(image: LazyImage, prep: Preparation, tile: Tile,
                   detector: Detector) -> list[Found]:
-    """The nuclei ``tile`` owns (:func:`nucleus.tiling.detect_tile`) and their intensities."""
+    """The nuclei ``tile`` owns (:func:`nucleus.inference.tiling.detect_tile`) and their
+    intensities."""
     y0, x0, y1, x1 = tile.box
     raw = image.window(y0, x0, y1, x1)
     found = tile_instances(detector, prepare_window(raw, prep), (y0, x0))
@@ -66,7 +67,7 @@ def detect_file_tile(path: str, channel: int | None, prep: Preparation, tile: Ti
 
 
 class BandStitcher:
-    """:func:`nucleus.tiling.stitch` for results that arrive tile by tile, in tile order,
+    """:func:`nucleus.inference.tiling.stitch` for results that arrive tile by tile, in tile order,
     holding one tile row of labels in memory. Finished rows go to ``sink(y0, rows)`` with
     their final labels (uint32); :meth:`table` measures the nuclei as ``measure`` would."""
 
@@ -252,7 +253,7 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
     """Segment one lazily readable image into the label TIFF ``labels_path``; its table.
 
     ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
-    tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.parallel`).
+    tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.inference.parallel`).
     """
     from nucleus.formats.lazy_io import plan_preparation
 
