@@ -102,8 +102,8 @@ def _scale_list(text: str) -> tuple[float, ...]:
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags of a training run, shared by ``train`` and ``sweep``: one per
-    :class:`nucleus.train_options.TrainOptions` field."""
-    from nucleus.train_options import add_flags
+    :class:`nucleus.training.train_options.TrainOptions` field."""
+    from nucleus.training.train_options import add_flags
 
     add_flags(p)
 
@@ -267,7 +267,7 @@ def _add_segment(sub) -> None:
 def overrides_from_args(args) -> dict[str, Any]:
     """Configuration values given on the command line."""
     from nucleus.config import parse_value
-    from nucleus.train_options import config_overrides_from_args
+    from nucleus.training.train_options import config_overrides_from_args
 
     values: dict[str, Any] = {}
     for flag, (attr, _) in CONFIG_FLAGS.items():
@@ -351,8 +351,8 @@ def cmd_train(args) -> int:
         print(result)
         return 0
     from nucleus.plots import save_training_curves
-    from nucleus.train_options import TrainOptions
-    from nucleus.training import train_nucleus
+    from nucleus.training.train import train_nucleus
+    from nucleus.training.train_options import TrainOptions
 
     overrides = overrides_from_args(args)
     model = train_nucleus(logs=args.logs, options=TrainOptions.from_args(args),
@@ -369,7 +369,8 @@ def cmd_train(args) -> int:
 
 def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
     """train_nucleus keywords besides ``logs`` and the options
-    (:class:`nucleus.train_options.TrainOptions`) from the flags of ``train`` / ``sweep``."""
+    (:class:`nucleus.training.train_options.TrainOptions`) from the flags of ``train`` /
+    ``sweep``."""
     profile = args.profile or "study"
     return dict(dataset_dir=args.dataset, subset=args.subset,
                 weights=args.weights or ("none" if profile == "cpu" else "coco"),
@@ -380,8 +381,8 @@ def cmd_sweep(args) -> int:
     if args.model != "mrcnn":
         raise InputError("sweep: only --model mrcnn is supported")
     from nucleus.config import parse_value
-    from nucleus.sweep import parse_axes, run_sweep, summary
-    from nucleus.train_options import TrainOptions
+    from nucleus.training.sweep import parse_axes, run_sweep, summary
+    from nucleus.training.train_options import TrainOptions
 
     axes = parse_axes(args.set, parse_value)
     # --set NAME=V1,V2 is an axis; the configuration flags hold for all combinations.

@@ -70,7 +70,7 @@ def dataset_kinds(dataset, image_ids: Iterable[int] | None = None) -> dict[int, 
     """Kind of each image of a ``mrcnn.utils.Dataset`` (all of them unless ``image_ids``).
 
     The kind is stored in the image's ``image_info`` entry (key ``"kind"``), so copies of the
-    dataset (:mod:`nucleus.sampling`) and later calls do not read the image again.
+    dataset (:mod:`nucleus.training.sampling`) and later calls do not read the image again.
     """
     ids = dataset.image_ids if image_ids is None else image_ids
     out = {}

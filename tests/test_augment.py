@@ -1,4 +1,4 @@
-"""Tests for nucleus.augment: the study's flip + brightness augmentation."""
+"""Tests for nucleus.training.augment: the study's flip + brightness augmentation."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.imgaug_compat import ia, iaa
-from nucleus.augment import build_augmentation
+from nucleus.training.augment import build_augmentation
 
 
 def _scene() -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +98,7 @@ def test_appearance_changes_pixels_never_masks():
 
 
 def test_jitter_stains_changes_colour_and_keeps_grey_levels_in_range():
-    from nucleus.augment import jitter_stains
+    from nucleus.training.augment import jitter_stains
 
     rng = np.random.default_rng(0)
     image = np.zeros((16, 16, 3), np.uint8)
@@ -115,7 +115,7 @@ def test_jitter_stains_changes_colour_and_keeps_grey_levels_in_range():
 
 
 def test_scale_step_rescales_image_and_masks_together():
-    from nucleus.augment import scale_step
+    from nucleus.training.augment import scale_step
 
     ia.seed(3)
     aug = iaa.Sequential([scale_step((0.5, 2.0), probability=1.0)])
@@ -154,7 +154,7 @@ def _dark_scene(n=6) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_dim_instances_dims_some_nuclei_and_leaves_the_rest():
-    from nucleus.augment import dim_instances
+    from nucleus.training.augment import dim_instances
 
     image, mask = _dark_scene()
     out = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
@@ -177,7 +177,7 @@ def test_dim_instances_dims_some_nuclei_and_leaves_the_rest():
 
 
 def test_dimming_wrapper_keeps_masks_and_skips_light_backgrounds():
-    from nucleus.augment import WithDimming
+    from nucleus.training.augment import WithDimming
 
     image, mask = _dark_scene()
     built = build_augmentation(flip=False, brightness=None, dim=1.0)
@@ -196,7 +196,7 @@ def test_dimming_wrapper_keeps_masks_and_skips_light_backgrounds():
 
 
 def test_defocus_blurs_only_the_dimmed_nuclei():
-    from nucleus.augment import dim_instances
+    from nucleus.training.augment import dim_instances
 
     image, mask = _dark_scene()
     sharp = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
@@ -216,5 +216,5 @@ def test_defocus_blurs_only_the_dimmed_nuclei():
         diff = soft[mask[..., k]].astype(int) - image[mask[..., k]]
         assert np.abs(diff).max() <= 2
     with pytest.raises(ValueError, match="defocus"):
-        from nucleus.augment import WithDimming
+        from nucleus.training.augment import WithDimming
         WithDimming(None, 0.5, defocus=-1)

@@ -20,11 +20,11 @@ REPO = os.path.dirname(TESTS)
 TF_FREE_MODULES: tuple[str, ...] = (
     # the command line and everything it reaches without the Mask R-CNN model
     "nucleus.cli", "nucleus.evaluation", "nucleus.segment", "nucleus.inference.detectors",
-    "nucleus.sweep", "nucleus.dataset", "nucleus.augment", "nucleus.config",
+    "nucleus.training.sweep", "nucleus.dataset", "nucleus.training.augment", "nucleus.config",
     "nucleus.inference.large", "nucleus.inference.tta", "nucleus.inference.scales",
     "nucleus.formats.submission", "nucleus.plots", "nucleus.inference.parallel", "nucleus.nucleus",
-    "nucleus.train_options", "nucleus.fcn.model", "nucleus.fcn.detector", "nucleus.fcn.train",
-    "nucleus.fcn.crossval",
+    "nucleus.training.train_options", "nucleus.fcn.model", "nucleus.fcn.detector",
+    "nucleus.fcn.train", "nucleus.fcn.crossval",
     # mrcnn outside the network: configuration, data pipeline, weights I/O, drawing, logging
     "mrcnn.config", "mrcnn.utils", "mrcnn.data", "mrcnn.augmentation", "mrcnn.weights",
     "mrcnn.visualize", "mrcnn.distribute", "mrcnn.backend", "mrcnn.backbone", "mrcnn.rpn",
@@ -32,7 +32,7 @@ TF_FREE_MODULES: tuple[str, ...] = (
     # matterport facade and the training driver
     "mrcnn.box_ops", "mrcnn.proposals", "mrcnn.targets", "mrcnn.roi_align", "mrcnn.heads",
     "mrcnn.detection", "mrcnn.losses", "mrcnn.backend_ops", "mrcnn.execution",
-    "mrcnn.network", "mrcnn.model", "nucleus.training",
+    "mrcnn.network", "mrcnn.model", "nucleus.training.train",
 )
 """Modules that must import under JAX without TensorFlow."""
 

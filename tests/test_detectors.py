@@ -83,7 +83,7 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     from mrcnn import model as modellib
     from nucleus.evaluation import detect_instances
     from nucleus.inference.detectors import default_weights
-    from nucleus.training import config_from_weights
+    from nucleus.training.train import config_from_weights
 
     detector = make_detector("mrcnn", logs=tmp_path)
     assert detector.normalization == "stretch" and not detector.tta

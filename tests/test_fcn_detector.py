@@ -74,7 +74,7 @@ def test_find_last_is_the_last_checkpoint_of_the_newest_run_with_one(tmp_path):
 
 def test_inference_loads_no_training_code(tmp_path):
     """Importing the inference modules and finding an FCN checkpoint through
-    nucleus.inference.detectors imports neither nucleus.training nor nucleus.fcn.train."""
+    nucleus.inference.detectors imports neither nucleus.training.train nor nucleus.fcn.train."""
     _touch(tmp_path / "fcn20260101T120000" / "fcn_0001.weights.h5")
     code = (
         "import sys\n"
@@ -82,7 +82,7 @@ def test_inference_loads_no_training_code(tmp_path):
         "import nucleus.fcn.detector\n"
         "from nucleus.inference.detectors import fcn_weights\n"
         f"assert fcn_weights(None, {str(tmp_path)!r}).endswith('fcn_0001.weights.h5')\n"
-        "print(sorted(m for m in ('nucleus.training', 'nucleus.fcn.train',\n"
+        "print(sorted(m for m in ('nucleus.training.train', 'nucleus.fcn.train',\n"
         "                         'nucleus.fcn.crossval') if m in sys.modules))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

@@ -174,7 +174,7 @@ def test_random_crop_pads_small_images():
 
 
 def test_crop_batches_keep_image_and_target_aligned_under_augmentation():
-    from nucleus.augment import build_augmentation
+    from nucleus.training.augment import build_augmentation
 
     data = Disks(3, 64, seed=5)
     assert merged_foreground(data, 0).shape == (64, 64)

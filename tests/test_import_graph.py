@@ -15,7 +15,7 @@ PACKAGES = ("mrcnn", "nucleus")
 INFERENCE = ("nucleus.inference.detectors", "nucleus.segment", "nucleus.inference.tiling",
              "nucleus.inference.large", "nucleus.inference.model_files",
              "nucleus.formats.nuclei_table", "nucleus.inference.parallel", "nucleus.fcn.detector")
-TRAINING = ("nucleus.training", "nucleus.fcn.train")
+TRAINING = ("nucleus.training.train", "nucleus.fcn.train")
 
 
 def modules() -> dict[str, Path]:

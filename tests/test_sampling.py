@@ -1,4 +1,5 @@
-"""nucleus.sampling: which training images a run sees, by kind (oversampling, leave-a-kind-out)."""
+"""nucleus.training.sampling: which training images a run sees, by kind (oversampling,
+leave-a-kind-out)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.sampling import exclude_kinds, kind_counts, oversample
+from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
 from test_kinds import CountingDataset, brightfield, fluorescence, stained
 
 

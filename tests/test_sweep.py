@@ -1,4 +1,5 @@
-"""nucleus.sweep: the grid of settings, resuming, the table and figure, and one real tiny sweep.
+"""nucleus.training.sweep: the grid of settings, resuming, the table and figure, and one real tiny
+sweep.
 
 Most tests train with a stand-in that writes what train_nucleus writes (checkpoints named by
 epoch in a timestamped run folder, val_map.csv), so resuming can be checked without a network;
@@ -14,12 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nucleus import sweep
 from nucleus.cli import main
 from nucleus.config import parse_value
 from nucleus.errors import InputError
 from nucleus.evaluation import VAL_MAP_COLUMNS
-from nucleus.sweep import Setting, grid, parse_axes, run_sweep, split_values, write_table
+from nucleus.training import sweep
+from nucleus.training.sweep import Setting, grid, parse_axes, run_sweep, split_values, write_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -95,7 +96,7 @@ class FakeTrainer:
         self.runs = 0
 
     def __call__(self, logs, resume, options, overrides, **kwargs):
-        from nucleus.training import last_checkpoint
+        from nucleus.training.train import last_checkpoint
 
         epochs = options.epochs
         self.calls.append({"logs": logs, "resume": resume, "overrides": dict(overrides),

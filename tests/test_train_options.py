@@ -1,5 +1,5 @@
-"""nucleus.train_options: every training option is a flag of both ``train`` and ``sweep``, and
-reaches train_nucleus (and the sweep's trainer) from the command line."""
+"""nucleus.training.train_options: every training option is a flag of both ``train`` and ``sweep``,
+and reaches train_nucleus (and the sweep's trainer) from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +9,9 @@ import types
 
 import pytest
 
-from nucleus import train_options
 from nucleus.cli import build_parser, main
-from nucleus.train_options import NAMES, SWEEPABLE, TrainOptions
+from nucleus.training import train_options
+from nucleus.training.train_options import NAMES, SWEEPABLE, TrainOptions
 
 # Every option given a value other than its default: (flags, the option's value).
 NOT_DEFAULT = {
@@ -78,7 +78,7 @@ def test_every_flag_sets_its_option(command):
 
 
 def test_every_option_reaches_train_nucleus(monkeypatch, tmp_path):
-    from nucleus import training
+    from nucleus.training import train as training
 
     seen = {}
 
@@ -97,7 +97,7 @@ def test_every_option_reaches_train_nucleus(monkeypatch, tmp_path):
 
 
 def test_every_option_reaches_each_combination_of_a_sweep(monkeypatch, tmp_path):
-    from nucleus import sweep
+    from nucleus.training import sweep
 
     calls = []
     monkeypatch.setattr(sweep, "_train_and_release", lambda **kwargs: calls.append(kwargs))
@@ -112,7 +112,7 @@ def test_every_option_reaches_each_combination_of_a_sweep(monkeypatch, tmp_path)
 
 def test_train_nucleus_reads_every_option():
     """A field added to TrainOptions must be used: train_nucleus reads each one."""
-    from nucleus.training import train_nucleus
+    from nucleus.training.train import train_nucleus
 
     source = inspect.getsource(train_nucleus)
     for name in TrainOptions().keywords():
@@ -142,7 +142,7 @@ def test_of_replaces_fields_and_refuses_unknown_names():
 
 
 def test_sweepable_names_are_options_and_named_in_the_sweep_help():
-    from nucleus.sweep import TRAIN_OPTIONS
+    from nucleus.training.sweep import TRAIN_OPTIONS
 
     assert sorted(SWEEPABLE) == ["APPEARANCE", "AUGMENT", "EXCLUDE_KIND", "LR_DROP",
                                  "ROTATE90", "SCALE"]

@@ -1,5 +1,5 @@
-"""nucleus.training: the study's schedule, start weights (errors and loads) and configs read from
-weights files.
+"""nucleus.training.train: the study's schedule, start weights (errors and loads) and configs read
+from weights files.
 
 Weights files are written with h5py holding only what each test needs; the loads that must reach a
 network use the shared tiny model of conftest.py.
@@ -19,12 +19,12 @@ import pytest
 from mrcnn import model as modellib
 from mrcnn import weights as weights_io
 from mrcnn.weights import WeightsError
-from nucleus import training
 from nucleus.config import (NucleusCPUInferenceConfig, NucleusConfig, NucleusInferenceConfig,
                             make_config)
 from nucleus.errors import InputError
-from nucleus.training import (Stage, check_start_weights, config_from_weights, default_schedule,
-                              load_start_weights)
+from nucleus.training import train as training
+from nucleus.training.train import (Stage, check_start_weights, config_from_weights,
+                                    default_schedule, load_start_weights)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -383,7 +383,7 @@ def test_resume_continues_the_last_checkpoint_with_the_schedule_of_the_start_wei
 
 
 def test_options_come_as_one_object_or_as_keywords(tmp_path, monkeypatch):
-    from nucleus.train_options import TrainOptions
+    from nucleus.training.train_options import TrainOptions
 
     monkeypatch.setattr(modellib, "MaskRCNN", _RecordingModel)
     monkeypatch.setattr(training, "check_images", lambda dataset, subset: None)

@@ -63,7 +63,7 @@ def random_crop(image: np.ndarray, foreground: np.ndarray, size: int,
 def _resolve_augmenter(augment: Any):
     """``True`` -> the study's flips + brightness; ``False``/``None`` -> none; else an imgaug augmenter."""
     if augment is True:
-        from nucleus.augment import build_augmentation
+        from nucleus.training.augment import build_augmentation
 
         return build_augmentation(flip=True, brightness=(0.8, 1.5))
     if augment is False or augment is None:

@@ -11,13 +11,13 @@ from tqdm import tqdm
 
 from mrcnn import model as modellib
 from mrcnn.weights import read_attrs
-from nucleus.augment import build_augmentation
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
 from nucleus.inference.model_files import (  # noqa: F401  (public here too)
     INSTALLED_WEIGHTS_DIR, REPO_WEIGHTS_DIR, SHIPPED_NAME, SHIPPED_WEIGHTS, config_from_weights)
-from nucleus.train_options import TrainOptions
+from nucleus.training.augment import build_augmentation
+from nucleus.training.train_options import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                   resume: bool = False, **option_values: Any) -> modellib.MaskRCNN:
     """Train on ``subset`` following :func:`default_schedule`, tracking validation mAP.
 
-    ``options`` (:class:`nucleus.train_options.TrainOptions`: schedule, augmentation, sampling,
-    validation; default: its defaults); any of its fields may also be given as a keyword
+    ``options`` (:class:`nucleus.training.train_options.TrainOptions`: schedule, augmentation,
+    sampling, validation; default: its defaults); any of its fields may also be given as a keyword
     (``epochs=30, rotate90=True``), which replaces the one in ``options``. ``overrides`` are
     configuration values; they win over those the options set (``steps_per_epoch``).
     ``limit``: train on the first images of ``subset`` only.
@@ -183,7 +183,7 @@ def last_checkpoint(logs: str, name: str) -> tuple[str, int] | None:
 def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,
               exclude: list[str] | None) -> NucleusDataset:
     """The training set with ``exclude``'d kinds dropped and rare kinds repeated."""
-    from nucleus.sampling import exclude_kinds, kind_counts, oversample
+    from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
 
     log.info("training images by kind: %s", kind_counts(train_ds))
     if exclude:

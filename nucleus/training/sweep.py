@@ -5,8 +5,8 @@ The study's figures 6, 8 and 9 compare validation mAP against epochs with and wi
 augmentation, with 128, 256 and 512 RPN anchors per image, and across RPN NMS thresholds with
 200 and 350 ROIs. A sweep names each setting with ``--set NAME=V1,V2,...`` (an axis; every
 combination of the axes' values is one run; ``--set NAME=VALUE`` with one value fixes it for all,
-as in ``train``) and trains each combination with :func:`nucleus.training.train_nucleus` in its
-own folder::
+as in ``train``) and trains each combination with :func:`nucleus.training.train.train_nucleus` in
+its own folder::
 
     LOGS/SWEEP/<slug>/            e.g. logs/anchors/rpn_train_anchors_per_image=128/
         setting.json              what the combination trains with (checked on resume)
@@ -32,16 +32,16 @@ from typing import Any, Callable, Sequence
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 from nucleus.kinds import KINDS
-from nucleus.train_options import NAMES, SWEEPABLE, TrainOptions
+from nucleus.training.train_options import NAMES, SWEEPABLE, TrainOptions
 
 TRAIN_OPTIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     name: (option, sweepable.check, sweepable.takes)
     for name, (option, sweepable) in SWEEPABLE.items()}
 """Sweepable names that are training options rather than configuration values:
-NAME -> (the :class:`nucleus.train_options.TrainOptions` field, check, what the value must be),
-as that class declares them. They mirror train's --no-augment, --rotate90, --appearance,
---scale-jitter, --lr-drop and --exclude-kind (``EXCLUDE_KIND=None,colour`` is leave-a-kind-out:
-the same training with and without one kind, scored per kind on the validation images)."""
+NAME -> (the :class:`nucleus.training.train_options.TrainOptions` field, check, what the value must
+be), as that class declares them. They mirror train's --no-augment, --rotate90, --appearance,
+--scale-jitter, --lr-drop and --exclude-kind (``EXCLUDE_KIND=None,colour`` is leave-a-kind-out: the
+same training with and without one kind, scored per kind on the validation images)."""
 
 
 SETTING_FILE = "setting.json"
@@ -192,9 +192,9 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
 
     ``axes`` as :func:`parse_axes` gives them: those with several values are swept, those
     with one are fixed for all combinations (as train's ``--set NAME=VALUE``).
-    Every combination trains with ``train`` (default :func:`nucleus.training.train_nucleus`,
+    Every combination trains with ``train`` (default :func:`nucleus.training.train.train_nucleus`,
     its models freed after each combination), called with ``logs``, ``resume=True``, its
-    :class:`~nucleus.train_options.TrainOptions` as ``options`` and ``train_kwargs``:
+    :class:`~nucleus.training.train_options.TrainOptions` as ``options`` and ``train_kwargs``:
     dataset_dir, subset, weights, profile, overrides, limit. ``options`` holds the training
     options of all combinations (epochs, augment ...; they may also come as keywords, which
     replace those in ``options``); a combination's own values win over them
@@ -203,7 +203,7 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
     (``last`` makes no sense here: each one resumes its own run).
     """
     from nucleus.config import make_config
-    from nucleus.training import default_schedule, last_checkpoint
+    from nucleus.training.train import default_schedule, last_checkpoint
 
     train = train or _train_and_release
     options = TrainOptions.of(options, **{k: train_kwargs.pop(k) for k in list(train_kwargs)
@@ -294,13 +294,13 @@ def _check_setting(folder: str, name: str, setting: Setting, kwargs: dict) -> No
 
 
 def _train_and_release(**kwargs) -> None:
-    """:func:`nucleus.training.train_nucleus`, then free its models before the next
+    """:func:`nucleus.training.train.train_nucleus`, then free its models before the next
     combination builds its own (Keras keeps every model of a process alive otherwise)."""
     import gc
 
     import keras
 
-    from nucleus.training import train_nucleus
+    from nucleus.training.train import train_nucleus
 
     try:
         train_nucleus(**kwargs)

@@ -1,10 +1,10 @@
 """The options of a Mask R-CNN training run, described once: :class:`TrainOptions`.
 
-Each field is one option: its default (what :func:`nucleus.training.train_nucleus` uses when it
-is not given), its command-line flag with the flag's help (``train`` and ``sweep`` both get their
-flags from :func:`add_flags`), and, where ``sweep --set NAME=V1,V2`` can vary it, its sweep name
-and the values it takes. Adding an option is adding a field here, then using it in
-:func:`~nucleus.training.train_nucleus`; the flags, :meth:`TrainOptions.from_args` and the
+Each field is one option: its default (what :func:`nucleus.training.train.train_nucleus` uses when
+it is not given), its command-line flag with the flag's help (``train`` and ``sweep`` both get their
+flags from :func:`add_flags`), and, where ``sweep --set NAME=V1,V2`` can vary it, its sweep name and
+the values it takes. Adding an option is adding a field here, then using it in
+:func:`~nucleus.training.train.train_nucleus`; the flags, :meth:`TrainOptions.from_args` and the
 sweep's names (:data:`SWEEPABLE`) follow.
 
 Most fields are keywords of ``train_nucleus``. A field with ``config`` set is a configuration
@@ -107,16 +107,16 @@ def _not(v: Any) -> bool:
 class TrainOptions:
     """The schedule, augmentation, sampling and validation of a training run.
 
-    ``epochs`` ends the schedule (:func:`nucleus.training.default_schedule`), ``layers`` forces
-    one stage; ``lr_drop``: from this epoch on the learning rate is a tenth of
-    ``LEARNING_RATE`` (the last stage is split there). ``augment`` switches the flips and
-    brightness changes; ``rotate90`` adds quarter turns to the flips; ``appearance`` and
-    ``scale`` add :mod:`nucleus.augment`'s appearance and rescaling steps; ``dim`` is the share
-    of crops in which some nuclei are dimmed (:class:`nucleus.augment.WithDimming`),
-    ``defocus`` the largest sigma of the blur the dimmed nuclei are given.
+    ``epochs`` ends the schedule (:func:`nucleus.training.train.default_schedule`), ``layers``
+    forces one stage; ``lr_drop``: from this epoch on the learning rate is a tenth of
+    ``LEARNING_RATE`` (the last stage is split there). ``augment`` switches the flips and brightness
+    changes; ``rotate90`` adds quarter turns to the flips; ``appearance`` and ``scale`` add
+    :mod:`nucleus.training.augment`'s appearance and rescaling steps; ``dim`` is the share of crops
+    in which some nuclei are dimmed (:class:`nucleus.training.augment.WithDimming`), ``defocus`` the
+    largest sigma of the blur the dimmed nuclei are given.
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
-    ``exclude`` drops kinds from training (:mod:`nucleus.sampling`). Validation mAP runs on
-    ``val_subset`` every ``eval_every`` epochs from ``eval_first`` on, on at most
+    ``exclude`` drops kinds from training (:mod:`nucleus.training.sampling`). Validation mAP runs
+    on ``val_subset`` every ``eval_every`` epochs from ``eval_first`` on, on at most
     ``eval_limit`` images.
     """
     epochs: int | None = _option(None, Flag(
@@ -187,7 +187,7 @@ class TrainOptions:
         return cls(**values)
 
     def keywords(self) -> dict[str, Any]:
-        """The fields that are :func:`nucleus.training.train_nucleus` keywords, by name (all
+        """The fields that are :func:`nucleus.training.train.train_nucleus` keywords, by name (all
         but the configuration values)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if not f.metadata["config"]}
