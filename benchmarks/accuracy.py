@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def table(rows) -> list[str]:
-    """Markdown lines: one row per (name, nucleus.evaluation.Evaluation), all on one dataset."""
+    """Markdown lines: one row per (name, nucleus.scoring.evaluation.Evaluation), all on one
+    dataset."""
     counts: dict[str, int] = {}
     for _, result in rows:
         for kind, (n, _) in result.by_kind().items():
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from nucleus.cli import load_dataset, make_detector
-    from nucleus.evaluation import evaluate_dataset
+    from nucleus.scoring.evaluation import evaluate_dataset
 
     ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     rows = []

@@ -33,11 +33,11 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from nucleus import metric
     from nucleus.dataset import load_subset
     from nucleus.inference import scales
     from nucleus.inference.detectors import Detector, make_detector
     from nucleus.kinds import image_kind
+    from nucleus.scoring import metric
 
     scale = args.scale if args.scale in (None, "auto") else float(args.scale)
     dataset = load_subset(args.dataset, args.subset, args.limit, solution=args.solution)

@@ -80,9 +80,9 @@ def speed(args) -> None:
 
 def accuracy(args) -> None:
     from nucleus.cli import load_dataset
-    from nucleus.evaluation import evaluate_dataset
     from nucleus.inference.detectors import make_detector
     from nucleus.inference.tiling import predict_tiled
+    from nucleus.scoring.evaluation import evaluate_dataset
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detector = make_detector("mrcnn", args.weights)

@@ -1,7 +1,7 @@
 """Mask IoU, computed one way: exact pixel counts, then one float64 division.
 
 Two inputs reach it: stacks of masks [H, W, N] (:func:`mask_iou`, which may overlap: raw
-detections, test-time-augmentation runs) and label images, whose counts ``nucleus.metric``
+detections, test-time-augmentation runs) and label images, whose counts ``nucleus.scoring.metric``
 takes from one histogram because that is O(pixels) rather than O(pixels x N). Both end in
 :func:`iou_from_counts`, so an IoU of the same two masks is the same double wherever it is
 computed, and the metric's strict "IoU > t" decides alike everywhere.

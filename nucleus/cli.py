@@ -350,7 +350,7 @@ def cmd_train(args) -> int:
                            **({} if args.radius is None else {"radius": args.radius}))
         print(result)
         return 0
-    from nucleus.plots import save_training_curves
+    from nucleus.scoring.plots import save_training_curves
     from nucleus.training.train import train_nucleus
     from nucleus.training.train_options import TrainOptions
 
@@ -398,7 +398,7 @@ def cmd_sweep(args) -> int:
 def cmd_detect(args) -> int:
     from tqdm import tqdm
 
-    from nucleus.plots import save_overlay
+    from nucleus.scoring.plots import save_overlay
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detect = make_detector(args)
@@ -413,7 +413,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from nucleus import metric
+    from nucleus.scoring import metric
 
     if args.submission:
         if not args.solution:
@@ -425,13 +425,13 @@ def cmd_evaluate(args) -> int:
         print(f"images: {len(per_image)}")
         print(f"mAP: {mean:.4f}")
         return 0
-    from nucleus.evaluation import evaluate_dataset
+    from nucleus.scoring.evaluation import evaluate_dataset
 
     ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     detect = make_detector(args)
     on_image = None
     if args.plots:
-        from nucleus.plots import save_evaluation
+        from nucleus.scoring.plots import save_evaluation
 
         os.makedirs(args.plots, exist_ok=True)
 
@@ -459,7 +459,7 @@ def _print_by_kind(by_kind: dict[str, tuple[int, float]]) -> None:
 
 
 def _print_precisions(precisions: Sequence[float]) -> None:
-    from nucleus.metric import THRESHOLDS
+    from nucleus.scoring.metric import THRESHOLDS
 
     print("IoU threshold  precision")
     for t, p in zip(THRESHOLDS, precisions):
@@ -526,7 +526,7 @@ def cmd_pick_radius(args) -> int:
 
 
 def cmd_curves(args) -> int:
-    from nucleus.plots import save_training_curves
+    from nucleus.scoring.plots import save_training_curves
 
     history = os.path.join(args.run, "history.csv")
     if not os.path.exists(history):
@@ -589,7 +589,7 @@ def cmd_export_labels(args) -> int:
 def cmd_compare(args) -> int:
     from tqdm import tqdm
 
-    from nucleus.plots import save_comparison
+    from nucleus.scoring.plots import save_comparison
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     mrcnn_detect = make_detector(args)

@@ -37,7 +37,7 @@ def threshold_detector(level: int = 128) -> Callable[[np.ndarray], tuple[np.ndar
     the whole image, so tiled and whole-image results can be compared exactly."""
     import skimage.measure
 
-    from nucleus.metric import labels_to_masks
+    from nucleus.scoring.metric import labels_to_masks
 
     def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         grey = image[..., 0] if image.ndim == 3 else image

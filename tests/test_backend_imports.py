@@ -19,12 +19,12 @@ REPO = os.path.dirname(TESTS)
 
 TF_FREE_MODULES: tuple[str, ...] = (
     # the command line and everything it reaches without the Mask R-CNN model
-    "nucleus.cli", "nucleus.evaluation", "nucleus.segment", "nucleus.inference.detectors",
+    "nucleus.cli", "nucleus.scoring.evaluation", "nucleus.segment", "nucleus.inference.detectors",
     "nucleus.training.sweep", "nucleus.dataset", "nucleus.training.augment", "nucleus.config",
     "nucleus.inference.large", "nucleus.inference.tta", "nucleus.inference.scales",
-    "nucleus.formats.submission", "nucleus.plots", "nucleus.inference.parallel", "nucleus.nucleus",
-    "nucleus.training.train_options", "nucleus.fcn.model", "nucleus.fcn.detector",
-    "nucleus.fcn.train", "nucleus.fcn.crossval",
+    "nucleus.formats.submission", "nucleus.scoring.plots", "nucleus.inference.parallel",
+    "nucleus.nucleus", "nucleus.training.train_options", "nucleus.fcn.model",
+    "nucleus.fcn.detector", "nucleus.fcn.train", "nucleus.fcn.crossval",
     # mrcnn outside the network: configuration, data pipeline, weights I/O, drawing, logging
     "mrcnn.config", "mrcnn.utils", "mrcnn.data", "mrcnn.augmentation", "mrcnn.weights",
     "mrcnn.visualize", "mrcnn.distribute", "mrcnn.backend", "mrcnn.backbone", "mrcnn.rpn",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nucleus.evaluation import Evaluation
-from nucleus.metric import ImageScore
+from nucleus.scoring.evaluation import Evaluation
+from nucleus.scoring.metric import ImageScore
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 _spec = importlib.util.spec_from_file_location("benchmark_accuracy", _PATH)

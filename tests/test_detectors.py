@@ -81,8 +81,8 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     """The detector normalises whole images itself; the result is the same as before, when
     the network's configuration did it inside ``detect``."""
     from mrcnn import model as modellib
-    from nucleus.evaluation import detect_instances
     from nucleus.inference.detectors import default_weights
+    from nucleus.scoring.evaluation import detect_instances
     from nucleus.training.train import config_from_weights
 
     detector = make_detector("mrcnn", logs=tmp_path)

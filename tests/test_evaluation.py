@@ -1,4 +1,4 @@
-"""nucleus.evaluation: dataset mAP with stand-in detectors, and the validation-mAP callback.
+"""nucleus.scoring.evaluation: dataset mAP with stand-in detectors, and the validation-mAP callback.
 
 The detectors here are plain functions over the ground truth, so the expected scores are known
 exactly and no network is built.
@@ -11,9 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from nucleus.evaluation import (VAL_MAP_COLUMNS, Evaluation, MapCallback, append_val_map_row,
-                                detect_instances, evaluate_dataset)
-from nucleus.metric import ImageScore
+from nucleus.scoring.evaluation import (VAL_MAP_COLUMNS, Evaluation, MapCallback,
+                                        append_val_map_row, detect_instances, evaluate_dataset)
+from nucleus.scoring.metric import ImageScore
 from synthetic import EllipseDataset
 
 

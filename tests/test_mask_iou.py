@@ -5,8 +5,8 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.mask_iou import iou_from_counts, mask_iou
-from nucleus import metric, plots
 from nucleus.inference import tta
+from nucleus.scoring import metric, plots
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int], n: int) -> np.ndarray:

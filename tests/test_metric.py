@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from nucleus.errors import InputError
-from nucleus.metric import (THRESHOLDS, as_labels, dataset_score, dataset_scores, image_score,
-                            iou_matrix, labels_to_masks, masks_to_labels, match, mean_precisions,
-                            precision_at)
+from nucleus.scoring.metric import (THRESHOLDS, as_labels, dataset_score, dataset_scores,
+                                    image_score, iou_matrix, labels_to_masks, masks_to_labels,
+                                    match, mean_precisions, precision_at)
 
 
 def square(shape, y, x, size, label=1):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import skimage.io
 
-from nucleus import plots
 from nucleus.errors import InputError
+from nucleus.scoring import plots
 
 LOSSES = ["loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
           "mrcnn_mask_loss"]

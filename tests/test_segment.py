@@ -236,7 +236,7 @@ def test_label_images_past_65535_nuclei_are_uint32(tmp_path):
 def test_shipped_model_tiled_finds_what_it_finds_whole():
     """On a 520x696 sample image, tiles of 384 (2 x 3 of them) find the nuclei the whole-image run
     finds, with the same outlines."""
-    from nucleus.metric import iou_matrix
+    from nucleus.scoring.metric import iou_matrix
 
     path = next(Path(SAMPLE_DIR).glob("stage1_train/2abc40c1*/images/*.png"))
     whole, table = segment(path)                       # the shipped Mask R-CNN

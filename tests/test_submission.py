@@ -10,7 +10,7 @@ from nucleus.formats.rle import rle_encode
 from nucleus.formats.submission import (SubmissionWriter, check_submission, read_solution,
                                         read_submission, score_submission, validate_submission,
                                         write_submission)
-from nucleus.metric import image_score, labels_to_masks
+from nucleus.scoring.metric import image_score, labels_to_masks
 
 
 def random_labels(rng, shape, n):
@@ -368,7 +368,7 @@ def test_one_pixel_high_images_and_scores_of_missing_images(tmp_path):
     assert mean == 0.5
     missing = scores["b"]
     assert missing.tp.dtype.kind == missing.fp.dtype.kind == missing.fn.dtype.kind == "i"
-    from nucleus.metric import mean_precisions
+    from nucleus.scoring.metric import mean_precisions
     np.testing.assert_allclose(mean_precisions(list(scores.values())), np.full(10, 0.5))
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from nucleus.cli import main
 from nucleus.config import parse_value
 from nucleus.errors import InputError
-from nucleus.evaluation import VAL_MAP_COLUMNS
+from nucleus.scoring.evaluation import VAL_MAP_COLUMNS
 from nucleus.training import sweep
 from nucleus.training.sweep import Setting, grid, parse_axes, run_sweep, split_values, write_table
 
@@ -247,7 +247,7 @@ def test_table_and_figure_from_old_and_new_val_map_files(tmp_path):
     assert [(r["RPN_NMS_THRESHOLD"], r["epoch"], r["map"], r["map_fluorescence"]) for r in rows] \
         == [("0.6", "5", "0.2000", ""), ("0.6", "15", "0.3000", ""), ("0.7", "5", "0.2500",
                                                                          "0.3000")]
-    from nucleus.plots import save_sweep_curves
+    from nucleus.scoring.plots import save_sweep_curves
 
     with_kinds = save_sweep_curves(tmp_path / "sweep.png", table, title="sweep nms")
     import numpy as np

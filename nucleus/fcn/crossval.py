@@ -125,7 +125,7 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
     _write_csv(csv_path, rows, ("fold", "epoch", "pixel_iou", "map"))
     _write_csv(logs_dir / SUMMARY_CSV, summarize(rows), SUMMARY_FIELDS)
     if plot and rows:
-        from nucleus.plots import save_crossval
+        from nucleus.scoring.plots import save_crossval
 
         save_crossval(logs_dir / PLOT_PNG, csv_path)
     return csv_path

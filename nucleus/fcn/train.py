@@ -280,7 +280,7 @@ def evaluate_fcn(model, dataset, radius: int = DEFAULT_RADIUS,
     Instances come from opening with ``radius``; they cannot overlap, so no overlap elimination
     is needed. An empty dataset -> InputError.
     """
-    from nucleus.metric import image_score
+    from nucleus.scoring.metric import image_score
 
     if len(dataset.image_ids) == 0:
         raise InputError("evaluate_fcn: the dataset has no images")

@@ -5,7 +5,7 @@ Submission: header ``ImageId,EncodedPixels``, one row per predicted nucleus (RLE
 one image must not overlap. Solution (Kaggle's answer key):
 ``ImageId,EncodedPixels,Height,Width[,Usage]``, one row per true nucleus. Read functions return
 label images [H, W] (0 = background, object k of an image gets label k in file order), the form
-``nucleus.metric`` scores fastest.
+``nucleus.scoring.metric`` scores fastest.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 from nucleus.formats.rle import parse_rle, rle_encode, runs_to_indices
-from nucleus.metric import ImageScore, THRESHOLDS, image_score
+from nucleus.scoring.metric import ImageScore, THRESHOLDS, image_score
 
 HEADER = ("ImageId", "EncodedPixels")
 SOLUTION_COLUMNS = ("ImageId", "EncodedPixels", "Height", "Width")

@@ -351,7 +351,7 @@ def read_val_map(run_dir: str | None) -> list[dict]:
 
 def _draw_run_curves(run_dir: str) -> None:
     """training_curves.png in a combination's run folder, as ``nucleus train`` draws it."""
-    from nucleus.plots import save_training_curves
+    from nucleus.scoring.plots import save_training_curves
 
     history = os.path.join(run_dir, "history.csv")
     val_map = os.path.join(run_dir, "val_map.csv")
@@ -361,7 +361,7 @@ def _draw_run_curves(run_dir: str) -> None:
 
 
 def _draw(path: str, table: str, name: str) -> str | None:
-    from nucleus.plots import save_sweep_curves
+    from nucleus.scoring.plots import save_sweep_curves
 
     with open(table, newline="") as f:
         if not any(True for _ in csv.DictReader(f)):

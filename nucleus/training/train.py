@@ -127,7 +127,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     run from the last one instead of starting from ``weights``; the schedule stays the one
     ``weights`` gives (a run started from COCO keeps its heads-then-4+ stages).
     """
-    from nucleus.evaluation import MapCallback
+    from nucleus.scoring.evaluation import MapCallback
 
     options = TrainOptions.of(options, **option_values)
     overrides = {**options.overrides(), **(overrides or {})}

@@ -22,9 +22,9 @@ from matplotlib.patches import Patch
 from mrcnn import utils
 from mrcnn.mask_iou import mask_iou
 from mrcnn.visualize import mask_outlines, random_colors
-from nucleus import metric
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
+from nucleus.scoring import metric
 
 DPI = 100
 OVERLAY_MIN_WIDTH = 768   # px of a single overlay

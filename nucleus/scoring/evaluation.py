@@ -11,10 +11,10 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from nucleus import metric
 from nucleus.formats.io_utils import atomic_write
 from nucleus.inference.detectors import Detector, model_scale, raw_detections
 from nucleus.kinds import KINDS, image_kind
+from nucleus.scoring import metric
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
                                     *(f"map_{kind}" for kind in KINDS))
@@ -156,7 +156,7 @@ class MapCallback(keras.callbacks.Callback):
         except Exception as e:  # TensorBoard is optional: the CSV and PNG curve remain
             print(f"could not write val_map to TensorBoard: {e}")
         try:
-            from nucleus.plots import save_map_curve
+            from nucleus.scoring.plots import save_map_curve
             save_map_curve(os.path.join(log_dir, "val_map.png"), path)
         except Exception as e:  # a plotting problem must not stop training
             print(f"could not draw val_map.png: {e}")
