@@ -1,6 +1,8 @@
 """The packages' import graph (read from the source, not by importing): no module of ``mrcnn``
 or ``nucleus`` imports itself back through others, the library never imports the application,
-and inference does not import training code (Mask R-CNN's or the FCN's).
+inference does not import training code (Mask R-CNN's or the FCN's), and the sub-packages of
+``nucleus`` are layered: formats below inference and scoring, training and the command line on
+top (:data:`LAYERS`).
 
 Imports inside functions count as much as those at the top of a module: a cycle that only
 closes at call time still means neither module can be read, tested or moved without the other.
@@ -16,6 +18,21 @@ INFERENCE = ("nucleus.inference.detectors", "nucleus.segment", "nucleus.inferenc
              "nucleus.inference.large", "nucleus.inference.model_files",
              "nucleus.formats.nuclei_table", "nucleus.inference.parallel", "nucleus.fcn.detector")
 TRAINING = ("nucleus.training.train", "nucleus.fcn.train")
+# Package -> the packages and modules none of its modules may reach, through any chain of
+# imports. The top-level modules of ``nucleus`` (config, dataset, segment, ...) and nucleus.fcn
+# belong to no layer: they are checked through what the layers reach.
+LAYERS = {
+    "mrcnn": ("nucleus",),
+    "nucleus.formats": ("nucleus.inference", "nucleus.training", "nucleus.scoring", "nucleus.cli"),
+    "nucleus.inference": ("nucleus.training", "nucleus.cli"),
+    "nucleus.scoring": ("nucleus.training", "nucleus.cli"),
+    "nucleus.training": ("nucleus.cli",),
+}
+# The imports that cross LAYERS today, each a known exception (none may be added): a submission
+# file is scored against a solution in nucleus.formats.submission (score_submission), with the
+# metric of nucleus.scoring.
+KNOWN_CROSSINGS = {("nucleus.formats.submission", "nucleus.scoring.metric")}
+SUBPACKAGES = ("nucleus.formats", "nucleus.inference", "nucleus.training", "nucleus.scoring")
 
 
 def modules() -> dict[str, Path]:
@@ -106,6 +123,52 @@ def test_the_library_never_imports_the_application():
     for name, targets in graph.items():
         if name.startswith("mrcnn"):
             assert not [t for t in targets if t.startswith("nucleus")], name
+
+
+def inside(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def crossings(graph: dict[str, set[str]], layers: dict[str, tuple[str, ...]],
+              known: set[tuple[str, str]] = frozenset()) -> set[tuple[str, str]]:
+    """(module, module it must not reach) for each module of a layer that reaches, through any
+    chain of imports, one of its layer's forbidden packages; the edges in ``known`` are left out
+    of the graph first, so what they bring in does not count."""
+    graph = {name: {t for t in targets if (name, t) not in known}
+             for name, targets in graph.items()}
+    found = set()
+    for layer, forbidden in layers.items():
+        for name in (n for n in graph if inside(n, layer)):
+            found |= {(name, t) for t in reachable(graph, name)
+                      if any(inside(t, f) for f in forbidden)}
+    return found
+
+
+def test_the_packages_are_layered():
+    graph = import_graph()
+    assert all(any(inside(name, layer) for name in graph) for layer in LAYERS)
+    # the known exceptions are real direct imports, and the only crossings
+    assert all(target in graph[name] for name, target in KNOWN_CROSSINGS)
+    assert crossings(graph, LAYERS, KNOWN_CROSSINGS) == set()
+    direct = {(name, t) for layer, forbidden in LAYERS.items() for name in graph
+              if inside(name, layer) for t in graph[name] if any(inside(t, f) for f in forbidden)}
+    assert direct == KNOWN_CROSSINGS
+
+
+def test_the_crossing_finder_follows_chains():
+    graph = {"low.a": {"mid.b"}, "mid.b": {"high.c"}, "high.c": set(), "low.d": set()}
+    layers = {"low": ("high",)}
+    assert crossings(graph, layers) == {("low.a", "high.c")}
+    assert crossings(graph, layers, {("mid.b", "high.c")}) == set()
+    assert crossings(graph, {"high": ("low",)}) == set()
+
+
+def test_the_sub_packages_import_nothing_themselves():
+    """Their ``__init__`` is a docstring: importing ``nucleus.inference`` loads no detector."""
+    graph = import_graph()
+    for package in SUBPACKAGES:
+        assert (ROOT / package.replace(".", "/") / "__init__.py").is_file(), package
+        assert graph[package] == set(), package
 
 
 def test_inference_does_not_import_training_code():
