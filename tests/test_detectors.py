@@ -83,7 +83,7 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     from mrcnn import model as modellib
     from nucleus.inference.detectors import default_weights
     from nucleus.scoring.evaluation import detect_instances
-    from nucleus.training.train import config_from_weights
+    from nucleus.inference.model_files import config_from_weights
 
     detector = make_detector("mrcnn", logs=tmp_path)
     assert detector.normalization == "stretch" and not detector.tta

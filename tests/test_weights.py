@@ -614,7 +614,7 @@ def test_shipped_nucleus_weights_load_exactly_and_find_nuclei(tmp_path):
     TensorFlow and JAX alike)."""
     from mrcnn import model as modellib
     from nucleus.dataset import load_subset
-    from nucleus.training.train import config_from_weights
+    from nucleus.inference.model_files import config_from_weights
 
     config = config_from_weights(SHIPPED, inference=True)
     assert config.IMAGE_NORMALIZATION == "stretch"
