@@ -418,7 +418,7 @@ def cmd_evaluate(args) -> int:
     if args.submission:
         if not args.solution:
             raise InputError("evaluate: --submission needs --solution")
-        from nucleus.formats.submission import score_submission
+        from nucleus.scoring.submission_score import score_submission
 
         mean, per_image = score_submission(args.submission, args.solution, progress=True)
         _print_precisions(metric.mean_precisions(list(per_image.values())))

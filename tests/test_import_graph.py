@@ -28,10 +28,6 @@ LAYERS = {
     "nucleus.scoring": ("nucleus.training", "nucleus.cli"),
     "nucleus.training": ("nucleus.cli",),
 }
-# The imports that cross LAYERS today, each a known exception (none may be added): a submission
-# file is scored against a solution in nucleus.formats.submission (score_submission), with the
-# metric of nucleus.scoring.
-KNOWN_CROSSINGS = {("nucleus.formats.submission", "nucleus.scoring.metric")}
 SUBPACKAGES = ("nucleus.formats", "nucleus.inference", "nucleus.training", "nucleus.scoring")
 
 
@@ -147,12 +143,7 @@ def crossings(graph: dict[str, set[str]], layers: dict[str, tuple[str, ...]],
 def test_the_packages_are_layered():
     graph = import_graph()
     assert all(any(inside(name, layer) for name in graph) for layer in LAYERS)
-    # the known exceptions are real direct imports, and the only crossings
-    assert all(target in graph[name] for name, target in KNOWN_CROSSINGS)
-    assert crossings(graph, LAYERS, KNOWN_CROSSINGS) == set()
-    direct = {(name, t) for layer, forbidden in LAYERS.items() for name in graph
-              if inside(name, layer) for t in graph[name] if any(inside(t, f) for f in forbidden)}
-    assert direct == KNOWN_CROSSINGS
+    assert crossings(graph, LAYERS) == set()
 
 
 def test_the_crossing_finder_follows_chains():

@@ -1,49 +1,24 @@
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
 from nucleus.errors import InputError
-from nucleus.formats.rle import rle_encode
 from nucleus.formats.submission import (SubmissionWriter, check_submission, read_solution,
-                                        read_submission, score_submission, validate_submission,
+                                        read_submission, validate_submission,
                                         write_submission)
 from nucleus.scoring.metric import image_score, labels_to_masks
-
-
-def random_labels(rng, shape, n):
-    labels = np.zeros(shape, np.int32)
-    for k in range(1, n + 1):
-        y, x = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 2)
-        h, w = rng.integers(2, 7, size=2)
-        labels[y:y + h, x:x + w] = k
-    return labels
+from submission_files import synthetic_images, write_rows, write_solution
 
 
 @pytest.fixture
 def images():
     """Three synthetic images of different sizes, one of them without nuclei."""
-    rng = np.random.default_rng(11)
-    return {"aaa": random_labels(rng, (20, 30), 6),
-            "bbb": random_labels(rng, (16, 16), 3),
-            "ccc": np.zeros((10, 12), np.int32)}
+    return synthetic_images()
 
 
 def shapes_of(images):
     return {k: v.shape for k, v in images.items()}
-
-
-def write_solution(path, images, usage=True):
-    lines = ["ImageId,EncodedPixels,Height,Width" + (",Usage" if usage else "")]
-    for image_id, labels in images.items():
-        masks = labels_to_masks(labels)
-        rles = [rle_encode(masks[:, :, k]) for k in range(masks.shape[2])] or [""]
-        for rle in rles:
-            lines.append(f"{image_id},{rle},{labels.shape[0]},{labels.shape[1]}"
-                         + (",Public" if usage else ""))
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_write_validate_read_round_trip(tmp_path, images):
@@ -108,11 +83,6 @@ def test_interrupted_write_leaves_existing_file(tmp_path):
     with pytest.raises(KeyError):
         write_submission(path, rows())
     assert path.read_text() == "precious\n"
-
-
-def write_rows(path, *rows, header="ImageId,EncodedPixels"):
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
 
 
 SHAPES = {"a": (3, 3), "b": (4, 2), "c": (2, 2)}
@@ -224,31 +194,6 @@ def test_read_solution_missing_columns(tmp_path):
         read_solution(p)
 
 
-def test_score_submission(tmp_path, images):
-    write_solution(tmp_path / "sol.csv", images)
-    write_submission(tmp_path / "perfect.csv", images.items())
-    mean, per_image = score_submission(tmp_path / "perfect.csv", tmp_path / "sol.csv")
-    assert mean == 1.0 and set(per_image) == set(images)
-    assert all(s.score == 1.0 for s in per_image.values())
-
-    # Drop image bbb, and give ccc (no nuclei) a false positive.
-    spurious = np.zeros((10, 12), bool)
-    spurious[0:2, 0:2] = True
-    write_submission(tmp_path / "partial.csv", [("aaa", images["aaa"]), ("ccc", spurious[:, :, None])])
-    mean, per_image = score_submission(tmp_path / "partial.csv", tmp_path / "sol.csv", progress=True)
-    assert per_image["aaa"].score == 1.0 and per_image["bbb"].score == 0.0
-    assert per_image["ccc"].score == 0.0 and (per_image["ccc"].fp == 1).all()
-    assert (per_image["bbb"].fn == 3).all() and per_image["bbb"].n_pred == 0
-    assert mean == pytest.approx(1 / 3)
-
-    write_rows(tmp_path / "bad.csv", "zzz,1 1")
-    with pytest.raises(InputError, match="bad.csv:2: unknown image id 'zzz'"):
-        score_submission(tmp_path / "bad.csv", tmp_path / "sol.csv")
-    write_rows(tmp_path / "nosol.csv", header="ImageId,EncodedPixels,Height,Width")
-    with pytest.raises(InputError, match="no images"):
-        score_submission(tmp_path / "perfect.csv", tmp_path / "nosol.csv")
-
-
 # ----------------------------------------------------------------------------- exact messages
 def _input_error(call, *args) -> str:
     with pytest.raises(InputError) as info:
@@ -356,31 +301,6 @@ def test_check_submission_message_layout(tmp_path):
         "nucleus)\n"
         f"  {p}: image c is missing (give it one row with empty EncodedPixels if it has no "
         "nucleus)")
-
-
-def test_one_pixel_high_images_and_scores_of_missing_images(tmp_path):
-    p = write_rows(tmp_path / "sol.csv", "a,1 2,1,3", "b,1 1,2,2",
-                   header="ImageId,EncodedPixels,Height,Width")
-    truth = read_solution(p)
-    np.testing.assert_array_equal(truth["a"], [[1, 1, 0]])
-    write_rows(tmp_path / "sub.csv", "a,1 2")
-    mean, scores = score_submission(tmp_path / "sub.csv", p)
-    assert mean == 0.5
-    missing = scores["b"]
-    assert missing.tp.dtype.kind == missing.fp.dtype.kind == missing.fn.dtype.kind == "i"
-    from nucleus.scoring.metric import mean_precisions
-    np.testing.assert_allclose(mean_precisions(list(scores.values())), np.full(10, 0.5))
-
-
-def test_progress_shows_only_when_asked(tmp_path, images, capsys):
-    write_solution(tmp_path / "sol.csv", images)
-    write_submission(tmp_path / "s.csv", images.items())
-    score_submission(tmp_path / "s.csv", tmp_path / "sol.csv")
-    assert capsys.readouterr().err == ""
-    write_submission(tmp_path / "s.csv", images.items(), progress=True)
-    assert re.search(r"(^|\r)submission: ", capsys.readouterr().err)
-    score_submission(tmp_path / "s.csv", tmp_path / "sol.csv", progress=True)
-    assert re.search(r"(^|\r)scoring: ", capsys.readouterr().err)
 
 
 def test_overlap_with_two_identical_masks_names_the_first_among_many_rows(tmp_path):

@@ -7,7 +7,6 @@ than memory), Kaggle's run-length encoding and submission files (:mod:`~nucleus.
 (:mod:`~nucleus.formats.nuclei_table`, :mod:`~nucleus.formats.viewer_formats`) and atomic writes
 (:mod:`~nucleus.formats.io_utils`). They sit below inference, training and the command line,
 which use them and which they never import, so a file can be read or written without loading
-a model; the one import upwards is :func:`~nucleus.formats.submission.score_submission`'s of
-the DSB metric (:mod:`nucleus.scoring.metric`). Importing this package imports no module, and
-no TensorFlow.
+a model (a submission is scored in :mod:`nucleus.scoring.submission_score`). Importing this
+package imports no module, and no TensorFlow.
 """

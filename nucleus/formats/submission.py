@@ -1,4 +1,5 @@
-"""Kaggle DSB2018 submission files: write, validate, read back and score against a solution.
+"""Kaggle DSB2018 submission files: write, validate and read back (scored against a solution by
+:mod:`nucleus.scoring.submission_score`).
 
 Submission: header ``ImageId,EncodedPixels``, one row per predicted nucleus (RLE, see
 ``nucleus.formats.rle``), one row with empty EncodedPixels for an image without nuclei; masks of
@@ -21,7 +22,6 @@ from tqdm import tqdm
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 from nucleus.formats.rle import parse_rle, rle_encode, runs_to_indices
-from nucleus.scoring.metric import ImageScore, THRESHOLDS, image_score
 
 HEADER = ("ImageId", "EncodedPixels")
 SOLUTION_COLUMNS = ("ImageId", "EncodedPixels", "Height", "Width")
@@ -330,31 +330,3 @@ def check_submission(csv_path: PathLike, image_shapes: Mapping[str, tuple[int, i
         more = f"\n  ... and {len(problems) - max_shown} more" if len(problems) > max_shown else ""
         raise InputError(
             f"{csv_path}: {len(problems)} problem(s) in the submission:\n  {shown}{more}")
-
-
-# ----------------------------------------------------------------------------- scoring
-def _missing_score(true_labels: np.ndarray) -> ImageScore:
-    """Score of an image absent from the submission: 0, every true object a false negative."""
-    n_true = int(np.count_nonzero(np.bincount(true_labels.ravel())[1:]))
-    zeros = np.zeros(len(THRESHOLDS), dtype=np.int64)
-    return ImageScore(0.0, np.zeros(len(THRESHOLDS)), zeros, zeros.copy(), zeros + n_true)
-
-
-def score_submission(submission_csv: PathLike, solution_csv: PathLike,
-                     progress: bool = False) -> tuple[float, dict[str, ImageScore]]:
-    """(mean DSB score, {image_id: ImageScore}) of a submission against a Kaggle solution file.
-
-    Images of the solution missing from the submission score 0; ids the solution doesn't know
-    are an error.
-    """
-    truth = read_solution(solution_csv)
-    if not truth:
-        raise InputError(f"{solution_csv}: the solution has no images")
-    predicted = read_submission(submission_csv, {k: v.shape for k, v in truth.items()})
-    scores = {}
-    for image_id, true_labels in tqdm(truth.items(), desc="scoring", disable=not progress):
-        if image_id in predicted:
-            scores[image_id] = image_score(true_labels, predicted[image_id])
-        else:
-            scores[image_id] = _missing_score(true_labels)
-    return float(np.mean([s.score for s in scores.values()])), scores
