@@ -23,8 +23,8 @@ from nucleus.config import (NucleusCPUInferenceConfig, NucleusConfig, NucleusInf
                             make_config)
 from nucleus.errors import InputError
 from nucleus.training import train as training
-from nucleus.training.train import (Stage, check_start_weights, config_from_weights,
-                                    default_schedule, load_start_weights)
+from nucleus.inference.model_files import config_from_weights
+from nucleus.training.train import Stage, check_start_weights, default_schedule, load_start_weights
 
 
 # ----------------------------------------------------------------------------- schedule

@@ -277,12 +277,9 @@ def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = 
 
     path = mrcnn_weights(weights, logs, profile)
     overrides = dict(overrides or {})
-    normalization = config_from_weights(path, inference=True, overrides=overrides,
-                                        profile=profile).IMAGE_NORMALIZATION
+    config = config_from_weights(path, inference=True, overrides=overrides, profile=profile)
     # The detector normalises whole images itself (prepare); the network takes them as they are.
-    config = config_from_weights(path, inference=True,
-                                 overrides={**overrides, "IMAGE_NORMALIZATION": None},
-                                 profile=profile)
+    normalization, config.IMAGE_NORMALIZATION = config.IMAGE_NORMALIZATION, None
     network = modellib.MaskRCNN("inference", config, str(logs))
     network.load_weights(path, by_name=True)
     network.fold_batch_norms()

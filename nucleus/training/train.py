@@ -14,8 +14,7 @@ from mrcnn.weights import read_attrs
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.inference.model_files import (  # noqa: F401  (public here too)
-    INSTALLED_WEIGHTS_DIR, REPO_WEIGHTS_DIR, SHIPPED_NAME, SHIPPED_WEIGHTS, config_from_weights)
+from nucleus.inference.model_files import REPO_WEIGHTS_DIR
 from nucleus.training.augment import build_augmentation
 from nucleus.training.train_options import TrainOptions
 
