@@ -59,12 +59,17 @@ def serial(images, tmp_path_factory):
     return out, summary, errors
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def two_workers():
+    """A local cluster of two single-threaded worker processes."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster:
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                        dashboard_address=":0")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with two_workers() as cluster:
         yield cluster
 
 
@@ -134,9 +139,10 @@ def test_a_worker_killed_among_the_tiles_of_a_large_image(cluster, images, seria
     assert_same_outputs(tmp_path, reference)
 
 
-def test_each_worker_builds_the_detector_once(cluster, images, tmp_path):
-    with dask_client(scheduler=cluster.scheduler_address) as client:
-        client.restart(timeout=300)    # fresh workers; generous on a loaded 2-core machine
+def test_each_worker_builds_the_detector_once(images, tmp_path):
+    # A cluster of its own: fresh workers without restarting the shared one (a restart after
+    # the kill tests once waited 300 s for a worker that never came back, on a loaded machine).
+    with two_workers() as cluster, dask_client(scheduler=cluster.scheduler_address) as client:
         segment_files_dask(images, tmp_path, DetectorSpec("nucleus.sample_data:make_threshold_detector"),
                            client, large_pixels=LARGE, progress=False, on_error=lambda m: None)
         builds = client.run(detector_builds)
