@@ -87,12 +87,13 @@ def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
     import tifffile
 
     path = work / f"fluorescence_mosaic_{size}.tif"
+    from mrcnn.files import atomic_path
+
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.tif")
-        tifffile.imwrite(tmp, mosaic(fluorescence_images(dataset), size), tile=(512, 512),
-                         photometric="minisblack")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.tif") as tmp:
+            tifffile.imwrite(tmp, mosaic(fluorescence_images(dataset), size), tile=(512, 512),
+                             photometric="minisblack")
     return path
 
 
