@@ -129,7 +129,8 @@ def stitch_found(shape: Sequence[int], tiles_found: Iterable[tuple[Tile, Sequenc
 # ----------------------------------------------------------------------------- label files
 class LabelStore:
     """Rows of labels streamed to a temporary zarr store, then written as a tiled BigTIFF
-    (uint16, or uint32 past 65535 nuclei, as :func:`nucleus.segment.write_labels` chooses)."""
+    (uint16, or uint32 past 65535 nuclei, as
+    :func:`nucleus.formats.segment_outputs.write_labels` chooses)."""
 
     def __init__(self, path: Path, shape: Sequence[int]):
         import zarr  # here: 0.3 to 0.6 s to import, paid only when a large image is segmented
