@@ -3,15 +3,14 @@
 ``labels, table = segment(image)`` from Python; ``nucleus segment PATH... --out DIR`` on files,
 which writes per image ``<name>_labels.tif`` (what Fiji, napari, QuPath and CellProfiler open as
 a label image) and ``<name>_overlay.png`` (the nuclei drawn on the image), and one
-``nuclei.csv`` for all images. Big images are detected tile by tile
+``nuclei.csv`` for all images (:mod:`nucleus.formats.segment_outputs`, which the Dask run of
+:mod:`nucleus.inference.parallel` writes through too). Big images are detected tile by tile
 (:mod:`nucleus.inference.tiling`).
 """
 from __future__ import annotations
 
 import functools
-import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -20,23 +19,19 @@ from tqdm import tqdm
 
 from nucleus.errors import InputError
 from nucleus.formats.image_io import expand_path, grey_intensity, read_image, unique_names
-from nucleus.formats.io_utils import atomic_write
 from nucleus.formats.nuclei_table import COLUMNS, measure  # noqa: F401  (public here too)
-from nucleus.inference.detectors import Detector
+from nucleus.formats.segment_outputs import TABLE_NAME  # noqa: F401  (public here too)
+from nucleus.formats.segment_outputs import (LABELS_SUFFIX, OVERLAY_SUFFIX, OutputFolder, Summary,
+                                             overlay_png)
+from nucleus.inference.detectors import Detector, make_detector
 from nucleus.inference.tiling import DEFAULT_OVERLAP, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
 
-TABLE_NAME = "nuclei.csv"
-LABELS_SUFFIX = "_labels.tif"
-OVERLAY_SUFFIX = "_overlay.png"
-
 
 @functools.lru_cache(maxsize=2)
 def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
-    from nucleus.inference.detectors import make_detector
-
     return make_detector(model, weights, tta)
 
 
@@ -85,66 +80,19 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int | None, overla
     return labels, measure(labels, scores, grey_intensity(raw), name), prepared
 
 
+def segment_file(path: str | os.PathLike, name: str, detector: Detector, *,
+                 channel: int | None = None, tile: int | None = None,
+                 overlap: int = DEFAULT_OVERLAP,
+                 progress: bool = False) -> tuple[np.ndarray, pd.DataFrame, bytes]:
+    """One image file read whole: its labels, table and overlay PNG, what
+    :meth:`nucleus.formats.segment_outputs.OutputFolder.add_image` writes (the serial run and
+    each Dask worker make them here)."""
+    raw = read_image(path, channel)
+    labels, table, prepared = _segment_array(raw, detector, tile, overlap, name, progress)
+    return labels, table, overlay_png(prepared, labels)
+
+
 # ---------------------------------------------------------------------------- files
-def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """The label image as a zlib-compressed single-page TIFF, written atomically."""
-    import tifffile
-
-    if labels.dtype not in (np.uint16, np.uint32):
-        raise ValueError(f"labels must be uint16 or uint32, got {labels.dtype}")
-    buffer = io.BytesIO()     # compressed, so small beside the label image itself
-    tifffile.imwrite(buffer, labels, photometric="minisblack", compression="zlib")
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getbuffer())
-
-
-def _palette(n: int) -> np.ndarray:
-    """n + 1 bright colours (row 0 unused), neighbours in label order far apart in hue."""
-    import colorsys
-
-    hues = (np.arange(n + 1) * 0.618033988749895) % 1.0
-    rgb = [colorsys.hsv_to_rgb(h, 0.9, 1.0) for h in hues]
-    return (np.asarray(rgb) * 255).astype(np.uint8)
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.3) -> np.ndarray:
-    """Each nucleus filled lightly and outlined in its own colour over the image (uint8 RGB)."""
-    from skimage.segmentation import find_boundaries
-
-    from mrcnn.utils import to_rgb_uint8
-
-    out = to_rgb_uint8(image).copy()
-    colours = _palette(int(labels.max()))
-    inside = labels > 0
-    tint = colours[labels[inside]]
-    out[inside] = (out[inside] * (1 - alpha) + tint * alpha + 0.5).astype(np.uint8)
-    edge = find_boundaries(labels, mode="inner")
-    out[edge] = colours[labels[edge]]
-    return out
-
-
-def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray) -> None:
-    """:func:`overlay` as a PNG of the image's size, written atomically."""
-    from PIL import Image
-
-    with atomic_write(path, "wb") as f:
-        Image.fromarray(overlay(image, labels)).save(f, format="PNG", compress_level=3)
-
-
-def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """The nuclei table as CSV, written atomically."""
-    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        table.to_csv(f, index=False, float_format="%.9g")
-
-
-@dataclass
-class Summary:
-    """What :func:`segment_files` did."""
-    images: int = 0
-    nuclei: int = 0
-    failed: list = field(default_factory=list)     # the files (or PATHs) that gave an error
-
-
 def collect_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   on_error: Callable[[str], None]) -> tuple[list[Path], list[str]]:
     """The image files the command line's PATHs name, without this command's own outputs in
@@ -176,7 +124,8 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
     """Segment each file into ``out_dir``: ``<name>_labels.tif``, ``<name>_overlay.png`` and,
     for all of them, ``nuclei.csv``; with ``rois`` / ``geojson`` also each image's outlines for
     Fiji (``<name>_rois.zip``) and QuPath (``<name>_nuclei.geojson``),
-    :mod:`nucleus.formats.viewer_formats`.
+    :mod:`nucleus.formats.viewer_formats`. The files are those of
+    :class:`nucleus.formats.segment_outputs.OutputFolder`.
 
     A file that cannot be read is reported through ``on_error`` (``<file>: <problem>``) and
     skipped; the others go on. The table is written at the end, or at an interruption for the
@@ -184,46 +133,30 @@ def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: D
     :data:`nucleus.formats.lazy_io.LAZY_PIXELS` pixels is read and its labels written window by
     window (:mod:`nucleus.inference.large`; no overlay, which would need the whole image in memory).
     """
-    import pandas as pd
-
-    from nucleus.formats.viewer_formats import write_viewer_files
+    # here, not at the top: nucleus.inference.large (through lazy_io: mrcnn.utils, SciPy,
+    # scikit-image) adds 0.25 s or more to `import nucleus`
     from nucleus.inference.large import is_large, segment_large_here
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
-    tables = []
-    try:
-        bar = tqdm(list(zip(files, unique_names(files))), desc="segment", unit="image",
-                   disable=not progress)
-        for path, name in bar:
+    with OutputFolder(out_dir, rois=rois, geojson=geojson, on_error=on_error) as folder:
+        bar = tqdm(list(enumerate(zip(files, unique_names(files)))), desc="segment",
+                   unit="image", disable=not progress)
+        for index, (path, name) in bar:
             bar.set_postfix_str(path.name)
             try:
-                if is_large(path, channel):      # read and written window by window
-                    labels = None
-                    table = segment_large_here(path, name, out / f"{name}{LABELS_SUFFIX}",
-                                               detector, channel=channel, tile=tile,
-                                               overlap=overlap, progress=progress)
+                large = is_large(path, channel)      # read and written window by window
+                if large:
+                    table = segment_large_here(path, name, folder.labels_path(name), detector,
+                                               channel=channel, tile=tile, overlap=overlap,
+                                               progress=progress)
                 else:
-                    raw = read_image(path, channel)
-                    labels, table, prepared = _segment_array(raw, detector, tile, overlap,
-                                                             name, progress)
+                    labels, table, png = segment_file(path, name, detector, channel=channel,
+                                                      tile=tile, overlap=overlap,
+                                                      progress=progress)
             except InputError as e:
-                message = str(e)
-                on_error(message if message.startswith(str(path)) else f"{path}: {message}")
-                summary.failed.append(str(path))
+                folder.fail(path, str(e))
                 continue
-            if labels is not None:
-                write_labels(out / f"{name}{LABELS_SUFFIX}", labels)
-                write_overlay(out / f"{name}{OVERLAY_SUFFIX}", prepared, labels)
-            write_viewer_files(out, name, out / f"{name}{LABELS_SUFFIX}" if labels is None
-                               else labels, table, rois=rois, geojson_file=geojson)
-            tables.append(table)
-            summary.images += 1
-            summary.nuclei += len(table)
-    finally:
-        if tables:
-            rows = [t for t in tables if len(t)]
-            write_table(out / TABLE_NAME, pd.concat(rows, ignore_index=True) if rows
-                        else tables[0])
-    return summary
+            if large:
+                folder.add_large(index, name, table)
+            else:
+                folder.add_image(index, name, labels, table, png)
+    return folder.summary

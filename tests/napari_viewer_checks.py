@@ -38,7 +38,7 @@ from qtpy.QtWidgets import QApplication  # noqa: E402
 from nucleus import cli  # noqa: E402
 from nucleus.napari_plugin import widget as widget_module  # noqa: E402
 from nucleus.napari_plugin.sample import sample_path  # noqa: E402
-from nucleus.segment import LABELS_SUFFIX, TABLE_NAME  # noqa: E402
+from nucleus.formats.segment_outputs import LABELS_SUFFIX, TABLE_NAME  # noqa: E402
 from nucleus.sample_data import make_threshold_detector, sample_mosaic  # noqa: E402
 
 PLUGIN = "nucleus-mrcnn"

@@ -11,10 +11,11 @@ import tifffile
 from nucleus import segment
 from nucleus.formats import lazy_io
 from nucleus.inference.detectors import Detector
-from nucleus.inference.large import BandStitcher, Found, LabelStore, is_large, segment_large_here
-from nucleus.inference.tiling import Instance, plan_tiles, stitch
+from nucleus.inference.large import (Found, LabelStore, is_large, segment_large_here,
+                                     stitch_found)
+from nucleus.inference.tiling import Instance, owned, plan_tiles, stitch
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
-from nucleus.segment import COLUMNS, TABLE_NAME, segment_files
+from nucleus.segment import COLUMNS, TABLE_NAME, collect_files, measure, segment_files
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,9 @@ def test_window_by_window_equals_in_memory(section, tmp_path, normalization):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
 
 
-def random_found(shape, tiles, rng):
-    """Per tile, owned blobs of many sizes that overlap each other (even across tiles)."""
-    from nucleus.inference.tiling import owned
-
+def random_found(shape, tiles, rng, intensity):
+    """Per tile, owned blobs of many sizes that overlap each other (even across tiles), with
+    the intensities of ``intensity`` under their boxes."""
     per_tile = []
     for tile in tiles:
         y0, x0, y1, x1 = tile.box
@@ -65,17 +65,18 @@ def random_found(shape, tiles, rng):
             inst = Instance((int(by), int(bx), int(by + h), int(bx + w)), mask,
                             float(rng.random()))
             if owned(inst, tile):
-                found.append(Found(inst, np.ones((h, w), np.float32)))
+                found.append(Found(inst, intensity[by:by + h, bx:bx + w]))
         per_tile.append(found)
     return per_tile
 
 
 @pytest.mark.parametrize("shape,tile,overlap", [((700, 900), 256, 64), ((300, 1000), 128, 100),
                                                 ((200, 200), 512, 128)])
-def test_band_stitching_is_stitch(shape, tile, overlap):
+def test_stitched_in_bands_and_measured_by_tile_is_stitch_and_measure(shape, tile, overlap):
     rng = np.random.default_rng(sum(shape) + tile)
     tiles = plan_tiles(shape, tile, overlap)
-    per_tile = random_found(shape, tiles, rng)
+    intensity = rng.random(shape)
+    per_tile = random_found(shape, tiles, rng, intensity)
     want, scores = stitch(shape, [f.instance for found in per_tile for f in found])
     got = np.full(shape, 999999, np.uint32)
     rows_written = []
@@ -84,17 +85,19 @@ def test_band_stitching_is_stitch(shape, tile, overlap):
         rows_written.append((y0, len(rows)))
         got[y0:y0 + len(rows)] = rows
 
-    stitcher = BandStitcher(shape, sink)
-    for t, found in zip(tiles, per_tile):
-        stitcher.add_tile(t, found)
-    assert stitcher.finish() == want.max()
+    count, table = stitch_found(shape, zip(tiles, per_tile), sink, "img")
+    assert count == want.max()
     np.testing.assert_array_equal(got, want)
     assert sum(n for _, n in rows_written) == shape[0]            # every row once, in order
     assert [y for y, _ in rows_written] == sorted({y for y, _ in rows_written})
-    table = stitcher.table()
-    np.testing.assert_array_equal(table["label"], np.arange(1, want.max() + 1))
-    np.testing.assert_allclose(table["score"], scores.astype(np.float64))
-    np.testing.assert_array_equal(table["area"], np.bincount(want.ravel())[1:])
+    assert len(rows_written) > 1 or len(tiles) == 1               # bands, not the whole image
+    whole = measure(want, scores, intensity, "img")          # the in-memory run's table
+    assert list(table.columns) == list(COLUMNS) and len(table) == count
+    for column in ("image", "label", "score", "area", "bbox_y0", "bbox_x0", "bbox_y1",
+                   "bbox_x1"):
+        np.testing.assert_array_equal(table[column], whole[column], err_msg=column)
+    for column in ("centroid_y", "centroid_x", "perimeter", "eccentricity", "mean_intensity"):
+        np.testing.assert_allclose(table[column], whole[column], rtol=1e-9, err_msg=column)
 
 
 def test_label_files_past_65535_nuclei_are_uint32(tmp_path):
@@ -140,8 +143,6 @@ def test_segment_files_takes_large_tiffs_window_by_window(section, tmp_path, mon
 
 def test_a_zarr_store_is_one_image_read_window_by_window(tmp_path):
     import zarr
-
-    from nucleus.segment import collect_files
 
     image = sample_mosaic(600)[:300, :400]
     store = zarr.open_array(str(tmp_path / "slide.zarr"), mode="w", shape=image.shape,

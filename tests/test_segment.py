@@ -15,10 +15,10 @@ from PIL import Image
 from nucleus import segment
 from nucleus.dataset import SAMPLE_DIR
 from nucleus.errors import InputError
+from nucleus.formats.segment_outputs import overlay
 from nucleus.inference.detectors import Detector
 from nucleus.sample_data import sample_mosaic, threshold_detector
-from nucleus.segment import (COLUMNS, TABLE_NAME, collect_files, measure, overlay,
-                             segment_files, write_labels)
+from nucleus.segment import COLUMNS, TABLE_NAME, collect_files, measure, segment_files
 
 PROPS = {"label": "label", "centroid-0": "centroid_y", "centroid-1": "centroid_x",
          "bbox-0": "bbox_y0", "bbox-1": "bbox_x0", "bbox-2": "bbox_y1", "bbox-3": "bbox_x1",
@@ -220,16 +220,6 @@ def test_an_interrupted_run_keeps_the_table_of_the_images_done(tmp_path):
     table = pd.read_csv(tmp_path / "out" / TABLE_NAME)
     assert set(table["image"]) == {"a"} and len(table) == 12
     assert not list((tmp_path / "out").glob(".*tmp"))
-
-
-def test_label_images_past_65535_nuclei_are_uint32(tmp_path):
-    labels = np.arange(1, 300 * 300 + 1, dtype=np.uint32).reshape(300, 300)
-    write_labels(tmp_path / "many.tif", labels)
-    back = tifffile.imread(tmp_path / "many.tif")
-    assert back.dtype == np.uint32
-    np.testing.assert_array_equal(back, labels)
-    with pytest.raises(ValueError, match="uint16 or uint32"):
-        write_labels(tmp_path / "bad.tif", labels.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- the real model

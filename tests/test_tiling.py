@@ -123,6 +123,47 @@ def test_conflicting_pixels_go_to_the_first_and_duplicates_are_dropped():
     np.testing.assert_allclose(scores, [0.9, 0.8])
 
 
+def reference_stitch(shape, instances):
+    """The pasting rule written the plain way: paste in order (a pixel to the first that claims
+    it, an instance left with less than half of its pixels dropped), then renumber in raster
+    order of first pixels."""
+    pasted = np.zeros(shape, np.int64)
+    scores = []
+    for inst in instances:
+        y0, x0, y1, x1 = inst.box
+        region = pasted[y0:y1, x0:x1]
+        free = inst.mask & (region == 0)
+        if free.sum() and 2 * free.sum() >= inst.mask.sum():
+            scores.append(inst.score)
+            region[free] = len(scores)
+    firsts = {}
+    for index, value in enumerate(pasted.ravel()):
+        if value and value not in firsts:
+            firsts[value] = index
+    order = sorted(firsts, key=firsts.get)
+    relabel = np.zeros(len(scores) + 1, np.int64)
+    relabel[order] = np.arange(1, len(order) + 1)
+    return relabel[pasted], np.array([scores[k - 1] for k in order], np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stitch_is_the_plain_rule_for_instances_in_any_order(seed):
+    rng = np.random.default_rng(seed)
+    shape = (120, 150)
+    instances = []
+    for _ in range(300):                     # crowded: many overlaps, duplicates, dropped ones
+        h, w = rng.integers(1, 30, 2)
+        y, x = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
+        mask = rng.random((h, w)) < 0.6
+        instances.append(Instance((int(y), int(x), int(y + h), int(x + w)), mask,
+                                  float(rng.random())))
+    want, want_scores = reference_stitch(shape, instances)
+    labels, scores = stitch(shape, instances)
+    assert labels.dtype == np.uint16 and 50 < labels.max() < 300
+    np.testing.assert_array_equal(labels, want)
+    np.testing.assert_array_equal(scores, want_scores)
+
+
 def test_labels_grow_to_uint32_past_65535_nuclei():
     height, width = 256, 300
     one = np.ones((1, 1), bool)

@@ -34,7 +34,7 @@ def segment(image: Path, out: Path) -> Path:
     """``nucleus segment IMAGE --out OUT`` in a child process: the label TIFF's path."""
     subprocess.run([sys.executable, "-m", "nucleus", "segment", str(image), "--out", str(out)],
                    check=True, cwd=ROOT)
-    from nucleus.segment import LABELS_SUFFIX
+    from nucleus.formats.segment_outputs import LABELS_SUFFIX
 
     return out / f"{image.stem}{LABELS_SUFFIX}"
 

@@ -2,34 +2,37 @@
 
 The tiles of :func:`nucleus.inference.tiling.plan_tiles` are read and prepared one at a time
 (:mod:`nucleus.formats.lazy_io`) and detected here or on Dask workers
-(:mod:`nucleus.inference.parallel`); each returns only the nuclei it owns. :class:`BandStitcher`
-pastes them in tile order with :func:`nucleus.inference.tiling.stitch`'s rule, keeping only one band
-of rows in memory: a tile row's nuclei lie inside its tiles, which start at or below the row's first
-pixel row, so every row above it is final once that tile row begins, and can be numbered (raster
-order of each nucleus's first pixel, as ``stitch`` numbers) and written out. Labels go to a zarr
-store on disk and then into a tiled BigTIFF, tile by tile, so memory stays flat as the image grows.
+(:mod:`nucleus.inference.parallel`); each returns only the nuclei it owns.
+:class:`nucleus.inference.tiling.BandStitcher`, the rule :func:`nucleus.inference.tiling.stitch`
+applies to a whole image, pastes them in tile order keeping only one band of rows in memory, and
+:class:`TileTable` measures the nuclei it keeps tile by tile. Finished rows go to a zarr store on
+disk and then into a tiled BigTIFF, tile by tile, so memory stays flat as the image grows.
 """
 from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
+import tifffile
+from skimage.measure import regionprops_table
 from tqdm import tqdm
 
+from nucleus.formats import lazy_io
 from nucleus.formats.image_io import grey_intensity
 from nucleus.formats.io_utils import atomic_path
-from nucleus.formats.lazy_io import LazyImage, Preparation, cached_open, prepare_window
+from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_lazy,
+                                     plan_preparation, prepare_window)
 from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
-from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, Instance, Tile, owned,
-                                      plan_tiles, tile_for, tile_instances)
+from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
+                                      Pasted, Tile, owned, plan_tiles, tile_for, tile_instances)
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from nucleus.inference.detectors import Detector
 
 TIFF_TILE = 512
@@ -66,87 +69,27 @@ def detect_file_tile(path: str, channel: int | None, prep: Preparation, tile: Ti
     return detect_window(cached_open(path, channel), prep, tile, detector)
 
 
-class BandStitcher:
-    """:func:`nucleus.inference.tiling.stitch` for results that arrive tile by tile, in tile order,
-    holding one tile row of labels in memory. Finished rows go to ``sink(y0, rows)`` with
-    their final labels (uint32); :meth:`table` measures the nuclei as ``measure`` would."""
+class TileTable:
+    """The nuclei table of an image stitched tile by tile (:class:`BandStitcher`), measured on
+    each tile's kept nuclei as :func:`nucleus.formats.nuclei_table.measure` measures the whole
+    label image."""
 
-    def __init__(self, shape: Sequence[int], sink: Callable[[int, np.ndarray], None],
-                 name: str = "image"):
-        self.height, self.width = int(shape[0]), int(shape[1])
-        self.sink, self.name = sink, name
-        self.y0 = 0                                            # first row of the band
-        self.band = np.zeros((0, self.width), np.uint32)
-        self.keys: list[int] = []        # per kept nucleus (temporary id - 1): first pixel
-        self.scores: list[float] = []
-        self.rank = np.zeros(1, np.uint32)   # temporary id -> final label (0 -> 0)
-        self.ranked = 0                      # nuclei numbered so far
-        self.pending: list[int] = []         # temporary ids not numbered yet
-        self.rows: list[dict] = []           # measurements per tile, by temporary id
+    def __init__(self, name: str = "image"):
+        self.name = name
+        self.rows: list[dict] = []           # regionprops per tile, by temporary id
 
-    def _advance(self, y0: int, y1: int) -> None:
-        """Start a tile row covering rows y0..y1: rows above y0 are final."""
-        if y0 > self.y0:
-            self._flush(y0)
-        if y1 > self.y0 + len(self.band):
-            grow = np.zeros((y1 - self.y0 - len(self.band), self.width), np.uint32)
-            self.band = np.concatenate([self.band, grow])
-
-    def _flush(self, limit: int) -> None:
-        """Number the nuclei that start above row ``limit``, write the rows above it."""
-        limit_key = limit * self.width
-        ready = [k for k in self.pending if self.keys[k - 1] < limit_key]
-        if ready:
-            ready.sort(key=lambda k: self.keys[k - 1])
-            self.rank[np.asarray(ready)] = np.arange(self.ranked + 1,
-                                                     self.ranked + 1 + len(ready))
-            self.ranked += len(ready)
-            taken = set(ready)
-            self.pending = [k for k in self.pending if k not in taken]
-        n = min(limit, self.height) - self.y0
-        if n > 0:
-            self.sink(self.y0, self.rank[self.band[:n]])
-            self.band = self.band[n:]
-            self.y0 += n
-
-    def add_tile(self, tile: Tile, found: Iterable[Found]) -> None:
-        """Paste one tile's nuclei (tiles must come in :func:`plan_tiles` order)."""
-        self._advance(tile.box[0], tile.box[2])
-        kept, crops = [], []
-        for f in found:
-            inst = f.instance
-            y0, x0, y1, x1 = inst.box
-            region = self.band[y0 - self.y0:y1 - self.y0, x0:x1]
-            free = inst.mask & (region == 0)
-            n_free = int(np.count_nonzero(free))
-            if n_free == 0 or 2 * n_free < int(np.count_nonzero(inst.mask)):
-                continue
-            self.keys.append(0)
-            self.scores.append(inst.score)
-            tid = len(self.keys)
-            region[free] = tid
-            row = int(np.argmax(free.any(axis=1)))
-            col = int(np.argmax(free[row]))
-            self.keys[tid - 1] = (y0 + row) * self.width + x0 + col
-            self.pending.append(tid)
-            kept.append((tid, inst.box, free))
-            crops.append(f.intensity)
-        if len(self.rank) <= len(self.keys):
-            self.rank = np.concatenate([self.rank, np.zeros(len(self.keys) + 1 - len(self.rank)
-                                                            + 1024, np.uint32)])
-        if kept:
-            self._measure(tile, kept, crops)
-
-    def _measure(self, tile: Tile, kept, crops) -> None:
-        """regionprops of this tile's kept nuclei, on a canvas of the tile's box."""
-        from skimage.measure import regionprops_table
-
+    def add(self, tile: Tile, found: Sequence[Found], kept: Sequence[Pasted]) -> None:
+        """Measure the nuclei of ``found`` that the stitcher kept, on a canvas of the tile's
+        box."""
+        if not kept:
+            return
         ty0, tx0, ty1, tx1 = tile.box
         labels = np.zeros((ty1 - ty0, tx1 - tx0), np.int64)
         intensity = np.zeros(labels.shape, np.float64)
-        for (tid, (y0, x0, y1, x1), free), crop in zip(kept, crops):
+        for tid, index, free in kept:
+            y0, x0, y1, x1 = found[index].instance.box
             labels[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = tid
-            intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = crop[free]
+            intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = found[index].intensity[free]
         props = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
         props["centroid-0"] = props["centroid-0"] + ty0
         props["centroid-1"] = props["centroid-1"] + tx0
@@ -154,33 +97,43 @@ class BandStitcher:
             props[key] = props[key] + off
         self.rows.append(props)
 
-    def finish(self) -> int:
-        """Write the last rows; the number of nuclei."""
-        self._flush(self.height + 1)
-        return self.ranked
-
-    def table(self) -> pd.DataFrame:
-        """One row per label, as :func:`nucleus.formats.nuclei_table.measure` makes it."""
-        import pandas as pd
-
+    def table(self, stitcher: BandStitcher) -> pd.DataFrame:
+        """One row per label of the finished ``stitcher``, as
+        :func:`nucleus.formats.nuclei_table.measure` makes it."""
         if not self.rows:
             return measure(np.zeros((1, 1), np.uint16), [], np.zeros((1, 1)), self.name)
         table = pd.concat([pd.DataFrame(p) for p in self.rows], ignore_index=True)
         tids = table["label"].to_numpy(np.int64)
-        table["label"] = self.rank[tids].astype(np.int64)
-        table["score"] = np.asarray(self.scores, np.float32)[tids - 1].astype(np.float64)
+        labels = stitcher.labels(tids).astype(np.int64)
+        table["label"] = labels
+        table["score"] = stitcher.label_scores()[labels - 1].astype(np.float64)
         table = table.rename(columns=RENAME).sort_values("label", ignore_index=True)
         table.insert(0, "image", self.name)
         return table[list(COLUMNS)]
 
 
+def stitch_found(shape: Sequence[int], tiles_found: Iterable[tuple[Tile, Sequence[Found]]],
+                 sink: Callable[[int, np.ndarray], None],
+                 name: str = "image") -> tuple[int, pd.DataFrame]:
+    """Stitch each tile's :class:`Found` nuclei in tile order, finished rows of labels to
+    ``sink(y0, rows)`` (:class:`BandStitcher`), measuring the kept ones as they come; the number
+    of nuclei and their table."""
+    stitcher = BandStitcher(shape, sink)
+    measured = TileTable(name)
+    for tile, found in tiles_found:
+        measured.add(tile, found, stitcher.add_tile(tile, [f.instance for f in found]))
+    count = stitcher.finish()
+    return count, measured.table(stitcher)
+
+
 # ----------------------------------------------------------------------------- label files
 class LabelStore:
     """Rows of labels streamed to a temporary zarr store, then written as a tiled BigTIFF
-    (uint16, or uint32 past 65535 nuclei, as :func:`nucleus.segment.write_labels` chooses)."""
+    (uint16, or uint32 past 65535 nuclei, as
+    :func:`nucleus.formats.segment_outputs.write_labels` chooses)."""
 
     def __init__(self, path: Path, shape: Sequence[int]):
-        import zarr
+        import zarr  # here: 0.3 to 0.6 s to import, paid only when a large image is segmented
 
         self.path = Path(path)
         self.scratch = self.path.parent / f".{self.path.name}.zarr.tmp"
@@ -204,8 +157,6 @@ class LabelStore:
 
     def close(self, count: int) -> None:
         """Write the TIFF atomically and remove the scratch store."""
-        import tifffile
-
         dtype = np.uint16 if count < 2**16 else np.uint32
         # tifffile needs a named file to write tiles from a generator: the project's one
         # atomic writer for path-taking writers gives it one, renamed over the target at the end.
@@ -226,8 +177,6 @@ def serial_tiles(path: str, channel: int | None, prep: Preparation, tiles: Seque
     """Each tile's nuclei in turn, detected in this process: one tile ahead, in a thread, so
     that reading, detecting and pasting the next tile run while the caller stitches, measures
     and writes this one (the model's kernels release the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
         ahead = None
         try:
@@ -255,39 +204,33 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
     ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
     tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.inference.parallel`).
     """
-    from nucleus.formats.lazy_io import plan_preparation
-
     path = str(path)
     image = cached_open(path, channel)
     prep = plan_preparation(image, normalization)
     tiles = plan_tiles(image.shape, tile, overlap)
     store = LabelStore(Path(labels_path), image.shape)
-    stitcher = BandStitcher(image.shape, store.write_rows, name)
     try:
         bar = tqdm(detect_tiles(path, channel, prep, tiles), total=len(tiles), desc="tiles",
                    unit="tile", leave=False, disable=not progress)
-        for t, found in zip(tiles, bar):
-            stitcher.add_tile(t, found)
-        count = stitcher.finish()
+        count, table = stitch_found(image.shape, zip(tiles, bar), store.write_rows, name)
     except BaseException:
         store.discard()
         raise
     store.close(count)
-    return stitcher.table()
+    return table
 
 
 def is_large(path: str | os.PathLike, channel: int | None = None,
              large_pixels: int | None = None) -> bool:
     """Whether the file is segmented window by window: a zarr store, or a TIFF of one plane
-    with at least ``large_pixels`` pixels (default :data:`nucleus.formats.lazy_io.LAZY_PIXELS`)."""
-    from nucleus.formats.lazy_io import LAZY_PIXELS, ZARR_SUFFIX, open_lazy
-
+    with at least ``large_pixels`` pixels (default :data:`nucleus.formats.lazy_io.LAZY_PIXELS`,
+    read when called)."""
     image = open_lazy(path, channel)
     if image is None:
         return False
     image.close()
-    return (Path(path).suffix.lower() == ZARR_SUFFIX
-            or image.pixels >= (LAZY_PIXELS if large_pixels is None else large_pixels))
+    return (Path(path).suffix.lower() == lazy_io.ZARR_SUFFIX
+            or image.pixels >= (lazy_io.LAZY_PIXELS if large_pixels is None else large_pixels))
 
 
 def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,

@@ -4,17 +4,17 @@ image, each one task; the model is loaded once per worker process.
 Tasks carry file paths and tile windows, never pixels: each worker reads what it needs (large
 images window by window, :mod:`nucleus.formats.lazy_io`) and sends back results: a small image's
 label image, overlay PNG and table; a tile's nuclei. Only this process (the client) writes files,
-each once, atomically, from those results; so a worker that dies mid-run has its tasks redone by
-Dask's scheduler and nothing is lost or written twice. Tiles are stitched here in tile order by
-:class:`nucleus.inference.large.BandStitcher`, the rule the serial run uses, so the result equals
-it.
+each once, atomically, from those results, through the serial run's
+:class:`nucleus.formats.segment_outputs.OutputFolder`; so a worker that dies mid-run has its tasks
+redone by Dask's scheduler and nothing is lost or written twice. Tiles are stitched here in tile
+order by :class:`nucleus.inference.tiling.BandStitcher`, the rule the serial run uses, so the
+result equals it.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib
-import io
 import logging
 import os
 import threading
@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from nucleus.errors import InputError
-from nucleus.inference.tiling import DEFAULT_OVERLAP, tile_for
+from nucleus.formats.image_io import unique_names
+from nucleus.formats.segment_outputs import OutputFolder, Summary
+from nucleus.inference.large import Found, detect_file_tile, is_large, segment_large
+from nucleus.inference.tiling import DEFAULT_OVERLAP, Tile, tile_for
+from nucleus.segment import segment_file
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from nucleus.formats.lazy_io import Preparation
     from nucleus.inference.detectors import Detector
-    from nucleus.inference.large import Found
-    from nucleus.inference.tiling import Tile
-    from nucleus.segment import Summary
 
 
 @dataclass(frozen=True)
@@ -110,29 +111,19 @@ def detector_builds() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tasks
 def segment_file_task(path: str, name: str, spec: DetectorSpec, channel: int | None,
                       tile: int, overlap: int) -> dict:
-    """One image on a worker: its labels, overlay PNG bytes and table, or its error."""
-    from PIL import Image
-
-    from nucleus.formats.image_io import read_image
-    from nucleus.segment import _segment_array, overlay
-
+    """One image on a worker: its labels, overlay PNG bytes and table
+    (:func:`nucleus.segment.segment_file`), or its error."""
     try:
-        raw = read_image(path, channel)
-        labels, table, prepared = _segment_array(raw, worker_detector(spec), tile, overlap, name,
-                                                 False)
+        labels, table, png = segment_file(path, name, worker_detector(spec), channel=channel,
+                                          tile=tile, overlap=overlap)
     except InputError as e:
-        message = str(e)
-        return {"error": message if message.startswith(str(path)) else f"{path}: {message}"}
-    png = io.BytesIO()
-    Image.fromarray(overlay(prepared, labels)).save(png, format="PNG", compress_level=3)
-    return {"labels": labels, "overlay": png.getvalue(), "table": table}
+        return {"error": str(e)}
+    return {"labels": labels, "overlay": png, "table": table}
 
 
 def tile_task(path: str, channel: int | None, prep: Preparation, spec: DetectorSpec,
               tile: Tile) -> list[Found]:
     """One tile of a large image on a worker: the nuclei it owns."""
-    from nucleus.inference.large import detect_file_tile
-
     return detect_file_tile(path, channel, prep, tile, worker_detector(spec))
 
 
@@ -159,7 +150,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     """A client of the running scheduler at ``scheduler`` (waiting up to ``timeout`` for it),
     or of a local cluster of ``workers`` processes (one thread each; TensorFlow's threads
     shared out among them)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # here: 0.4 to 1 s to import
 
     if scheduler:
         try:
@@ -189,44 +180,27 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
                        progress: bool = True, on_error: Callable[[str], None] = print,
                        written: list | None = None, rois: bool = False,
                        geojson: bool = False) -> Summary:
-    """:func:`nucleus.segment.segment_files` on Dask workers, with the same outputs (the
-    outline files of ``rois`` / ``geojson`` included, written here from the label images).
+    """:func:`nucleus.segment.segment_files` on Dask workers, with the same outputs, written
+    here by the same :class:`nucleus.formats.segment_outputs.OutputFolder` (the outline files
+    of ``rois`` / ``geojson`` from the label images).
 
     Small images are one task each; images of at least ``large_pixels`` pixels (default
     :data:`nucleus.formats.lazy_io.LAZY_PIXELS`) that can be read lazily are one task per tile.
     ``tile`` None: the detector's own (:func:`nucleus.inference.tiling.tile_for`).
     ``written`` collects each path written (a test shows none is written twice).
     """
-    import pandas as pd
-    from distributed import as_completed
+    from distributed import as_completed  # here: 0.4 to 1 s to import
 
-    from nucleus.formats.image_io import unique_names
-    from nucleus.formats.io_utils import atomic_write
-    from nucleus.formats.viewer_formats import write_viewer_files
-    from nucleus.inference.large import is_large, segment_large
-    from nucleus.segment import (LABELS_SUFFIX, OVERLAY_SUFFIX, TABLE_NAME, Summary,
-                                 write_labels, write_table)
-
-    written = [] if written is None else written
     tile = tile or tile_for(spec)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
-    tables: dict[int, pd.DataFrame] = {}
-    small, large = [], []
-    for i, (path, name) in enumerate(zip(files, unique_names(files))):
-        try:
-            (large if is_large(path, channel, large_pixels) else small).append((i, path, name))
-        except InputError as e:
-            on_error(str(e))
-            summary.failed.append(str(path))
-
-    def done(i: int, name: str, table: pd.DataFrame) -> None:
-        tables[i] = table
-        summary.images += 1
-        summary.nuclei += len(table)
-
-    try:
+    with OutputFolder(out_dir, rois=rois, geojson=geojson, on_error=on_error,
+                      written=written) as folder:
+        small, large = [], []
+        for i, (path, name) in enumerate(zip(files, unique_names(files))):
+            try:
+                (large if is_large(path, channel, large_pixels) else small).append((i, path,
+                                                                                    name))
+            except InputError as e:
+                folder.fail(path, str(e))
         futures = {client.submit(segment_file_task, str(path), name, spec, channel, tile,
                                  overlap, key=f"segment-{i}-{name}"): (i, path, name)
                    for i, path, name in small}
@@ -238,34 +212,16 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
             future.release()
             bar.update()
             if "error" in result:
-                on_error(result["error"])
-                summary.failed.append(str(path))
+                folder.fail(path, result["error"])
                 continue
-            labels_path = out / f"{name}{LABELS_SUFFIX}"
-            write_labels(labels_path, result["labels"])
-            with atomic_write(out / f"{name}{OVERLAY_SUFFIX}", "wb") as f:
-                f.write(result["overlay"])
-            written += [labels_path, out / f"{name}{OVERLAY_SUFFIX}"]
-            written += write_viewer_files(out, name, result["labels"], result["table"],
-                                          rois=rois, geojson_file=geojson)
-            done(i, name, result["table"])
+            folder.add_image(i, name, result["labels"], result["table"], result["overlay"])
         if large:
             normalization = spec.normalization
         for i, path, name in large:
             bar.set_postfix_str(Path(path).name)
-            labels_path = out / f"{name}{LABELS_SUFFIX}"
-            table = segment_large(path, name, labels_path, normalization,
+            table = segment_large(path, name, folder.labels_path(name), normalization,
                                   dask_tiles(client, spec), channel=channel, tile=tile,
                                   overlap=overlap, progress=progress)
-            written.append(labels_path)
-            written += write_viewer_files(out, name, labels_path, table, rois=rois,
-                                          geojson_file=geojson)
-            done(i, name, table)
+            folder.add_large(i, name, table)
             bar.update()
-    finally:
-        if tables:
-            rows = [tables[i] for i in sorted(tables) if len(tables[i])]
-            write_table(out / TABLE_NAME, pd.concat(rows, ignore_index=True) if rows
-                        else tables[min(tables)])
-            written.append(out / TABLE_NAME)
-    return summary
+    return folder.summary

@@ -17,13 +17,16 @@ are pasted into one label image:
 
 Labels are numbered in raster order of each nucleus's first pixel, so the same nuclei give the
 same label image however the image was tiled. :func:`plan_tiles`, :func:`detect_tile` and
-:func:`stitch` are separate so that tiles can be detected independently (in parallel, from a
+:class:`BandStitcher` are separate so that tiles can be detected independently (in parallel, from a
 lazily read image) and stitched afterwards; :func:`predict_tiled` runs the three in turn.
+:class:`BandStitcher` is the one implementation of the pasting rule: :func:`stitch` is it over
+one band of the whole image, :mod:`nucleus.inference.large` over bands of tile rows written out
+as they are finished.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -149,39 +152,130 @@ def tile_instances(detect, crop: np.ndarray, offset: tuple[int, int]) -> list[In
     return instances_of(masks, scores, offset)
 
 
+class Pasted(NamedTuple):
+    """A nucleus :meth:`BandStitcher.add_tile` kept: its temporary id (its final label is
+    :meth:`BandStitcher.labels` of it), its position among the instances given, and the pixels
+    of its box it got."""
+    id: int
+    index: int
+    mask: np.ndarray
+
+
+RELABEL_PIXELS = 1 << 20
+"""Pixels renumbered at a time when rows are finished, so the temporary copy stays small
+beside the label image (4 MB)."""
+
+
+class BandStitcher:
+    """The pasting rule, for instances that arrive tile row by tile row, holding one band of
+    rows of labels in memory.
+
+    Instances are pasted in the order given: a pixel goes to the first instance that claims it;
+    an instance left with less than half of its pixels (or none) is dropped as a duplicate.
+    Labels are numbered in raster order of each kept nucleus's first pixel. Tiles must come in
+    :func:`plan_tiles` order: a tile row's nuclei lie inside its tiles, which start at or below
+    the row's first pixel row, so every row above it is final once that tile row begins; those
+    rows are numbered and go to ``sink(y0, rows)`` (uint32 labels, never written again by the
+    stitcher, so the sink may keep them). :func:`stitch` is this over a single band.
+    """
+
+    def __init__(self, shape: Sequence[int], sink: Callable[[int, np.ndarray], None]):
+        self.height, self.width = int(shape[0]), int(shape[1])
+        self.sink = sink
+        self.y0 = 0                                            # first row of the band
+        self.band = np.zeros((0, self.width), np.uint32)
+        self.keys: list[int] = []        # per kept nucleus (temporary id - 1): first pixel
+        self.scores: list[float] = []    # per kept nucleus (temporary id - 1)
+        self.rank = np.zeros(1, np.uint32)   # temporary id -> final label (0 -> 0)
+        self.ranked = 0                      # nuclei numbered so far
+        self.pending: list[int] = []         # temporary ids not numbered yet
+
+    def _advance(self, y0: int, y1: int) -> None:
+        """Start a tile row covering rows y0..y1: rows above y0 are final."""
+        if y0 > self.y0:
+            self._flush(y0)
+        if y1 > self.y0 + len(self.band):
+            grow = np.zeros((y1 - self.y0 - len(self.band), self.width), np.uint32)
+            self.band = np.concatenate([self.band, grow]) if len(self.band) else grow
+
+    def _flush(self, limit: int) -> None:
+        """Number the nuclei that start above row ``limit``, send the rows above it."""
+        limit_key = limit * self.width
+        ready = [k for k in self.pending if self.keys[k - 1] < limit_key]
+        if ready:
+            ready.sort(key=lambda k: self.keys[k - 1])
+            self.rank[np.asarray(ready)] = np.arange(self.ranked + 1,
+                                                     self.ranked + 1 + len(ready))
+            self.ranked += len(ready)
+            taken = set(ready)
+            self.pending = [k for k in self.pending if k not in taken]
+        n = min(limit, self.height) - self.y0
+        if n > 0:
+            rows = self.band[:n]
+            step = max(1, RELABEL_PIXELS // max(1, self.width))
+            for a in range(0, n, step):      # in place: temporary ids -> final labels
+                rows[a:a + step] = self.rank[rows[a:a + step]]
+            self.sink(self.y0, rows)
+            self.band = self.band[n:]
+            self.y0 += n
+
+    def add_tile(self, tile: Tile, instances: Iterable[Instance]) -> list[Pasted]:
+        """Paste one tile's instances (tiles in :func:`plan_tiles` order); what was kept."""
+        self._advance(tile.box[0], tile.box[2])
+        kept = []
+        for index, inst in enumerate(instances):
+            y0, x0, y1, x1 = inst.box
+            region = self.band[y0 - self.y0:y1 - self.y0, x0:x1]
+            free = inst.mask & (region == 0)
+            n_free = int(np.count_nonzero(free))
+            if n_free == 0 or 2 * n_free < int(np.count_nonzero(inst.mask)):
+                continue
+            self.scores.append(inst.score)
+            tid = len(self.scores)
+            region[free] = tid
+            row = int(np.argmax(free.any(axis=1)))
+            col = int(np.argmax(free[row]))
+            self.keys.append((y0 + row) * self.width + x0 + col)
+            self.pending.append(tid)
+            kept.append(Pasted(tid, index, free))
+        if len(self.rank) <= len(self.keys):
+            self.rank = np.concatenate([self.rank, np.zeros(len(self.keys) + 1 - len(self.rank)
+                                                            + 1024, np.uint32)])
+        return kept
+
+    def finish(self) -> int:
+        """Send the last rows; the number of nuclei."""
+        self._flush(self.height + 1)
+        return self.ranked
+
+    def labels(self, ids: np.ndarray) -> np.ndarray:
+        """The final labels of temporary ids (after :meth:`finish`)."""
+        return self.rank[ids]
+
+    def label_scores(self) -> np.ndarray:
+        """The score of each label 1..N, float32 (after :meth:`finish`)."""
+        scores = np.empty(self.ranked, np.float32)
+        scores[self.rank[1:self.ranked + 1].astype(np.int64) - 1] = self.scores
+        return scores
+
+
 def stitch(shape: Sequence[int], instances: Iterable[Instance]) -> tuple[np.ndarray, np.ndarray]:
-    """Paste instances, in the order given, into one label image; returns ``(labels, scores)``.
+    """Paste instances, in the order given, into one label image: :class:`BandStitcher`'s rule
+    over one band of the whole image; returns ``(labels, scores)``.
 
     ``labels`` is uint16 [H, W] (uint32 past 65535 nuclei), 0 the background, 1..N the nuclei
-    in raster order of their first pixel; ``scores[k - 1]`` is the score of label k. A pixel
-    goes to the first instance that claims it; an instance left with less than half of its
-    pixels is dropped.
+    in raster order of their first pixel; ``scores[k - 1]`` is the score of label k.
     """
     height, width = int(shape[0]), int(shape[1])
-    labels = np.zeros((height, width), np.uint32)
-    kept: list[Instance] = []
-    for inst in instances:
-        y0, x0, y1, x1 = inst.box
-        region = labels[y0:y1, x0:x1]
-        free = inst.mask & (region == 0)
-        n_free = int(np.count_nonzero(free))
-        if n_free == 0 or 2 * n_free < int(np.count_nonzero(inst.mask)):
-            continue
-        region[free] = len(kept) + 1
-        kept.append(Instance(inst.box, free, inst.score))
-    first = np.empty(len(kept), np.int64)
-    for k, inst in enumerate(kept):
-        row = int(np.argmax(inst.mask.any(axis=1)))
-        col = int(np.argmax(inst.mask[row]))
-        first[k] = (inst.box[0] + row) * width + inst.box[1] + col
-    order = np.argsort(first, kind="stable")
-    for new, k in enumerate(order, start=1):
-        y0, x0, y1, x1 = kept[k].box
-        labels[y0:y1, x0:x1][kept[k].mask] = new
-    scores = np.array([kept[k].score for k in order], np.float32)
-    if len(kept) < 2**16:
+    finished: list[np.ndarray] = []
+    stitcher = BandStitcher((height, width), lambda y0, rows: finished.append(rows))
+    whole = (0, 0, height, width)
+    stitcher.add_tile(Tile(0, whole, tuple(map(float, whole))), instances)
+    count = stitcher.finish()
+    (labels,) = finished                         # one band: the rows come out in one piece
+    if count < 2**16:
         labels = labels.astype(np.uint16)
-    return labels, scores
+    return labels, stitcher.label_scores()
 
 
 def labels_from_masks(masks: np.ndarray,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from nucleus.segment import LABELS_SUFFIX, TABLE_NAME
+from nucleus.formats.segment_outputs import LABELS_SUFFIX, TABLE_NAME
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
