@@ -35,7 +35,7 @@ OVERLAY_SUFFIX = "_overlay.png"
 
 @functools.lru_cache(maxsize=2)
 def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
-    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.nucleus_model import make_detector
 
     return make_detector(model, weights, tta)
 
