@@ -1,8 +1,8 @@
 """A trained model as one object, Mask R-CNN or the FCN-8s baseline: :class:`NucleusModel`.
 
-What a weights file names is resolved here and nowhere else (:meth:`NucleusModel.resolve`: the
-shipped file, the last checkpoint under a logs folder, a path, and the starts of a training run:
-COCO, ImageNet or none). :meth:`NucleusModel.load` reads a file's root attributes once and
+Which file a weights name means is resolved here and nowhere else (:meth:`NucleusModel.resolve`:
+the shipped file, the last checkpoint under a logs folder, a path, and the starts of a training
+run: COCO, ImageNet or none). :meth:`NucleusModel.load` reads a file's root attributes once and
 holds what they say: the configuration stored beside the weights (the network of
 :data:`NETWORK_SHAPE_KEYS` and its profile, the inference settings of that profile), the epoch,
 the image preparation and the run folder (:class:`mrcnn.runs.RunFolder`) the file lies in.
