@@ -38,7 +38,7 @@ from tqdm import tqdm  # noqa: E402
 from mrcnn import execution  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from nucleus.dataset import NucleusDataset  # noqa: E402
-from nucleus.inference.model_files import SHIPPED_WEIGHTS, config_from_weights  # noqa: E402
+from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS, config_from_weights  # noqa: E402
 
 
 def measure(step: int, dataset: NucleusDataset, weights: str, limit: int | None) -> dict:

@@ -35,7 +35,8 @@ def main(argv=None) -> int:
 
     from nucleus.dataset import load_subset
     from nucleus.inference import scales
-    from nucleus.inference.detectors import Detector, make_detector
+    from nucleus.inference.detectors import Detector
+    from nucleus.inference.nucleus_model import make_detector
     from nucleus.kinds import image_kind
     from nucleus.scoring import metric
 

@@ -61,7 +61,7 @@ def _detector(name: str):
         from nucleus.sample_data import make_threshold_detector
 
         return make_threshold_detector()
-    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.nucleus_model import make_detector
 
     return make_detector("mrcnn")
 

@@ -126,10 +126,9 @@ def floor_seconds_per_mp(weights: str | None) -> dict:
     float32 3x3 convolution throughput (``benchmarks/speed.py``'s yardstick)."""
     from benchmarks.speed import conv_throughput, graph_gmacs
     from mrcnn.network import MaskRCNNNet
-    from nucleus.inference.detectors import mrcnn_weights
-    from nucleus.inference.model_files import config_from_weights
+    from nucleus.inference.nucleus_model import NucleusModel
 
-    config = config_from_weights(mrcnn_weights(weights), inference=True)
+    config = NucleusModel.load(weights).config
     net = MaskRCNNNet(config)
 
     def backbone_fpn_rpn(images):

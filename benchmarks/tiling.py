@@ -38,7 +38,7 @@ def _peak_mb() -> float:
 
 def _one_speed_run(size: int, tile: int, overlap: int, weights: str | None) -> dict:
     """Runs in a child process: build the detector, segment the mosaic once, report."""
-    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.nucleus_model import make_detector
     from nucleus.inference.tiling import predict_tiled
     from nucleus.sample_data import sample_mosaic
 
@@ -80,7 +80,7 @@ def speed(args) -> None:
 
 def accuracy(args) -> None:
     from nucleus.cli import load_dataset
-    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.nucleus_model import make_detector
     from nucleus.inference.tiling import predict_tiled
     from nucleus.scoring.evaluation import evaluate_dataset
 

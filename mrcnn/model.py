@@ -19,6 +19,7 @@ from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (ma
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
 from mrcnn.proposals import top_anchors
 from mrcnn.roi_align import pyramid_roi_align
+from mrcnn.runs import RunFolder, mask_rcnn_layout
 from mrcnn.utils import compose_image_meta, parse_image_meta  # noqa: F401 (matterport names)
 
 logger = logging.getLogger(__name__)
@@ -124,19 +125,13 @@ def _data_parallel(count: int) -> None:
 def find_last_checkpoint(model_dir: str, name: str | None) -> str:
     """Last checkpoint of the latest run named ``<name><timestamp>`` under ``model_dir``
     (no model needed, so callers can look before building one)."""
-    name = (name or "model").lower()
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"{model_dir}: no such folder, so no checkpoint to resume from")
-    run_name = re.compile(re.escape(name) + r"\d{8}T\d{4}")
-    runs = sorted(d for d in os.listdir(model_dir)
-                  if run_name.fullmatch(d) and os.path.isdir(os.path.join(model_dir, d)))
-    for run in reversed(runs):
-        folder = os.path.join(model_dir, run)
-        checkpoints = sorted(f for f in os.listdir(folder)
-                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
-        if checkpoints:
-            return os.path.join(folder, checkpoints[-1])
-    raise FileNotFoundError(f"Could not find a checkpoint of '{name}' in {model_dir}")
+    layout = mask_rcnn_layout(name)
+    found = layout.find_last(model_dir)
+    if found is None:
+        raise FileNotFoundError(f"Could not find a checkpoint of '{layout.prefix}' in {model_dir}")
+    return found[0]
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -270,9 +265,14 @@ class MaskRCNN:
             if m:
                 now = datetime.datetime(*[int(g) for g in m.groups()[:5]])
                 self.epoch = int(m.group(6))
-        name = (self.config.NAME or "model").lower()
-        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
-        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+        run = mask_rcnn_layout(self.config.NAME).folder(self.model_dir, now)
+        self.log_dir = run.path
+        self.checkpoint_path = os.path.join(self.log_dir, run.layout.checkpoint)
+
+    @property
+    def run_folder(self) -> RunFolder:
+        """The run folder of :attr:`log_dir`: its checkpoints, history.csv and val_map.csv."""
+        return RunFolder(self.log_dir, mask_rcnn_layout(self.config.NAME))
 
     def find_last(self) -> str:
         """Path of the last checkpoint of the latest run of this configuration's NAME."""
@@ -316,23 +316,8 @@ class MaskRCNN:
                              "convolutions (fold_batch_norms); build a new model")
 
     def get_imagenet_weights(self) -> str:
-        """Path of the ImageNet ResNet-50 file (Keras 2 layout, matterport's layer names).
-
-        Looked up in ``~/.keras/models``; fetched from its usual release address when missing.
-        """
-        local = os.path.join(os.path.expanduser("~"), ".keras", "models",
-                             weights_io.IMAGENET_RESNET50_FILE)
-        if os.path.exists(local):
-            return local
-        try:
-            return keras.utils.get_file(weights_io.IMAGENET_RESNET50_FILE,
-                                        weights_io.IMAGENET_RESNET50_URL,
-                                        cache_subdir="models")
-        except Exception as e:  # no network: say what to fetch and where to put it
-            raise FileNotFoundError(
-                f"{local}: ImageNet ResNet-50 weights not found and could not be downloaded "
-                f"({type(e).__name__}). Download {weights_io.IMAGENET_RESNET50_URL} into "
-                "~/.keras/models/ or pass the file's path.") from None
+        """Path of the ImageNet ResNet-50 file (:func:`mrcnn.weights.get_imagenet_weights`)."""
+        return weights_io.get_imagenet_weights()
 
     # ------------------------------------------------------------------ training
     def set_trainable(self, layer_regex: str, verbose: int = 0) -> list[str]:
@@ -384,8 +369,7 @@ class MaskRCNN:
         if distribute.is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
             callbacks[:0] = [
-                keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"),
-                                          append=True),
+                keras.callbacks.CSVLogger(self.run_folder.history, append=True),
                 CheckpointCallback(self)]
             if keras.backend.backend() == "tensorflow":  # its writer needs TensorFlow
                 callbacks.insert(0, keras.callbacks.TensorBoard(

@@ -30,6 +30,24 @@ IMAGENET_RESNET50_URL = ("https://github.com/fchollet/deep-learning-models/relea
                          "v0.2/" + IMAGENET_RESNET50_FILE)
 
 
+def get_imagenet_weights() -> str:
+    """Path of the ImageNet ResNet-50 file (Keras 2 layout, matterport's layer names).
+
+    Looked up in ``~/.keras/models``; fetched from its usual release address when missing.
+    """
+    local = os.path.join(os.path.expanduser("~"), ".keras", "models", IMAGENET_RESNET50_FILE)
+    if os.path.exists(local):
+        return local
+    try:
+        return keras.utils.get_file(IMAGENET_RESNET50_FILE, IMAGENET_RESNET50_URL,
+                                    cache_subdir="models")
+    except Exception as e:  # no network: say what to fetch and where to put it
+        raise FileNotFoundError(
+            f"{local}: ImageNet ResNet-50 weights not found and could not be downloaded "
+            f"({type(e).__name__}). Download {IMAGENET_RESNET50_URL} into "
+            "~/.keras/models/ or pass the file's path.") from None
+
+
 def weight_units(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers that own weights, in order, as a weights file keys them.
 

@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radii", default="0,1,2,3,4,5,6", help="comma-separated radii to try")
 
     p = sub.add_parser("curves", help="PNG of losses and validation mAP from a run folder")
-    p.add_argument("run", help="run folder (holds history.csv and val_map.csv)")
+    p.add_argument("run", help="run folder of Mask R-CNN or the FCN (holds history.csv and "
+                               "val_map.csv)")
     p.add_argument("--out", default=None, help="PNG path (default: RUN/training_curves.png)")
 
     p = sub.add_parser("compare", help="FCN vs Mask R-CNN vs ground truth on the same images")
@@ -296,15 +297,15 @@ def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None,
 
 def make_detector(args):
     """The detector of --model, --weights and --tta
-    (:func:`nucleus.inference.detectors.make_detector`), with the configuration values given on the
-    command line."""
-    from nucleus.inference.detectors import make_detector as build
+    (:func:`nucleus.inference.nucleus_model.make_detector`), with the configuration values given
+    on the command line."""
+    from nucleus.inference.nucleus_model import make_detector as build
 
     return build(**_detector_kwargs(args))
 
 
 def _detector_kwargs(args) -> dict[str, Any]:
-    """:func:`nucleus.inference.detectors.make_detector`'s keywords from the command line."""
+    """:func:`nucleus.inference.nucleus_model.make_detector`'s keywords from the command line."""
     return dict(model=args.model, weights=args.weights, tta=getattr(args, "tta", False),
                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
@@ -314,15 +315,12 @@ def _detector_kwargs(args) -> dict[str, Any]:
 def _detector_spec(args):
     """What a Dask worker needs to build the detector itself: the same keywords, with the
     weights file resolved here (so a missing file is reported before any worker starts)."""
-    from nucleus.inference.detectors import fcn_weights, mrcnn_weights
+    from nucleus.inference.nucleus_model import NucleusModel
     from nucleus.inference.parallel import DetectorSpec
 
     kwargs = _detector_kwargs(args)
-    if args.model == "fcn":
-        kwargs["weights"] = os.path.abspath(fcn_weights(args.weights, kwargs["logs"]))
-    else:
-        kwargs["weights"] = os.path.abspath(mrcnn_weights(args.weights, kwargs["logs"],
-                                                          kwargs["profile"]))
+    kwargs["weights"] = os.path.abspath(NucleusModel.resolve(
+        args.weights, kind=args.model, logs=kwargs["logs"], profile=kwargs["profile"]))
     return DetectorSpec(kwargs=kwargs)
 
 
@@ -349,22 +347,26 @@ def cmd_train(args) -> int:
                            batch_size=args.batch_size, eval_every=args.eval_every,
                            **({} if args.radius is None else {"radius": args.radius}))
         print(result)
+        _print_run_curves(result["run_dir"])
         return 0
-    from nucleus.scoring.plots import save_training_curves
     from nucleus.training.train import train_nucleus
     from nucleus.training.train_options import TrainOptions
 
     overrides = overrides_from_args(args)
     model = train_nucleus(logs=args.logs, options=TrainOptions.from_args(args),
                           **_mrcnn_train_kwargs(args, overrides))
-    history = os.path.join(model.log_dir, "history.csv")
-    if os.path.exists(history):
-        val_map = os.path.join(model.log_dir, "val_map.csv")
-        png = save_training_curves(os.path.join(model.log_dir, "training_curves.png"), history,
-                                   val_map if os.path.exists(val_map) else None)
-        print(f"training curves: {png}")
+    _print_run_curves(model.log_dir)
     print(f"checkpoints: {model.log_dir}")
     return 0
+
+
+def _print_run_curves(run_dir: str | os.PathLike) -> None:
+    """Draw a finished run's training curves (when it has a history) and say where."""
+    from nucleus.scoring.plots import save_run_curves
+
+    png = save_run_curves(run_dir)
+    if png is not None:
+        print(f"training curves: {png}")
 
 
 def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -512,10 +514,9 @@ def cmd_crossval(args) -> int:
 def cmd_pick_radius(args) -> int:
     from nucleus.fcn.model import load_fcn
     from nucleus.fcn.train import tune_radius
+    from nucleus.inference.nucleus_model import NucleusModel
 
-    from nucleus.inference.detectors import fcn_weights
-
-    weights = fcn_weights(args.weights, args.logs)
+    weights = NucleusModel.resolve(args.weights, kind="fcn", logs=args.logs)
     ds = load_dataset(args.dataset, args.subset, args.limit)
     radii = [int(r) for r in args.radii.split(",")]
     best, scores = tune_radius(load_fcn(weights), ds, radii)
@@ -526,14 +527,14 @@ def cmd_pick_radius(args) -> int:
 
 
 def cmd_curves(args) -> int:
-    from nucleus.scoring.plots import save_training_curves
+    from mrcnn.runs import RunFolder
+    from nucleus.scoring.plots import save_run_curves
 
-    history = os.path.join(args.run, "history.csv")
-    if not os.path.exists(history):
-        raise InputError(f"{history}: no training history in this run folder")
-    val_map = os.path.join(args.run, "val_map.csv")
-    out = args.out or os.path.join(args.run, "training_curves.png")
-    print(save_training_curves(out, history, val_map if os.path.exists(val_map) else None))
+    png = save_run_curves(args.run, args.out)
+    if png is None:
+        raise InputError(f"{RunFolder(args.run).history}: no training history in this run "
+                         "folder")
+    print(png)
     return 0
 
 

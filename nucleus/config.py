@@ -20,6 +20,8 @@ from nucleus.formats.image_io import normalize_image
 
 class NucleusConfig(Config):
     """The study's training configuration."""
+    PROFILE = "study"                 # the profile's name (:data:`PROFILES`), stored with the
+                                      # weights so that inference rebuilds the same profile
     NAME = "nucleus"
     NUM_CLASSES = 1 + 1               # background + nucleus
     IMAGES_PER_GPU = 2
@@ -60,6 +62,7 @@ class NucleusInferenceConfig(NucleusConfig):
 
 class NucleusCPUConfig(NucleusConfig):
     """Training from scratch on a 2-core CPU (chosen by measurement; see README)."""
+    PROFILE = "cpu"
     NAME = "nucleus_cpu"
     BACKBONE = "resnet50"
     IMAGES_PER_GPU = 2
@@ -129,6 +132,9 @@ def make_config(profile: str = "study", inference: bool = False,
         raise InputError(f"unknown configuration {profile!r}: choose from {sorted(PROFILES)}")
     cls = PROFILES[profile][1 if inference else 0]
     attrs = dict(overrides or {})
+    if "PROFILE" in attrs:
+        raise InputError("PROFILE is the configuration's own name: choose the configuration "
+                         "with --profile")
     for name in attrs:
         if not hasattr(cls, name):
             raise InputError(f"unknown configuration value {name} (see mrcnn/config.py and "

@@ -23,7 +23,8 @@ from nucleus.formats.nuclei_table import COLUMNS, measure  # noqa: F401  (public
 from nucleus.formats.segment_outputs import TABLE_NAME  # noqa: F401  (public here too)
 from nucleus.formats.segment_outputs import (LABELS_SUFFIX, OVERLAY_SUFFIX, OutputFolder, Summary,
                                              overlay_png)
-from nucleus.inference.detectors import Detector, make_detector
+from nucleus.inference.detectors import Detector
+from nucleus.inference.nucleus_model import make_detector
 from nucleus.inference.tiling import DEFAULT_OVERLAP, predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap

@@ -177,7 +177,7 @@ def test_bad_input_gets_one_clear_message_and_the_viewer_goes_on(clean, tmp_path
     widget.model_box.setCurrentText(widget_module.WEIGHTS_FILE)
     widget.weights_edit.setText(str(fake))
     try:
-        assert_refused(viewer, widget, str(fake), "not a weights file")
+        assert_refused(viewer, widget, str(fake), "not a readable HDF5 weights file")
         widget.weights_edit.setText(str(tmp_path / "missing.h5"))
         assert_refused(viewer, widget, "missing.h5", "not found")
     finally:

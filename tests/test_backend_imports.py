@@ -113,7 +113,7 @@ prob = predict_foreground(model, image)
 result = train_fcn(EllipseDataset(4, seed=1), None, LOGS, weights=None, epochs=1,
                    steps_per_epoch=2, crop_size=32, batch_size=2, fc_width=16, eval_every=0,
                    workers=1, augment=False, verbose=0)
-with open(result["run_dir"] / "losses.csv", newline="") as f:
+with open(result["run_dir"] / "history.csv", newline="") as f:
     losses = [float(row["loss"]) for row in csv.DictReader(f)]
 print("RESULT " + json.dumps({"shape": list(prob.shape), "finite": bool(np.isfinite(prob).all()),
                               "in_unit": bool(((prob >= 0) & (prob <= 1)).all()),

@@ -8,7 +8,8 @@ import pytest
 from nucleus.dataset import load_subset
 from nucleus.errors import InputError
 from nucleus.formats.image_io import normalize_image
-from nucleus.inference.detectors import Detector, crop_sized_of, make_detector, returns_crop_sized
+from nucleus.inference.detectors import Detector, returns_crop_sized
+from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS, crop_sized_of, make_detector
 
 
 def _square(shape, y0, x0, y1, x1) -> np.ndarray:
@@ -81,13 +82,12 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     """The detector normalises whole images itself; the result is the same as before, when
     the network's configuration did it inside ``detect``."""
     from mrcnn import model as modellib
-    from nucleus.inference.detectors import default_weights
+    from nucleus.inference.nucleus_model import config_from_weights
     from nucleus.scoring.evaluation import detect_instances
-    from nucleus.inference.model_files import config_from_weights
 
     detector = make_detector("mrcnn", logs=tmp_path)
     assert detector.normalization == "stretch" and not detector.tta
-    weights = default_weights()
+    weights = SHIPPED_WEIGHTS
     config = config_from_weights(weights, inference=True)
     assert config.IMAGE_NORMALIZATION == "stretch"
     network = modellib.MaskRCNN("inference", config, str(tmp_path))
@@ -111,10 +111,8 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
 
     import h5py
 
-    from nucleus.inference.detectors import default_weights
-
     sized = tmp_path / "sized.h5"
-    shutil.copy(default_weights(), sized)
+    shutil.copy(SHIPPED_WEIGHTS, sized)
     with h5py.File(sized, "r+") as f:
         config = json.loads(f.attrs["mrcnn_config"])
         config["OBJECT_DIAMETER"] = 24.0

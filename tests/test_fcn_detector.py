@@ -74,14 +74,15 @@ def test_find_last_is_the_last_checkpoint_of_the_newest_run_with_one(tmp_path):
 
 def test_inference_loads_no_training_code(tmp_path):
     """Importing the inference modules and finding an FCN checkpoint through
-    nucleus.inference.detectors imports neither nucleus.training.train nor nucleus.fcn.train."""
+    nucleus.inference.nucleus_model imports neither nucleus.training.train nor nucleus.fcn.train."""
     _touch(tmp_path / "fcn20260101T120000" / "fcn_0001.weights.h5")
     code = (
         "import sys\n"
         "import nucleus.inference.detectors, nucleus.inference.parallel, nucleus.segment\n"
         "import nucleus.fcn.detector\n"
-        "from nucleus.inference.detectors import fcn_weights\n"
-        f"assert fcn_weights(None, {str(tmp_path)!r}).endswith('fcn_0001.weights.h5')\n"
+        "from nucleus.inference.nucleus_model import NucleusModel\n"
+        f"found = NucleusModel.load(None, kind='fcn', logs={str(tmp_path)!r})\n"
+        "assert found.weights.endswith('fcn_0001.weights.h5') and found.epoch == 1\n"
         "print(sorted(m for m in ('nucleus.training.train', 'nucleus.fcn.train',\n"
         "                         'nucleus.fcn.crossval') if m in sys.modules))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",

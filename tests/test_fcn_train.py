@@ -80,13 +80,13 @@ def test_training_from_scratch_learns_the_foreground(trained):
     assert result["checkpoint"] == run_dir / f"fcn_{EPOCHS:04d}.weights.h5"
     files = sorted(f.name for f in run_dir.iterdir())
     checkpoints = [f"fcn_{e:04d}.weights.h5" for e in range(1, EPOCHS + 1)]
-    assert files == checkpoints + ["losses.csv", "val_metrics.csv"], files  # no temporary file
+    assert files == checkpoints + ["history.csv", "val_map.csv"], files  # no temporary file
 
-    losses = read_csv(run_dir / "losses.csv")
-    assert [int(r["epoch"]) for r in losses] == list(range(1, EPOCHS + 1))
+    losses = read_csv(run_dir / "history.csv")      # epochs from 0, as Keras's CSVLogger
+    assert [int(r["epoch"]) for r in losses] == list(range(EPOCHS))
     assert float(losses[-1]["loss"]) < float(losses[0]["loss"])
 
-    val = read_csv(run_dir / "val_metrics.csv")
+    val = read_csv(run_dir / "val_map.csv")
     assert [int(r["epoch"]) for r in val] == [2, 4]  # every 2 epochs
     assert list(val[0]) == ["epoch", "pixel_iou", "map"]
     assert float(val[-1]["pixel_iou"]) > 0.8
@@ -140,8 +140,8 @@ def test_resume_from_last_checkpoint(trained):
                      fc_width=FC_WIDTH, verbose=0)
     assert more["run_dir"] == result["run_dir"] and more["epoch"] == EPOCHS + 1
     assert (result["run_dir"] / f"fcn_{EPOCHS + 1:04d}.weights.h5").is_file()
-    epochs = [int(r["epoch"]) for r in read_csv(result["run_dir"] / "losses.csv")]
-    assert epochs == list(range(1, EPOCHS + 2))
+    epochs = [int(r["epoch"]) for r in read_csv(result["run_dir"] / "history.csv")]
+    assert epochs == list(range(EPOCHS + 1))
     assert find_last(logs)[1] == EPOCHS + 1
 
 

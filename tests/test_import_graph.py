@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mrcnn", "nucleus")
 INFERENCE = ("nucleus.inference.detectors", "nucleus.segment", "nucleus.inference.tiling",
-             "nucleus.inference.large", "nucleus.inference.model_files",
+             "nucleus.inference.large", "nucleus.inference.nucleus_model",
              "nucleus.formats.nuclei_table", "nucleus.inference.parallel", "nucleus.fcn.detector")
 TRAINING = ("nucleus.training.train", "nucleus.fcn.train")
 # Package -> the packages and modules none of its modules may reach, through any chain of

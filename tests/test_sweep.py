@@ -96,12 +96,12 @@ class FakeTrainer:
         self.runs = 0
 
     def __call__(self, logs, resume, options, overrides, **kwargs):
-        from nucleus.training.train import last_checkpoint
+        from mrcnn.runs import mask_rcnn_layout
 
         epochs = options.epochs
         self.calls.append({"logs": logs, "resume": resume, "overrides": dict(overrides),
                            **options.keywords(), **kwargs})
-        found = last_checkpoint(logs, "nucleus_cpu") if resume else None
+        found = mask_rcnn_layout("nucleus_cpu").find_last(logs) if resume else None
         if found:
             run_dir, start = os.path.dirname(found[0]), found[1]
         else:

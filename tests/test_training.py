@@ -1,12 +1,10 @@
-"""nucleus.training.train: the study's schedule, start weights (errors and loads) and configs read
-from weights files.
+"""nucleus.training.train: the study's schedule, start weights (errors and loads) and resuming.
 
 Weights files are written with h5py holding only what each test needs; the loads that must reach a
 network use the shared tiny model of conftest.py.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import types
@@ -18,12 +16,9 @@ import pytest
 
 from mrcnn import model as modellib
 from mrcnn import weights as weights_io
-from mrcnn.weights import WeightsError
-from nucleus.config import (NucleusCPUInferenceConfig, NucleusConfig, NucleusInferenceConfig,
-                            make_config)
 from nucleus.errors import InputError
+from nucleus.inference import nucleus_model
 from nucleus.training import train as training
-from nucleus.inference.model_files import config_from_weights
 from nucleus.training.train import Stage, check_start_weights, default_schedule, load_start_weights
 
 
@@ -73,6 +68,7 @@ def test_layers_force_one_stage():
 # ----------------------------------------------------------------------------- start weights
 class _NoModel:
     """Stands in for a MaskRCNN where loading must fail before the model is used."""
+    model_dir, config = "logs", types.SimpleNamespace(NAME="nucleus")
 
     def load_weights(self, *args, **kwargs):
         raise AssertionError("load_weights must not be reached")
@@ -81,7 +77,7 @@ class _NoModel:
 @pytest.fixture
 def no_weights_anywhere(tmp_path, monkeypatch):
     """No COCO or ImageNet file in weights/, ~/.keras/models or the working folder."""
-    monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(nucleus_model, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -100,7 +96,7 @@ def test_missing_coco_weights_say_where_to_get_them(no_weights_anywhere):
 
 def test_coco_weights_found_in_the_working_folder(no_weights_anywhere):
     (no_weights_anywhere / "mask_rcnn_coco.h5").write_bytes(b"")
-    assert training.find_coco_weights() == str(no_weights_anywhere / "mask_rcnn_coco.h5")
+    assert nucleus_model.find_coco_weights() == str(no_weights_anywhere / "mask_rcnn_coco.h5")
 
 
 def test_missing_imagenet_weights_offline_is_a_clear_error(no_weights_anywhere, monkeypatch):
@@ -108,11 +104,8 @@ def test_missing_imagenet_weights_offline_is_a_clear_error(no_weights_anywhere, 
         raise OSError("URL fetch failure: no network")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    model = types.SimpleNamespace(
-        get_imagenet_weights=lambda: modellib.MaskRCNN.get_imagenet_weights(None),
-        load_weights=_NoModel().load_weights)
     with pytest.raises(InputError) as info:
-        load_start_weights(model, "imagenet")
+        load_start_weights(_NoModel(), "imagenet")
     message = str(info.value)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert "~/.keras/models" in message
@@ -135,86 +128,6 @@ def test_none_loads_nothing():
     assert load_start_weights(_NoModel(), "none") is None
 
 
-# ----------------------------------------------------------------------------- config from file
-def _weights_file(path, config=None) -> str:
-    """An HDF5 file with the root attributes our checkpoints carry (no arrays needed here)."""
-    with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = []
-        if config is not None:
-            f.attrs["mrcnn_config"] = json.dumps(config.to_dict(), default=str)
-            f.attrs["epoch"] = 3
-    return str(path)
-
-
-def test_config_from_weights_restores_cpu_profile_and_network(tmp_path):
-    trained = make_config("cpu", overrides={"BACKBONE": "resnet101", "TOP_DOWN_PYRAMID_SIZE": 32,
-                                            "RPN_CONV_SIZE": 48, "MASK_HEAD_CONV_SIZE": 16,
-                                            "FPN_CLASSIF_FC_LAYERS_SIZE": 64,
-                                            "RPN_ANCHOR_SCALES": (4, 8, 16, 32, 64),
-                                            "IMAGE_MIN_DIM": 128, "IMAGE_MAX_DIM": 128})
-    path = _weights_file(tmp_path / "cpu.h5", trained)
-    c = config_from_weights(path)
-    assert isinstance(c, NucleusCPUInferenceConfig)
-    assert c.NAME == "nucleus_cpu"
-    assert c.BACKBONE == "resnet101"
-    assert (c.TOP_DOWN_PYRAMID_SIZE, c.RPN_CONV_SIZE, c.MASK_HEAD_CONV_SIZE,
-            c.FPN_CLASSIF_FC_LAYERS_SIZE) == (32, 48, 16, 64)
-    assert tuple(c.RPN_ANCHOR_SCALES) == (4, 8, 16, 32, 64)
-    # Inference keeps the profile's whole-image resize, not the training crop size.
-    assert c.IMAGE_RESIZE_MODE == "pad64" and c.BATCH_SIZE == 1
-    training_config = config_from_weights(path, inference=False)
-    assert training_config.IMAGE_RESIZE_MODE == "crop"
-
-
-def test_config_from_weights_keeps_the_normalisation_the_weights_were_trained_with(tmp_path):
-    assert make_config("cpu").IMAGE_NORMALIZATION == "stretch"
-    assert make_config("study").IMAGE_NORMALIZATION is None
-    stretched = _weights_file(tmp_path / "new.h5", make_config("cpu"))
-    assert config_from_weights(stretched).IMAGE_NORMALIZATION == "stretch"
-    plain = _weights_file(tmp_path / "plain.h5",
-                          make_config("cpu", overrides={"IMAGE_NORMALIZATION": None}))
-    assert config_from_weights(plain).IMAGE_NORMALIZATION is None
-    # A file written before the option existed was trained on raw images.
-    old = make_config("cpu").to_dict()
-    del old["IMAGE_NORMALIZATION"]
-    with h5py.File(tmp_path / "old.h5", "w") as f:
-        f.attrs["layer_names"] = []
-        f.attrs["mrcnn_config"] = json.dumps(old, default=str)
-    assert config_from_weights(str(tmp_path / "old.h5")).IMAGE_NORMALIZATION is None
-
-
-def test_config_from_weights_study_profile_and_overrides(tmp_path):
-    path = _weights_file(tmp_path / "study.h5",
-                         make_config("study", overrides={"BACKBONE": "resnet50"}))
-    c = config_from_weights(path, overrides={"DETECTION_MIN_CONFIDENCE": 0.5})
-    assert isinstance(c, NucleusInferenceConfig)
-    assert c.BACKBONE == "resnet50" and c.DETECTION_MIN_CONFIDENCE == 0.5
-    assert c.IMAGE_RESIZE_MODE == "square"
-
-
-def test_config_from_weights_without_stored_config_uses_the_study(tmp_path):
-    path = _weights_file(tmp_path / "matterport.h5")
-    c = config_from_weights(path)
-    assert isinstance(c, NucleusInferenceConfig) and c.BACKBONE == "resnet101"
-    assert isinstance(config_from_weights(path, profile="cpu"), NucleusCPUInferenceConfig)
-
-
-def test_explicit_profile_wins_over_the_file(tmp_path):
-    path = _weights_file(tmp_path / "cpu.h5", make_config("cpu"))
-    c = config_from_weights(path, profile="study")
-    assert isinstance(c, NucleusConfig)
-    assert c.IMAGE_RESIZE_MODE == "square" and c.BACKBONE == "resnet50"  # network from the file
-
-
-def test_config_from_weights_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.h5"):
-        config_from_weights(str(tmp_path / "missing.h5"))
-    garbage = tmp_path / "garbage.h5"
-    garbage.write_bytes(b"\x00garbage" * 64)
-    with pytest.raises(WeightsError, match="garbage.h5"):
-        config_from_weights(str(garbage))
-
-
 # ----------------------------------------------------------------------------- starts that load
 @pytest.fixture
 def tiny(inference_model, tmp_path, monkeypatch):
@@ -223,7 +136,7 @@ def tiny(inference_model, tmp_path, monkeypatch):
     for name in ("model_dir", "epoch", "log_dir", "checkpoint_path"):
         monkeypatch.setattr(inference_model, name, getattr(inference_model, name))
     inference_model.model_dir = str(tmp_path / "logs")
-    monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(nucleus_model, "REPO_WEIGHTS_DIR", str(tmp_path / "weights"))
     yield inference_model
     inference_model.keras_model.set_weights(saved)
 
@@ -254,8 +167,8 @@ def _coco_file(model, path, rng) -> dict:
 
 
 def test_coco_start_loads_the_backbone_keeps_fresh_heads_and_starts_a_new_run(tiny, tmp_path):
-    os.makedirs(training.REPO_WEIGHTS_DIR)
-    coco = os.path.join(training.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5")
+    os.makedirs(nucleus_model.REPO_WEIGHTS_DIR)
+    coco = os.path.join(nucleus_model.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5")
     values = _coco_file(tiny, coco, np.random.default_rng(0))
     fresh = {name: [w.numpy() for w in _unit(tiny, name).weights]
              for name in values if name != "conv1"}
@@ -271,8 +184,8 @@ def test_coco_start_loads_the_backbone_keeps_fresh_heads_and_starts_a_new_run(ti
 
 
 def test_last_resumes_the_latest_checkpoint_of_the_run_not_the_coco_file(tiny, tmp_path):
-    os.makedirs(training.REPO_WEIGHTS_DIR)
-    _coco_file(tiny, os.path.join(training.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
+    os.makedirs(nucleus_model.REPO_WEIGHTS_DIR)
+    _coco_file(tiny, os.path.join(nucleus_model.REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
                np.random.default_rng(1))
     run = tmp_path / "logs" / "tiny20260102T0930"
     kernel = _unit(tiny, "conv1").kernel
@@ -289,9 +202,10 @@ def test_last_resumes_the_latest_checkpoint_of_the_run_not_the_coco_file(tiny, t
 
 class _MidRun:
     """A model with matterport's API, at epoch 42 of a run, whose ``load_weights`` only loads."""
+    model_dir, config = "logs", types.SimpleNamespace(NAME="nucleus")
 
-    def __init__(self, imagenet: str):
-        self.epoch, self.log_dir, self.loads, self.imagenet = 42, "old run", [], imagenet
+    def __init__(self):
+        self.epoch, self.log_dir, self.loads = 42, "old run", []
 
     def load_weights(self, path, by_name=False, exclude=None):
         self.loads.append((path, by_name, list(exclude or [])))
@@ -299,22 +213,22 @@ class _MidRun:
     def set_log_dir(self, model_path=None):
         self.epoch, self.log_dir = 0, "new run"
 
-    def get_imagenet_weights(self):
-        return self.imagenet
-
 
 def test_coco_and_imagenet_starts_begin_a_new_run_whatever_load_weights_does(
-        no_weights_anywhere):
+        no_weights_anywhere, monkeypatch):
     coco = no_weights_anywhere / "mask_rcnn_coco.h5"
     coco.write_bytes(b"")
+    monkeypatch.setattr(weights_io, "get_imagenet_weights", lambda: "resnet50.h5")
     for start, path, exclude in (("coco", str(coco), training.COCO_EXCLUDE),
                                  ("imagenet", "resnet50.h5", [])):
-        model = _MidRun("resnet50.h5")
+        model = _MidRun()
         assert load_start_weights(model, start) == path
         assert model.loads == [(path, True, exclude)]
         assert (model.epoch, model.log_dir) == (0, "new run")
-    model = _MidRun("resnet50.h5")                    # a checkpoint: the run state is its own
-    load_start_weights(model, "logs/run/mask_rcnn_nucleus_0042.h5")
+    model = _MidRun()                                 # a checkpoint: the run state is its own
+    checkpoint = no_weights_anywhere / "mask_rcnn_nucleus_0042.h5"
+    checkpoint.write_bytes(b"")
+    load_start_weights(model, str(checkpoint))
     assert (model.epoch, model.log_dir) == (42, "old run")
 
 
@@ -326,16 +240,6 @@ def _checkpoint(folder, epoch: int, run: str = "nucleus_cpu20260101T1200"):
     return str(path)
 
 
-def test_last_checkpoint_is_found_by_name_without_a_model(tmp_path):
-    assert training.last_checkpoint(str(tmp_path / "none"), "nucleus_cpu") is None
-    assert training.last_checkpoint(str(tmp_path), "nucleus_cpu") is None
-    _checkpoint(tmp_path, 3)
-    last = _checkpoint(tmp_path, 12)
-    (tmp_path / "nucleus_cpu20270101T0000").mkdir()   # a newer run that saved nothing yet
-    assert training.last_checkpoint(str(tmp_path), "nucleus_cpu") == (last, 12)
-    assert training.last_checkpoint(str(tmp_path), "nucleus") is None
-
-
 class _RecordingModel:
     """Stands in for MaskRCNN in train_nucleus: records what it loads and trains."""
     made: list = []
@@ -344,9 +248,6 @@ class _RecordingModel:
         self.model_dir, self.config, self.epoch, self.log_dir = model_dir, config, 0, model_dir
         self.loaded, self.stages = [], []
         _RecordingModel.made.append(self)
-
-    def find_last(self):
-        return modellib.find_last_checkpoint(self.model_dir, self.config.NAME)
 
     def load_weights(self, path, by_name=False, exclude=None):
         self.loaded.append((path, exclude))
@@ -370,7 +271,7 @@ def test_resume_continues_the_last_checkpoint_with_the_schedule_of_the_start_wei
                 epochs=120, profile="cpu", val_subset="", limit=2, resume=True)
     # Without a checkpoint, resume starts from the start weights (COCO must then exist).
     with pytest.raises(InputError, match="mask_rcnn_coco.h5"):
-        monkeypatch.setattr(training, "REPO_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+        monkeypatch.setattr(nucleus_model, "REPO_WEIGHTS_DIR", str(tmp_path / "no_weights"))
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
         monkeypatch.chdir(tmp_path)
         training.train_nucleus(**args)

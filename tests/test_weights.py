@@ -312,6 +312,33 @@ def test_imagenet_resnet50_file_loads_into_the_backbone_by_name(model, tmp_path)
         np.testing.assert_array_equal(got, old)
 
 
+def test_the_imagenet_file_is_found_locally_or_fetched_or_said_where_to_get(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    local = tmp_path / ".keras" / "models" / weights_io.IMAGENET_RESNET50_FILE
+    fetched = []
+
+    def get_file(name, url, cache_subdir):
+        fetched.append((name, url, cache_subdir))
+        if len(fetched) > 1:
+            raise OSError("no network")
+        return "downloaded.h5"
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    assert weights_io.get_imagenet_weights() == "downloaded.h5"
+    assert fetched == [(weights_io.IMAGENET_RESNET50_FILE, weights_io.IMAGENET_RESNET50_URL,
+                        "models")]
+    with pytest.raises(FileNotFoundError) as info:
+        weights_io.get_imagenet_weights()
+    message = str(info.value)
+    assert message.startswith(f"{local}: ImageNet ResNet-50 weights not found")
+    assert "(OSError)" in message and weights_io.IMAGENET_RESNET50_URL in message
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"")
+    assert weights_io.get_imagenet_weights() == str(local)
+    assert len(fetched) == 2                          # a local file is not fetched again
+
+
 # ----------------------------------------------------------------------------- Keras 3 files
 def test_keras3_weights_file_of_our_model_loads_by_name_and_with_exclude(model, tmp_path):
     perturb(model, 20)
@@ -614,7 +641,7 @@ def test_shipped_nucleus_weights_load_exactly_and_find_nuclei(tmp_path):
     TensorFlow and JAX alike)."""
     from mrcnn import model as modellib
     from nucleus.dataset import load_subset
-    from nucleus.inference.model_files import config_from_weights
+    from nucleus.inference.nucleus_model import config_from_weights
 
     config = config_from_weights(SHIPPED, inference=True)
     assert config.IMAGE_NORMALIZATION == "stretch"

@@ -32,14 +32,14 @@ def main(argv=None) -> int:
 
     from mrcnn import model as modellib
     from mrcnn.weights import read_attrs
-    from nucleus.config import NucleusCPUConfig, NucleusConfig
-    from nucleus.inference.model_files import config_from_weights
+    from nucleus.config import PROFILES
+    from nucleus.inference.nucleus_model import config_from_weights, profile_of
 
     attrs = read_attrs(args.checkpoint)
     if "mrcnn_config" not in attrs:
         raise SystemExit(f"{args.checkpoint}: no stored configuration; not a nucleus checkpoint")
     stored = json.loads(attrs["mrcnn_config"])
-    base = NucleusCPUConfig if stored.get("NAME", "").startswith("nucleus_cpu") else NucleusConfig
+    base = PROFILES[profile_of(stored)][0]
     stored["RPN_ANCHOR_SCALES"] = tuple(stored.get("RPN_ANCHOR_SCALES", base.RPN_ANCHOR_SCALES))
     config = base.from_dict(stored)      # the run's configuration, exactly as it trained
     with tempfile.TemporaryDirectory() as logs:

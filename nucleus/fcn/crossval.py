@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from nucleus.errors import InputError
-from nucleus.fcn.detector import DEFAULT_RADIUS, find_last
+from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS
 from nucleus.fcn.train import DEFAULT_BATCH_SIZE, train_fcn
 from nucleus.formats.io_utils import atomic_write
 
@@ -111,7 +111,7 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
         print(f"cross-validation: fold {fold + 1} of {folds} ({fold_dir})")
         train = load_fold(dataset_dir, subset, fold, folds, "train", limit)
         val = load_fold(dataset_dir, subset, fold, folds, "val", limit)
-        start = "last" if resume and find_last(fold_dir) is not None else weights
+        start = "last" if resume and FCN_RUNS.find_last(fold_dir) is not None else weights
         result = train_fcn(train, val, fold_dir, weights=start, epochs=epochs,
                            steps_per_epoch=steps_per_epoch, learning_rate=learning_rate,
                            augment=augment, crop_size=crop_size, batch_size=batch_size,
@@ -134,13 +134,13 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
 def collect(logs_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """(fold, epoch, pixel_iou, map) rows of every ``fold<k>`` in ``logs_dir``, fold by fold.
 
-    Each fold's metrics come from the newest run folder that has a ``val_metrics.csv``.
+    Each fold's metrics come from the newest run folder that has a ``val_map.csv``.
     """
     rows: list[dict[str, Any]] = []
     logs_dir = Path(logs_dir)
     fold_dirs = [d for d in logs_dir.glob("fold*") if d.is_dir() and d.name[4:].isdigit()]
     for fold_dir in sorted(fold_dirs, key=lambda d: int(d.name[4:])):
-        metrics = sorted(fold_dir.glob("fcn*/val_metrics.csv"))
+        metrics = [run.val_map for run in FCN_RUNS.runs(fold_dir) if os.path.isfile(run.val_map)]
         if not metrics:
             continue
         with open(metrics[-1], newline="") as f:

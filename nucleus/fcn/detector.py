@@ -1,43 +1,34 @@
-"""Detection with a trained FCN-8s baseline: :class:`FCNDetector`, and :func:`find_last`, the
-newest checkpoint of a training run.
+"""Detection with a trained FCN-8s baseline: :class:`FCNDetector`; how its runs are named
+(:data:`FCN_RUNS`) and :func:`find_last`, the newest checkpoint of a training run.
 
-Inference (:func:`nucleus.inference.detectors.make_detector`) reaches the FCN through this module
-and :mod:`nucleus.fcn.model` / :mod:`nucleus.fcn.opening`, never through the training code
+Inference (:class:`nucleus.inference.nucleus_model.NucleusModel`) reaches the FCN through this
+module and :mod:`nucleus.fcn.model` / :mod:`nucleus.fcn.opening`, never through the training code
 (:mod:`nucleus.fcn.train`, which writes the checkpoints found here).
 """
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.runs import RunLayout
 from nucleus.fcn.model import load_fcn, predict_foreground
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, labels_to_masks
 
 DEFAULT_RADIUS = 2
 """Erosion radius of the instance split when none is chosen (``pick-radius`` chooses one)."""
-CHECKPOINT_RE = re.compile(r"^fcn_(\d{4})\.weights\.h5$")
-RUN_DIR_RE = re.compile(r"^fcn\d{8}T\d{6}$")
+FCN_RUNS = RunLayout("fcn", "fcn_{epoch:04d}.weights.h5", stamp="%Y%m%dT%H%M%S")
+"""The FCN's run folders: ``fcn<YYYYmmddTHHMMSS>/fcn_<epoch:04d>.weights.h5``, with
+``history.csv`` and ``val_map.csv`` beside the checkpoints as in a Mask R-CNN run."""
 
 
 def find_last(logs_dir: str | os.PathLike) -> tuple[Path, int] | None:
     """(path, epoch) of the last checkpoint of the newest ``fcn<timestamp>`` run, or None."""
-    logs_dir = Path(logs_dir)
-    if not logs_dir.is_dir():
-        return None
-    runs = sorted((d for d in logs_dir.iterdir() if d.is_dir() and RUN_DIR_RE.match(d.name)),
-                  reverse=True)
-    for run in runs:
-        checkpoints = sorted((int(m.group(1)), f) for f in run.iterdir()
-                             if (m := CHECKPOINT_RE.match(f.name)))
-        if checkpoints:
-            epoch, path = checkpoints[-1]
-            return path, epoch
-    return None
+    found = FCN_RUNS.find_last(logs_dir)
+    return None if found is None else (Path(found[0]), found[1])
 
 
 class FCNDetector:

@@ -6,13 +6,14 @@ cross-entropy over background / foreground; instances come afterwards from
 stack), fed by a thread-based ``keras.utils.PyDataset``: multiprocessing is what makes
 matterport's training hang at "Epoch 1".
 
-Each run writes into ``logs_dir/fcn<timestamp>/``: ``fcn_<epoch:04d>.weights.h5`` checkpoints,
-``losses.csv`` and ``val_metrics.csv`` (epoch, pixel_iou, map), all written atomically.
+Each run writes into ``logs_dir/fcn<timestamp>/`` (:data:`nucleus.fcn.detector.FCN_RUNS`), as a
+Mask R-CNN run does: ``fcn_<epoch:04d>.weights.h5`` checkpoints, ``history.csv`` (the losses,
+epochs counted from 0 as Keras's ``CSVLogger`` counts them) and ``val_map.csv`` (epoch, pixel_iou,
+map), all written atomically; ``nucleus curves`` draws them.
 """
 from __future__ import annotations
 
 import csv
-import datetime
 import itertools
 import os
 import threading
@@ -22,16 +23,15 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.runs import RunFolder
 from nucleus.errors import InputError
-from nucleus.fcn.detector import CHECKPOINT_RE, DEFAULT_RADIUS, find_last
+from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS
 from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
                                preprocess_image, save_fcn_weights)
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening
 from nucleus.formats.io_utils import atomic_write
 
 DEFAULT_BATCH_SIZE = 4
-LOSSES_CSV = "losses.csv"
-VAL_METRICS_CSV = "val_metrics.csv"
 VAL_FIELDS = ("epoch", "pixel_iou", "map")
 
 
@@ -134,19 +134,7 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
     return _Crops()
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _new_run_dir(logs_dir: Path) -> Path:
-    """``logs_dir/fcn<timestamp>``, a second later if that name is taken."""
-    now = datetime.datetime.now()
-    while (run_dir := logs_dir / f"fcn{now:%Y%m%dT%H%M%S}").exists():
-        now += datetime.timedelta(seconds=1)
-    return run_dir
-
-
-def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / f"fcn_{epoch:04d}.weights.h5"
-
-
+# ----------------------------------------------------------------------------- run files
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV this module wrote, epoch as int and the other columns as float."""
     if not path.is_file():
@@ -166,36 +154,36 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]
         writer.writerows(rows)
 
 
-def _callbacks(run_dir: Path, initial_epoch: int, epochs: int, keep_checkpoints: int | None,
+def _callbacks(run: RunFolder, initial_epoch: int, epochs: int, keep_checkpoints: int | None,
                val_dataset, radius: int, min_size: int, eval_every: int,
                val_rows: list[dict[str, Any]]):
     """Keras callbacks: validation metrics, loss CSV and atomic checkpoints (in that order)."""
     import keras
 
-    loss_rows = [r for r in _read_csv(run_dir / LOSSES_CSV) if int(r["epoch"]) <= initial_epoch]
+    # history.csv counts epochs from 0, as Keras's CSVLogger does in a Mask R-CNN run
+    loss_rows = [r for r in _read_csv(Path(run.history)) if int(r["epoch"]) < initial_epoch]
 
     class Epochly(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = dict(logs or {})
-            number = epoch + 1  # checkpoints and CSVs count epochs from 1, like matterport
+            number = epoch + 1  # checkpoints and val_map.csv count epochs from 1, like matterport
             if (val_dataset is not None and eval_every > 0
                     and (number % eval_every == 0 or number == epochs)):
                 metrics = evaluate_fcn(self.model, val_dataset, radius, min_size=min_size)
                 val_rows.append({"epoch": number, **metrics})
-                _write_csv(run_dir / VAL_METRICS_CSV, val_rows, VAL_FIELDS)
+                _write_csv(Path(run.val_map), val_rows, VAL_FIELDS)
                 print(f"\nepoch {number}: val pixel IoU {metrics['pixel_iou']:.4f}, "
                       f"mAP {metrics['map']:.4f}")
-            loss_rows.append({"epoch": number, **{k: float(v) for k, v in logs.items()}})
+            loss_rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
             fields = ["epoch"] + sorted({k for r in loss_rows for k in r} - {"epoch"})
-            _write_csv(run_dir / LOSSES_CSV, loss_rows, fields)
+            _write_csv(Path(run.history), loss_rows, fields)
             self._save(number)
 
         def _save(self, number: int) -> None:
-            save_fcn_weights(self.model, checkpoint_path(run_dir, number))
+            save_fcn_weights(self.model, run.checkpoint(number))
             if keep_checkpoints:
-                old = sorted(f for f in run_dir.iterdir() if CHECKPOINT_RE.match(f.name))
-                for f in old[:-keep_checkpoints]:
-                    f.unlink()
+                for _, path in run.checkpoints()[:-keep_checkpoints]:
+                    os.remove(path)
 
     return [Epochly()]
 
@@ -223,38 +211,36 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
 
     if crop_size <= 0 or crop_size % 32:
         raise ValueError(f"crop_size must be a positive multiple of 32, got {crop_size}")
-    logs_dir = Path(logs_dir)
     initial_epoch = 0
     if weights == "last":
-        found = find_last(logs_dir)
-        if found is None:
-            raise InputError(f"{logs_dir}: no FCN checkpoint (fcn*/fcn_NNNN.weights.h5) to resume")
-        checkpoint, initial_epoch = found
+        from nucleus.inference.nucleus_model import NucleusModel
+
+        last = NucleusModel.load("last", kind="fcn", logs=logs_dir)
+        initial_epoch, run = last.epoch, last.run_folder
         model = build_fcn8s(None, dropout=dropout, fc_width=fc_width)
-        load_fcn_weights(model, checkpoint)
-        run_dir = checkpoint.parent
+        load_fcn_weights(model, last.weights)
     else:
         model = load_fcn(weights, dropout=dropout, fc_width=fc_width)
-        run_dir = _new_run_dir(logs_dir)
+        run = FCN_RUNS.folder(logs_dir, unique=True)
+    run_dir = Path(run.path)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    val_rows = [r for r in _read_csv(run_dir / VAL_METRICS_CSV)
-                if int(r["epoch"]) <= initial_epoch]
+    val_rows = [r for r in _read_csv(Path(run.val_map)) if int(r["epoch"]) <= initial_epoch]
     result: dict[str, Any] = {"model": model, "run_dir": run_dir, "epoch": initial_epoch,
                               "checkpoint": None, "val_metrics": val_rows}
     if initial_epoch >= epochs:
-        result["checkpoint"] = checkpoint_path(run_dir, initial_epoch)
+        result["checkpoint"] = Path(run.checkpoint(initial_epoch))
         return result
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     crops = make_crop_dataset(train_dataset, batch_size, crop_size, steps_per_epoch,
                               augmenter=_resolve_augmenter(augment), seed=seed, workers=workers)
-    callbacks = _callbacks(run_dir, initial_epoch, epochs, keep_checkpoints, val_dataset,
+    callbacks = _callbacks(run, initial_epoch, epochs, keep_checkpoints, val_dataset,
                            radius, min_size, eval_every, val_rows)
     model.fit(crops, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
               verbose=verbose)
-    result.update(epoch=epochs, checkpoint=checkpoint_path(run_dir, epochs))
+    result.update(epoch=epochs, checkpoint=Path(run.checkpoint(epochs)))
     return result
 
 

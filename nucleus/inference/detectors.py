@@ -1,8 +1,10 @@
 """The one detector interface: ``detector(image) -> (masks [H, W, N], scores [N])``.
 
 detect, evaluate, submit, compare, segment, test-time augmentation and the FCN-8s baseline all
-go through :class:`Detector`, built by :func:`make_detector` from a model name, a weights file
-and the TTA switch. A detector does two things in turn, and exposes both:
+go through :class:`Detector`, which a model object builds
+(:meth:`nucleus.inference.nucleus_model.NucleusModel.detector`; the commands call
+:func:`nucleus.inference.nucleus_model.make_detector` with a model name, a weights file and the
+TTA switch). A detector does two things in turn, and exposes both:
 
 - :meth:`Detector.prepare` makes the uint8 RGB image the model was trained on, intensity
   normalisation included (``IMAGE_NORMALIZATION``). It runs on a whole image once, so that the
@@ -16,7 +18,6 @@ TensorFlow is imported only when a model is built, so importing this module is c
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable
 
 import numpy as np
@@ -26,7 +27,6 @@ from nucleus.inference.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
 
-MODELS = ("mrcnn", "fcn")
 Detection = tuple[np.ndarray, np.ndarray]
 """``(masks bool [H, W, N], scores float [N])``."""
 SparseDetection = tuple[np.ndarray, list, np.ndarray]
@@ -157,15 +157,14 @@ def returns_crop_sized(sparse: bool, tta: bool = False, scale: float | str = 1.0
                        scales: tuple[float, ...] | None = None) -> bool:
     """Whether a detector returns crop-sized masks (:attr:`Detector.crop_sized`): it has the
     crop-sized call (``sparse``) and runs at scale 1 (a number, not "auto" or "probe") without
-    TTA or a vote over scales. :func:`crop_sized_of` answers it for :func:`make_detector`'s
-    keywords."""
+    TTA or a vote over scales."""
     return (sparse and not tta and scales is None and not isinstance(scale, str)
             and float(scale) == 1.0)
 
 
 def has_sparse_call(config) -> bool:
-    """Whether :func:`make_detector` gives a Mask R-CNN of this inference configuration the
-    crop-sized call (``MaskRCNN.detect_instances``): where masks share pixels by confidence."""
+    """Whether a Mask R-CNN detector of this inference configuration has the crop-sized call
+    (``MaskRCNN.detect_instances``): where masks share pixels by confidence."""
     return config.DETECTION_MASK_OVERLAP == "confidence"
 
 
@@ -178,24 +177,6 @@ def detector_scale(scale: float | str | None, scales: tuple[float, ...] | None,
     return model_scale(diameter) if scales is None else 1.0
 
 
-def crop_sized_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
-                  profile: str | None = None, overrides: dict | None = None,
-                  logs: str | os.PathLike = "logs", scale: float | str | None = None,
-                  scales: tuple[float, ...] | None = None, **_: object) -> bool:
-    """What ``make_detector(...).crop_sized`` says for the same keywords, read from the weights
-    file's configuration without building the model (and without reading the file where TTA,
-    a vote over scales or a scale other than 1 settle it)."""
-    if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
-                                                scales):
-        return False
-    from nucleus.inference.model_files import config_from_weights
-
-    config = config_from_weights(mrcnn_weights(weights, logs, profile), inference=True,
-                                 overrides=dict(overrides or {}), profile=profile)
-    return returns_crop_sized(has_sparse_call(config), tta,
-                              detector_scale(scale, scales, config.OBJECT_DIAMETER), scales)
-
-
 def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks [H, W, N] (they may overlap) and scores of a Mask R-CNN on one image."""
     result = model.detect([image], verbose=0)[0]
@@ -206,85 +187,3 @@ def model_scale(diameter: float | None) -> float | str:
     """A Mask R-CNN's own scale: "auto" when it was trained at one nucleus size
     (``OBJECT_DIAMETER``), else 1 (native resolution)."""
     return "auto" if diameter else 1.0
-
-
-def default_weights() -> str:
-    """The shipped Mask R-CNN weights, or an InputError saying how to get weights."""
-    from nucleus.inference.model_files import SHIPPED_WEIGHTS
-
-    if not os.path.exists(SHIPPED_WEIGHTS):
-        raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass --weights PATH "
-                         "or train one with `nucleus train`")
-    return SHIPPED_WEIGHTS
-
-
-def fcn_weights(weights: str | None, logs: str | os.PathLike = "logs") -> str:
-    """The FCN checkpoint: ``weights`` when it is a path; otherwise (None or "last") the newest
-    checkpoint under ``logs``."""
-    from nucleus.fcn.detector import find_last
-
-    if weights not in (None, "last"):
-        return str(weights)
-    found = find_last(logs)
-    if found is None:
-        raise InputError(f"{logs}: no FCN checkpoint found; pass --weights PATH")
-    return str(found[0])
-
-
-def mrcnn_weights(weights: str | None, logs: str | os.PathLike = "logs",
-                  profile: str | None = None) -> str:
-    """The Mask R-CNN weights file: a path, "last" (newest checkpoint under ``logs``), or the
-    shipped model (None)."""
-    weights = weights or default_weights()
-    if weights == "last":
-        from mrcnn.model import find_last_checkpoint
-        from nucleus.config import make_config
-
-        name = make_config(profile or "study", inference=True).NAME
-        weights = find_last_checkpoint(str(logs), name)
-    if not os.path.exists(weights):
-        raise InputError(f"{weights}: weights file not found")
-    return weights
-
-
-def make_detector(model: str = "mrcnn", weights: str | None = None, tta: bool = False, *,
-                  radius: int | None = None, profile: str | None = None,
-                  overrides: dict | None = None, logs: str | os.PathLike = "logs",
-                  scale: float | str | None = None, scales: tuple[float, ...] | None = None
-                  ) -> Detector:
-    """Build the detector of ``model`` ("mrcnn" or "fcn") from ``weights``, voting over flips
-    when ``tta``; the one place where the command line and scripts get a detector.
-
-    Mask R-CNN: ``weights`` is a file, "last" or None (the shipped model); its configuration
-    comes from the file, then ``profile`` and ``overrides`` (configuration values). FCN-8s:
-    ``weights`` is a checkpoint, or None / "last" for the newest under ``logs``; ``radius`` is
-    the erosion radius of its instance split. ``scale`` and ``scales``: see :class:`Detector`;
-    ``scale`` None is the model's own choice: "auto" for a Mask R-CNN trained at one nucleus
-    size (``OBJECT_DIAMETER`` in its configuration), else 1 (native resolution).
-    """
-    if model not in MODELS:
-        raise InputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
-    if model == "fcn":
-        from nucleus.fcn.detector import FCNDetector
-
-        kwargs = {} if radius is None else {"radius": radius}
-        fcn = FCNDetector.from_weights(fcn_weights(weights, logs), **kwargs)
-        return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
-                        1.0 if scale is None else scale, scales)
-
-    from mrcnn import model as modellib
-    from nucleus.inference.model_files import config_from_weights
-
-    path = mrcnn_weights(weights, logs, profile)
-    overrides = dict(overrides or {})
-    config = config_from_weights(path, inference=True, overrides=overrides, profile=profile)
-    # The detector normalises whole images itself (prepare); the network takes them as they are.
-    normalization, config.IMAGE_NORMALIZATION = config.IMAGE_NORMALIZATION, None
-    network = modellib.MaskRCNN("inference", config, str(logs))
-    network.load_weights(path, by_name=True)
-    network.fold_batch_norms()
-    diameter = config.OBJECT_DIAMETER
-    scale = detector_scale(scale, scales, diameter)
-    sparse = network.detect_instances if has_sparse_call(config) else None
-    return Detector(lambda image: raw_detections(network, image), normalization, tta,
-                    "Mask R-CNN", scale, scales, diameter, detect_sparse=sparse)

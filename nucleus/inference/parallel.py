@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DetectorSpec:
     """How a worker builds the detector: ``factory`` ("module:function") called with
-    ``kwargs``. The default is :func:`nucleus.inference.detectors.make_detector`; a worker keeps
-    what it built for every later task with the same spec."""
-    factory: str = "nucleus.inference.detectors:make_detector"
+    ``kwargs``. The default is :func:`nucleus.inference.nucleus_model.make_detector`; a worker
+    keeps what it built for every later task with the same spec."""
+    factory: str = "nucleus.inference.nucleus_model:make_detector"
     kwargs: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -63,7 +63,7 @@ class DetectorSpec:
         built."""
         if self.factory != DetectorSpec.factory:
             return worker_detector(self).crop_sized
-        from nucleus.inference.detectors import crop_sized_of
+        from nucleus.inference.nucleus_model import crop_sized_of
 
         return crop_sized_of(**self.kwargs)
 
@@ -71,21 +71,11 @@ class DetectorSpec:
     def normalization(self) -> str | None:
         """The detector's intensity normalisation, which the client needs to plan a large
         image; read from the weights file's configuration, no model built."""
-        return worker_detector(self).normalization if self.factory != DetectorSpec.factory \
-            else _normalization_of(**self.kwargs)
+        if self.factory != DetectorSpec.factory:
+            return worker_detector(self).normalization
+        from nucleus.inference.nucleus_model import model_of
 
-
-def _normalization_of(model: str = "mrcnn", weights: str | None = None, tta: bool = False,
-                      *, profile: str | None = None, overrides: dict | None = None,
-                      **_: Any) -> str | None:
-    if model == "fcn":
-        return None
-    from nucleus.inference.detectors import mrcnn_weights
-    from nucleus.inference.model_files import config_from_weights
-
-    return config_from_weights(mrcnn_weights(weights, profile=profile), inference=True,
-                               overrides=dict(overrides or {}),
-                               profile=profile).IMAGE_NORMALIZATION
+        return model_of(**self.kwargs).normalization
 
 
 _DETECTORS: dict[str, Any] = {}

@@ -56,7 +56,7 @@ _LOCK = threading.Lock()
 def build_detector(settings: Settings) -> Detector:
     """The Mask R-CNN of ``settings``, built once per weights file and settings and kept (a
     model takes seconds to build; the user runs many images with one)."""
-    from nucleus.inference.detectors import make_detector
+    from nucleus.inference.nucleus_model import make_detector
 
     key = (settings.weights, settings.min_confidence, settings.scale, settings.tta)
     with _LOCK:
@@ -293,9 +293,9 @@ class SegmentWidget(QWidget):
                                  f"{raw.flat[0]}): nothing to segment")
             settings = self.settings()
             if settings.weights is not None:
-                from nucleus.inference.detectors import mrcnn_weights
+                from nucleus.inference.nucleus_model import NucleusModel
 
-                mrcnn_weights(settings.weights)       # a missing file is an error now
+                NucleusModel.resolve(settings.weights)    # a missing file is an error now
         except InputError as e:
             self._fail(str(e))
             return

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.runs import RunFolder
 from nucleus.formats.io_utils import atomic_write
 from nucleus.inference.detectors import Detector, model_scale, raw_detections
 from nucleus.kinds import KINDS, image_kind
@@ -135,7 +136,7 @@ class MapCallback(keras.callbacks.Callback):
         result = evaluate_dataset(self._detector(), self.dataset, limit=self.limit,
                                   progress=False)
         log_dir = self.training_model.log_dir
-        path = os.path.join(log_dir, "val_map.csv")
+        path = RunFolder(log_dir).val_map
         if self.hours_before is None:  # a resumed run continues the hours of the first
             self.hours_before = _last_hours(path)
         hours = self.hours_before + (time.time() - self.start) / 3600

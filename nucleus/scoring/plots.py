@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 
 from mrcnn import utils
 from mrcnn.mask_iou import mask_iou
+from mrcnn.runs import RunFolder
 from mrcnn.visualize import mask_outlines, random_colors
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
@@ -447,6 +448,18 @@ def save_training_curves(path: str | os.PathLike,
     if mapframe is not None:
         _plot_map(next(axes_iter), mapframe, "epoch", val_map_csv)
     return _save(fig, path)
+
+
+def save_run_curves(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
+                    ) -> str | None:
+    """:func:`save_training_curves` of a run folder, Mask R-CNN's or the FCN's: its
+    ``history.csv``, and its ``val_map.csv`` when there is one, drawn to ``out`` (default
+    ``training_curves.png`` in the folder). None when the run has no history yet."""
+    run = RunFolder(os.fspath(run_dir))
+    if not os.path.exists(run.history):
+        return None
+    return save_training_curves(out or run.curves, run.history,
+                                run.val_map if os.path.exists(run.val_map) else None)
 
 
 def save_map_curve(path: str | os.PathLike, csv_path: str | os.PathLike,

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from mrcnn.runs import RunFolder, mask_rcnn_layout
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 from nucleus.kinds import KINDS
@@ -203,7 +204,8 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
     (``last`` makes no sense here: each one resumes its own run).
     """
     from nucleus.config import make_config
-    from nucleus.training.train import default_schedule, last_checkpoint
+    from nucleus.scoring.plots import save_run_curves
+    from nucleus.training.train import default_schedule
 
     train = train or _train_and_release
     options = TrainOptions.of(options, **{k: train_kwargs.pop(k) for k in list(train_kwargs)
@@ -239,7 +241,8 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
         own = TrainOptions.of(options, **setting.options())
         kwargs = {**train_kwargs, "overrides": {**base, **setting.overrides()}}
         _check_setting(folder, name, setting, {**kwargs, **own.keywords()})
-        found = last_checkpoint(folder, config.NAME)
+        layout = mask_rcnn_layout(config.NAME)
+        found = layout.find_last(folder)
         head = f"sweep {name}: {index}/{len(settings)} {setting.label}"
         if found is not None and found[1] >= last_epoch:
             print(f"{head}: done (epoch {found[1]}), skipped", flush=True)
@@ -249,12 +252,12 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
                   + f" to epoch {last_epoch}", flush=True)
             train(logs=folder, resume=True, options=own, **kwargs)
             status = "resumed" if found else "trained"
-        after = last_checkpoint(folder, config.NAME)
-        run_dir = os.path.dirname(after[0]) if after else None
-        if status != "done" and run_dir is not None:
-            _draw_run_curves(run_dir)
-        result.outcomes.append(Outcome(setting, folder, status, after[1] if after else 0,
-                                       run_dir))
+        run = layout.last_run(folder)
+        if status != "done" and run is not None:
+            save_run_curves(run.path)
+        result.outcomes.append(Outcome(setting, folder, status,
+                                       run.last_checkpoint()[1] if run else 0,
+                                       run.path if run else None))
     result.table = write_table(os.path.join(root, TABLE_FILE), result.outcomes,
                                [n for n, _ in axes])
     result.figure = _draw(os.path.join(root, FIGURE_FILE), result.table, name)
@@ -336,7 +339,7 @@ def read_val_map(run_dir: str | None) -> list[dict]:
     """The rows of a run folder's val_map.csv (none if it has no such file yet)."""
     if run_dir is None:
         return []
-    path = os.path.join(run_dir, "val_map.csv")
+    path = RunFolder(run_dir).val_map
     if not os.path.exists(path):
         return []
     try:
@@ -347,17 +350,6 @@ def read_val_map(run_dir: str | None) -> list[dict]:
     if rows and "map" not in rows[0]:
         raise InputError(f"{path}: validation mAP file lacks the column 'map'")
     return rows
-
-
-def _draw_run_curves(run_dir: str) -> None:
-    """training_curves.png in a combination's run folder, as ``nucleus train`` draws it."""
-    from nucleus.scoring.plots import save_training_curves
-
-    history = os.path.join(run_dir, "history.csv")
-    val_map = os.path.join(run_dir, "val_map.csv")
-    if os.path.exists(history):
-        save_training_curves(os.path.join(run_dir, "training_curves.png"), history,
-                             val_map if os.path.exists(val_map) else None)
 
 
 def _draw(path: str, table: str, name: str) -> str | None:

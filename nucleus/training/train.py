@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import logging
-import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
 
 from mrcnn import model as modellib
-from mrcnn.weights import read_attrs
+from mrcnn.runs import mask_rcnn_layout
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.inference.model_files import REPO_WEIGHTS_DIR
+from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs, run_inference_config
 from nucleus.training.augment import build_augmentation
 from nucleus.training.train_options import TrainOptions
 
@@ -49,53 +47,35 @@ def default_schedule(weights: str, epochs: int | None = None,
     return [Stage("all", epochs or 150)]
 
 
-def find_coco_weights() -> str:
-    """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
-    candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
-                  os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
-                  os.path.abspath("mask_rcnn_coco.h5")]
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    raise InputError(f"{candidates[0]}: COCO weights not found. Download mask_rcnn_coco.h5 from "
-                     f"{modellib.weights_io.COCO_WEIGHTS_URL} into weights/ (or pass its path).")
-
-
 def load_start_weights(model: modellib.MaskRCNN, weights: str) -> str | None:
-    """Initialise ``model`` from coco | imagenet | last | none | a path; returns the file used."""
+    """Initialise ``model`` from coco | imagenet | last | none | a path
+    (:meth:`nucleus.inference.nucleus_model.NucleusModel.resolve`; "last" is the model's own
+    run); returns the file used. COCO and ImageNet start a new run at epoch 0."""
+    path = NucleusModel.resolve(weights, logs=model.model_dir, name=model.config.NAME,
+                                start=True)
+    if path is None:
+        return None
     try:
-        if weights == "none":
-            return None
-        if weights == "coco":
-            path = find_coco_weights()
-            model.load_weights(path, by_name=True, exclude=COCO_EXCLUDE)
-            model.set_log_dir()  # a new run, starting at epoch 0
-            return path
-        if weights == "imagenet":
-            path = model.get_imagenet_weights()
-            model.load_weights(path, by_name=True)
-            model.set_log_dir()
-            return path
-        path = model.find_last() if weights == "last" else weights
-        model.load_weights(path, by_name=True)
-        return path
+        model.load_weights(path, by_name=True,
+                           exclude=COCO_EXCLUDE if weights == "coco" else None)
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
     except ValueError as e:
         if isinstance(e, InputError):
             raise
         raise InputError(str(e)) from None
+    if weights in ("coco", "imagenet"):
+        model.set_log_dir()  # a new run, starting at epoch 0
+    return path
 
 
 def check_start_weights(weights: str) -> None:
-    """Fail on a missing or unreadable start file before minutes go into building a model."""
-    if weights == "coco":
-        find_coco_weights()
-    elif weights not in ("none", "imagenet", "last"):
-        try:
-            read_attrs(weights)
-        except (FileNotFoundError, ValueError) as e:
-            raise InputError(str(e)) from None
+    """Fail on a missing or unreadable start file before minutes go into building a model
+    ("imagenet" is fetched and "last" found once the model knows its run folder)."""
+    if weights not in ("none", "imagenet", "last"):
+        path = NucleusModel.resolve(weights, start=True)
+        if weights != "coco":
+            read_weights_attrs(path)
 
 
 def check_images(dataset: NucleusDataset, subset: str) -> None:
@@ -132,7 +112,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     overrides = {**options.overrides(), **(overrides or {})}
     config = make_config(profile, overrides=overrides)
     schedule = default_schedule(weights, options.epochs, options.layers)
-    if resume and last_checkpoint(logs, config.NAME) is not None:
+    if resume and mask_rcnn_layout(config.NAME).find_last(logs) is not None:
         weights = "last"
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
@@ -152,8 +132,7 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)
     callbacks = []
     if val_ds is not None and options.eval_every > 0:
-        inference_config = make_config(profile, inference=True, overrides=_shape_overrides(
-            overrides))
+        inference_config = run_inference_config(config, overrides, profile)
         inference_model = modellib.MaskRCNN("inference", inference_config, logs)
         callbacks.append(MapCallback(model, inference_model, val_ds, every=options.eval_every,
                                      first=options.eval_first, limit=options.eval_limit))
@@ -166,17 +145,6 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
     return model
-
-
-def last_checkpoint(logs: str, name: str) -> tuple[str, int] | None:
-    """(path, epoch) of the last checkpoint of the latest run named ``name`` under ``logs``,
-    or None when there is none yet (read from the file name; no model is built)."""
-    try:
-        path = modellib.find_last_checkpoint(logs, name)
-    except FileNotFoundError:
-        return None
-    match = re.search(r"_(\d+)\.h5$", os.path.basename(path))
-    return path, int(match.group(1)) if match else 0
 
 
 def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,
@@ -214,13 +182,3 @@ def _with_lr_drop(stages: list[Stage], learning_rate: float,
             out.append((stage, learning_rate / 10))
         start = stage.until_epoch
     return out
-
-
-def _shape_overrides(overrides: dict | None) -> dict:
-    """The overrides that change the network's shape (must match between training and inference)."""
-    if not overrides:
-        return {}
-    skip = {"IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGES_PER_GPU",
-            "STEPS_PER_EPOCH", "VALIDATION_STEPS", "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE",
-            "RPN_TRAIN_ANCHORS_PER_IMAGE", "POST_NMS_ROIS_TRAINING"}
-    return {k: v for k, v in overrides.items() if k not in skip}

@@ -1,0 +1,331 @@
+"""A trained model as one object, Mask R-CNN or the FCN-8s baseline: :class:`NucleusModel`.
+
+Which file a weights name means is resolved here and nowhere else (:meth:`NucleusModel.resolve`:
+the shipped file, the last checkpoint under a logs folder, a path, and the starts of a training
+run: COCO, ImageNet or none). :meth:`NucleusModel.load` reads a file's root attributes once and
+holds what they say: the configuration stored beside the weights (the network of
+:data:`NETWORK_SHAPE_KEYS` and its profile, the inference settings of that profile), the epoch,
+the image preparation and the run folder (:class:`mrcnn.runs.RunFolder`) the file lies in.
+:meth:`NucleusModel.detector` builds the one detector interface
+(:class:`nucleus.inference.detectors.Detector`), and :func:`make_detector` is the commands' way
+to it. Training derives its validation model's configuration with the same rule
+(:func:`run_inference_config`), but this module imports no training code.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nucleus.config import PROFILES, make_config
+from nucleus.errors import InputError
+from nucleus.inference.detectors import (Detector, detector_scale, has_sparse_call,
+                                         raw_detections, returns_crop_sized)
+
+if TYPE_CHECKING:
+    from mrcnn.config import Config
+    from mrcnn.runs import RunFolder, RunLayout
+
+MODELS = ("mrcnn", "fcn")
+START_NAMES = ("coco", "imagenet", "none")
+"""What a Mask R-CNN training run may start from besides a file or its own last checkpoint."""
+
+# this file is <repo>/nucleus/inference/nucleus_model.py
+REPO_WEIGHTS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "weights")
+SHIPPED_NAME = "mask_rcnn_nucleus.h5"
+# ``pip install .`` puts the shipped model under <prefix>/share (setup.py data_files); a
+# checkout or an editable install has it in weights/ beside the packages.
+INSTALLED_WEIGHTS_DIR = os.path.join(sys.prefix, "share", "nucleus-mrcnn", "weights")
+
+
+def _shipped_weights() -> str:
+    candidates = [os.path.join(REPO_WEIGHTS_DIR, SHIPPED_NAME),
+                  os.path.join(INSTALLED_WEIGHTS_DIR, SHIPPED_NAME)]
+    return next((c for c in candidates if os.path.exists(c)), candidates[0])
+
+
+SHIPPED_WEIGHTS = _shipped_weights()
+
+NETWORK_SHAPE_KEYS = (
+    "BACKBONE", "BACKBONE_STRIDES", "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE",
+    "NUM_CLASSES", "RPN_CONV_SIZE", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS",
+    "RPN_ANCHOR_STRIDE", "RPN_BBOX_STD_DEV", "BBOX_STD_DEV", "MASK_HEAD_CONV_SIZE", "POOL_SIZE",
+    "MASK_POOL_SIZE", "MASK_SHAPE", "TRAIN_BN", "IMAGE_CHANNEL_COUNT", "MEAN_PIXEL",
+    "IMAGE_NORMALIZATION", "OBJECT_DIAMETER")
+"""The configuration values a weights file carries into inference: the network's shape, how its
+box deltas are scaled, and the input it was trained on (channels, mean pixel, normalisation,
+nucleus size). The profile's inference class supplies the rest."""
+
+TRAINING_ONLY_KEYS = (
+    "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGES_PER_GPU", "STEPS_PER_EPOCH",
+    "VALIDATION_STEPS", "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "RPN_TRAIN_ANCHORS_PER_IMAGE",
+    "POST_NMS_ROIS_TRAINING")
+"""Overrides of a training run that its validation model does not take: the training input
+(crops, batches) and schedule, where the profile's inference class has its own. Its other
+overrides (thresholds, NMS, precision) apply to validation as they would to ``evaluate``."""
+
+
+# ----------------------------------------------------------------------------- configuration
+def profile_of(stored: dict) -> str:
+    """The profile a stored configuration was made with: its ``PROFILE``, or for a file written
+    before the profile was stored, "cpu" when its NAME is the CPU profile's, else "study"."""
+    if stored.get("PROFILE") in PROFILES:
+        return stored["PROFILE"]
+    return "cpu" if str(stored.get("NAME", "")).startswith("nucleus_cpu") else "study"
+
+
+def network_values(stored: dict) -> dict[str, Any]:
+    """:data:`NETWORK_SHAPE_KEYS` of a stored configuration (``Config.to_dict()``, or its JSON).
+
+    A value the file does not record had the library's default when the file was written
+    (IMAGE_NORMALIZATION, say, is newer than the first checkpoints). Arrays and the anchor
+    scales get their configuration types back.
+    """
+    import numpy as np
+
+    from mrcnn.config import Config
+
+    values = {}
+    for key in NETWORK_SHAPE_KEYS:
+        default = getattr(Config, key)
+        value = stored.get(key, default)
+        if isinstance(default, np.ndarray):
+            value = np.array(value)
+        elif isinstance(default, tuple) and value is not None:
+            value = tuple(value)
+        values[key] = value
+    return values
+
+
+def config_of(stored: dict, *, profile: str | None = None, inference: bool = True,
+              overrides: dict | None = None) -> Config:
+    """The configuration a model of this stored configuration runs with: ``profile`` (default:
+    the stored one, :func:`profile_of`), the stored network (:func:`network_values`), then
+    ``overrides``. Without a stored configuration (matterport's files) the profile alone."""
+    values = network_values(stored) if stored else {}
+    values.update(overrides or {})
+    return make_config(profile or profile_of(stored), inference=inference, overrides=values)
+
+
+def run_inference_config(training_config: Config, overrides: dict | None = None,
+                         profile: str | None = None) -> Config:
+    """The inference configuration of a training run, as a detector builds it from the run's
+    checkpoints: the network of ``training_config``, the inference settings of its profile and
+    the run's ``overrides`` less :data:`TRAINING_ONLY_KEYS` (the validation model)."""
+    kept = {k: v for k, v in (overrides or {}).items() if k not in TRAINING_ONLY_KEYS}
+    return config_of(training_config.to_dict(), profile=profile, overrides=kept)
+
+
+def read_weights_attrs(path: str) -> dict:
+    """The root attributes of a weights file; a missing or unreadable file -> InputError."""
+    from mrcnn.weights import WeightsError, read_attrs
+
+    try:
+        return read_attrs(path)
+    except (FileNotFoundError, WeightsError) as e:
+        raise InputError(str(e)) from None
+
+
+def stored_config(attrs: dict) -> dict:
+    """The configuration stored in a weights file's attributes ({} for matterport's files)."""
+    return json.loads(attrs["mrcnn_config"]) if "mrcnn_config" in attrs else {}
+
+
+def config_from_weights(path: str, inference: bool = True, overrides: dict | None = None,
+                        profile: str | None = None) -> Config:
+    """The configuration of a weights file (:func:`config_of`); ``profile`` (the command line's
+    ``--profile``) wins over the stored one."""
+    return config_of(stored_config(read_weights_attrs(path)), profile=profile,
+                     inference=inference, overrides=overrides)
+
+
+# ----------------------------------------------------------------------------- weights files
+def find_coco_weights() -> str:
+    """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
+    from mrcnn.weights import COCO_WEIGHTS_URL
+
+    candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
+                  os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
+                  os.path.abspath("mask_rcnn_coco.h5")]
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    raise InputError(f"{candidates[0]}: COCO weights not found. Download mask_rcnn_coco.h5 from "
+                     f"{COCO_WEIGHTS_URL} into weights/ (or pass its path).")
+
+
+def layout_of(kind: str, name: str | None = None) -> RunLayout:
+    """How runs of ``kind`` are named: Mask R-CNN's by its configuration ``name``, the FCN's
+    ``fcn<timestamp>``."""
+    if kind == "fcn":
+        from nucleus.fcn.detector import FCN_RUNS
+
+        return FCN_RUNS
+    from mrcnn.runs import mask_rcnn_layout
+
+    return mask_rcnn_layout(name)
+
+
+@dataclass(frozen=True)
+class NucleusModel:
+    """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file, the
+    inference configuration stored beside the weights (Mask R-CNN; None for the FCN), the
+    epoch it was saved at, the profile it was made with and the run folder it lies in (None
+    for a file outside one, such as the shipped model). ``logs`` is the folder a new model
+    built from it would name its runs in."""
+    kind: str
+    weights: str
+    config: Config | None = None
+    epoch: int = 0
+    run_folder: RunFolder | None = None
+    profile: str | None = None
+    logs: str = "logs"
+
+    @staticmethod
+    def resolve(weights: str | os.PathLike | None, *, kind: str = "mrcnn",
+                logs: str | os.PathLike = "logs", profile: str | None = None,
+                name: str | None = None, start: bool = False) -> str | None:
+        """The weights file ``weights`` names, checked to exist: a path; "last", the last
+        checkpoint of the newest run under ``logs`` (Mask R-CNN: runs of ``name``, by default
+        the NAME of ``profile``, else of the study); None, the shipped Mask R-CNN or the newest
+        FCN checkpoint. Where a Mask R-CNN training run starts (``start``), also "coco",
+        "imagenet" (the ResNet-50 file, fetched when missing) and "none" (None: random
+        weights). A missing file or checkpoint -> InputError naming it.
+        """
+        if kind not in MODELS:
+            raise InputError(f"unknown model {kind!r}: choose from {', '.join(MODELS)}")
+        weights = (os.fspath(weights) if weights is not None else "") or None   # "": the default
+        if start and kind == "mrcnn" and weights in START_NAMES:
+            if weights == "none":
+                return None
+            if weights == "coco":
+                return find_coco_weights()
+            from mrcnn.weights import get_imagenet_weights
+
+            try:
+                return get_imagenet_weights()
+            except FileNotFoundError as e:
+                raise InputError(str(e)) from None
+        if weights is None and kind == "mrcnn":
+            if not os.path.exists(SHIPPED_WEIGHTS):
+                raise InputError(f"{SHIPPED_WEIGHTS}: the shipped model is missing; pass "
+                                 "--weights PATH or train one with `nucleus train`")
+            return SHIPPED_WEIGHTS
+        if weights in (None, "last"):
+            if name is None and kind == "mrcnn":
+                name = make_config(profile or "study").NAME
+            layout = layout_of(kind, name)
+            found = layout.find_last(logs)
+            if found is None:
+                names = f"{layout.prefix}<timestamp>/" + layout.checkpoint.replace(
+                    "{epoch:04d}", "NNNN")
+                what = "FCN" if kind == "fcn" else "Mask R-CNN"
+                raise InputError(f"{os.fspath(logs)}: no {what} checkpoint found ({names}); "
+                                 "pass --weights PATH")
+            return found[0]
+        if not os.path.isfile(weights):
+            raise InputError(f"{weights}: weights file not found")
+        return weights
+
+    @classmethod
+    def load(cls, weights: str | os.PathLike | None = None, *, kind: str = "mrcnn",
+             logs: str | os.PathLike = "logs", profile: str | None = None,
+             overrides: dict | None = None) -> NucleusModel:
+        """The model ``weights`` names (:meth:`resolve`). Mask R-CNN: the file's attributes are
+        read once; its configuration is the stored one (:func:`config_of`), ``profile``
+        winning over the stored profile and ``overrides`` (configuration values) over both.
+        A file that is not HDF5 -> InputError. No network is built."""
+        path = cls.resolve(weights, kind=kind, logs=logs, profile=profile)
+        if kind == "fcn":
+            layout = layout_of("fcn")
+            return cls("fcn", path, epoch=layout.epoch_of(path) or 0,
+                       run_folder=layout.run_of(path), logs=os.fspath(logs))
+        attrs = read_weights_attrs(path)
+        stored = stored_config(attrs)
+        profile = profile or profile_of(stored)
+        config = config_of(stored, profile=profile, overrides=overrides)
+        layout = layout_of("mrcnn", stored.get("NAME") or config.NAME)
+        epoch = int(attrs["epoch"]) if "epoch" in attrs else layout.epoch_of(path) or 0
+        return cls("mrcnn", path, config, epoch, layout.run_of(path), profile, os.fspath(logs))
+
+    @property
+    def normalization(self) -> str | None:
+        """The per-image intensity normalisation the model was trained with (None or
+        "stretch", :func:`nucleus.formats.image_io.normalize_image`); the FCN's is None."""
+        return None if self.config is None else self.config.IMAGE_NORMALIZATION
+
+    def crop_sized(self, tta: bool = False, scale: float | str | None = None,
+                   scales: tuple[float, ...] | None = None) -> bool:
+        """What ``self.detector(tta, scale=scale, scales=scales).crop_sized`` says, without
+        building the network."""
+        if self.config is None:
+            return False
+        return returns_crop_sized(has_sparse_call(self.config), tta,
+                                  detector_scale(scale, scales, self.config.OBJECT_DIAMETER),
+                                  scales)
+
+    def detector(self, tta: bool = False, *, scale: float | str | None = None,
+                 scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
+        """The detector of this model, voting over flips when ``tta``; ``scale`` and ``scales``
+        as :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
+        model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
+        else 1. ``radius``: the erosion radius of the FCN's instance split."""
+        if self.kind == "fcn":
+            from nucleus.fcn.detector import FCNDetector
+
+            fcn = FCNDetector.from_weights(self.weights,
+                                           **({} if radius is None else {"radius": radius}))
+            return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
+                            1.0 if scale is None else scale, scales)
+        from mrcnn import model as modellib
+
+        # The detector normalises whole images itself (prepare); the network takes them as
+        # they are.
+        config = copy.copy(self.config)
+        config.IMAGE_NORMALIZATION = None
+        network = modellib.MaskRCNN("inference", config, self.logs)
+        network.load_weights(self.weights, by_name=True)
+        network.fold_batch_norms()
+        diameter = config.OBJECT_DIAMETER
+        sparse = network.detect_instances if has_sparse_call(config) else None
+        return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
+                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
+                        detect_sparse=sparse)
+
+
+# ----------------------------------------------------------------------------- the commands' way
+def model_of(model: str = "mrcnn", weights: str | os.PathLike | None = None, tta: bool = False,
+             *, profile: str | None = None, overrides: dict | None = None,
+             logs: str | os.PathLike = "logs", **_: object) -> NucleusModel:
+    """The model :func:`make_detector`'s keywords name (those only the detector takes are
+    ignored)."""
+    return NucleusModel.load(weights, kind=model, logs=logs, profile=profile,
+                             overrides=overrides)
+
+
+def make_detector(model: str = "mrcnn", weights: str | os.PathLike | None = None,
+                  tta: bool = False, *, radius: int | None = None, profile: str | None = None,
+                  overrides: dict | None = None, logs: str | os.PathLike = "logs",
+                  scale: float | str | None = None, scales: tuple[float, ...] | None = None
+                  ) -> Detector:
+    """The detector of ``model`` ("mrcnn" or "fcn") from ``weights``
+    (:meth:`NucleusModel.load`, then :meth:`NucleusModel.detector`): the one place where the
+    command line and scripts get a detector."""
+    return model_of(model, weights, profile=profile, overrides=overrides, logs=logs).detector(
+        tta, scale=scale, scales=scales, radius=radius)
+
+
+def crop_sized_of(model: str = "mrcnn", weights: str | os.PathLike | None = None,
+                  tta: bool = False, *, scale: float | str | None = None,
+                  scales: tuple[float, ...] | None = None, **kwargs: Any) -> bool:
+    """What ``make_detector(...).crop_sized`` says for the same keywords, without building the
+    model (and without reading the weights file where the FCN, TTA, a vote over scales or a
+    scale other than 1 settle it)."""
+    if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
+                                                scales):
+        return False
+    return model_of(model, weights, **kwargs).crop_sized(tta, scale, scales)
