@@ -71,8 +71,9 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=_scale, default=None, metavar="FACTOR",
                    help="detect on the image resized by FACTOR; auto: by the factor that brings "
                         "the nuclei a first pass finds to the size the model was trained at; probe: "
-                        "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei (for "
-                        "nuclei far bigger than the training set's; 1.3x the time) "
+                        "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei, not "
+                        "shrinking those found below 8.5 px (for nuclei far bigger than the "
+                        "training set's; about twice the time) "
                         "(default: auto for a model trained at one nucleus size, OBJECT_DIAMETER; "
                         "else 1, as for the shipped model)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
