@@ -1,8 +1,9 @@
 """The one detector interface: ``detector(image) -> (masks [H, W, N], scores [N])``.
 
-detect, evaluate, submit, compare, segment, test-time augmentation and the FCN-8s baseline all
-go through :class:`Detector`, which a model object builds
-(:meth:`nucleus.inference.nucleus_model.NucleusModel.detector`; the commands call
+detect, evaluate, submit, compare, segment, train's validation mAP, test-time augmentation and
+the FCN-8s baseline all go through :class:`Detector`, which a model object builds
+(:meth:`nucleus.inference.nucleus_model.NucleusModel.detector`, around a network in memory
+:meth:`~nucleus.inference.nucleus_model.NucleusModel.detector_of`; the commands call
 :func:`nucleus.inference.nucleus_model.make_detector` with a model name, a weights file and the
 TTA switch). A detector does two things in turn, and exposes both:
 

@@ -8,8 +8,10 @@ holds what they say: the configuration stored beside the weights (the network of
 the image preparation and the run folder (:class:`mrcnn.runs.RunFolder`) the file lies in.
 :meth:`NucleusModel.detector` builds the one detector interface
 (:class:`nucleus.inference.detectors.Detector`), and :func:`make_detector` is the commands' way
-to it. Training derives its validation model's configuration with the same rule
-(:func:`run_inference_config`), but this module imports no training code.
+to it. Training's validation is a model of the same class (:meth:`NucleusModel.of_training`:
+the run's inference configuration, :func:`run_inference_config`, its weights in memory) whose
+detector is built by the same :meth:`NucleusModel.detector_of`; this module imports no
+training code.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from nucleus.inference.detectors import (Detector, detector_scale, has_sparse_ca
 
 if TYPE_CHECKING:
     from mrcnn.config import Config
+    from mrcnn.model import MaskRCNN
     from mrcnn.runs import RunFolder, RunLayout
 
 MODELS = ("mrcnn", "fcn")
@@ -172,13 +175,14 @@ def layout_of(kind: str, name: str | None = None) -> RunLayout:
 
 @dataclass(frozen=True)
 class NucleusModel:
-    """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file, the
+    """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file (None for
+    a training run's validation model, whose weights live in memory: :meth:`of_training`), the
     inference configuration stored beside the weights (Mask R-CNN; None for the FCN), the
     epoch it was saved at, the profile it was made with and the run folder it lies in (None
     for a file outside one, such as the shipped model). ``logs`` is the folder a new model
     built from it would name its runs in."""
     kind: str
-    weights: str
+    weights: str | None
     config: Config | None = None
     epoch: int = 0
     run_folder: RunFolder | None = None
@@ -252,6 +256,17 @@ class NucleusModel:
         epoch = int(attrs["epoch"]) if "epoch" in attrs else layout.epoch_of(path) or 0
         return cls("mrcnn", path, config, epoch, layout.run_of(path), profile, os.fspath(logs))
 
+    @classmethod
+    def of_training(cls, training_config: Config, overrides: dict | None = None,
+                    profile: str | None = None,
+                    logs: str | os.PathLike = "logs") -> NucleusModel:
+        """A training run's validation model: the configuration its checkpoints will load with
+        (:func:`run_inference_config`) and no file (``weights`` None), since training copies its
+        weights into the network (:meth:`network`) each time it validates."""
+        config = run_inference_config(training_config, overrides, profile)
+        return cls("mrcnn", None, config, profile=profile or profile_of(training_config.to_dict()),
+                   logs=os.fspath(logs))
+
     @property
     def normalization(self) -> str | None:
         """The per-image intensity normalisation the model was trained with (None or
@@ -268,33 +283,51 @@ class NucleusModel:
                                   detector_scale(scale, scales, self.config.OBJECT_DIAMETER),
                                   scales)
 
+    def network(self) -> MaskRCNN:
+        """The Mask R-CNN inference network of this configuration, without weights. The detector
+        prepares (normalises) whole images itself (:meth:`detector_of`), so the network's own
+        ``IMAGE_NORMALIZATION`` is off: it takes prepared images as they are."""
+        if self.kind != "mrcnn":
+            raise ValueError(f"a {self.kind} model has no Mask R-CNN network")
+        from mrcnn import model as modellib   # here: TensorFlow (~4 s) only once a model runs
+
+        config = copy.copy(self.config)
+        config.IMAGE_NORMALIZATION = None
+        return modellib.MaskRCNN("inference", config, self.logs)
+
+    def detector_of(self, network: MaskRCNN, tta: bool = False, *,
+                    scale: float | str | None = None,
+                    scales: tuple[float, ...] | None = None) -> Detector:
+        """The detector around ``network``, a network :meth:`network` built that holds this
+        model's weights: loaded from its file (:meth:`detector`), or copied in by training
+        (the validation model, :meth:`of_training`). The image preparation, scale and overlap
+        rule are the same for both, so validation scores a model as ``evaluate`` does."""
+        diameter = self.config.OBJECT_DIAMETER
+        sparse = network.detect_instances if has_sparse_call(self.config) else None
+        return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
+                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
+                        detect_sparse=sparse)
+
     def detector(self, tta: bool = False, *, scale: float | str | None = None,
                  scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
         """The detector of this model, voting over flips when ``tta``; ``scale`` and ``scales``
         as :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
         model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
         else 1. ``radius``: the erosion radius of the FCN's instance split."""
+        if self.weights is None:
+            raise ValueError("this model has no weights file (a training run's validation "
+                             "model): build its network and use detector_of")
         if self.kind == "fcn":
-            from nucleus.fcn.detector import FCNDetector
+            from nucleus.fcn.detector import FCNDetector   # here: scikit-image and h5py (~0.4 s)
 
             fcn = FCNDetector.from_weights(self.weights,
                                            **({} if radius is None else {"radius": radius}))
             return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
                             1.0 if scale is None else scale, scales)
-        from mrcnn import model as modellib
-
-        # The detector normalises whole images itself (prepare); the network takes them as
-        # they are.
-        config = copy.copy(self.config)
-        config.IMAGE_NORMALIZATION = None
-        network = modellib.MaskRCNN("inference", config, self.logs)
+        network = self.network()
         network.load_weights(self.weights, by_name=True)
         network.fold_batch_norms()
-        diameter = config.OBJECT_DIAMETER
-        sparse = network.detect_instances if has_sparse_call(config) else None
-        return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
-                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
-                        detect_sparse=sparse)
+        return self.detector_of(network, tta, scale=scale, scales=scales)
 
 
 # ----------------------------------------------------------------------------- the commands' way

@@ -12,7 +12,7 @@ from mrcnn.runs import mask_rcnn_layout
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs, run_inference_config
+from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs
 from nucleus.training.augment import build_augmentation
 from nucleus.training.train_options import TrainOptions
 
@@ -132,9 +132,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)
     callbacks = []
     if val_ds is not None and options.eval_every > 0:
-        inference_config = run_inference_config(config, overrides, profile)
-        inference_model = modellib.MaskRCNN("inference", inference_config, logs)
-        callbacks.append(MapCallback(model, inference_model, val_ds, every=options.eval_every,
+        validation = NucleusModel.of_training(config, overrides, profile, logs)
+        callbacks.append(MapCallback(model, validation, val_ds, every=options.eval_every,
                                      first=options.eval_first, limit=options.eval_limit))
     augmentation = (build_augmentation(rotate90=options.rotate90, appearance=options.appearance,
                                        scale=options.scale, dim=options.dim,
