@@ -350,15 +350,3 @@ def make_detector(model: str = "mrcnn", weights: str | os.PathLike | None = None
     command line and scripts get a detector."""
     return model_of(model, weights, profile=profile, overrides=overrides, logs=logs).detector(
         tta, scale=scale, scales=scales, radius=radius)
-
-
-def crop_sized_of(model: str = "mrcnn", weights: str | os.PathLike | None = None,
-                  tta: bool = False, *, scale: float | str | None = None,
-                  scales: tuple[float, ...] | None = None, **kwargs: Any) -> bool:
-    """What ``make_detector(...).crop_sized`` says for the same keywords, without building the
-    model (and without reading the weights file where the FCN, TTA, a vote over scales or a
-    scale other than 1 settle it)."""
-    if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
-                                                scales):
-        return False
-    return model_of(model, weights, **kwargs).crop_sized(tta, scale, scales)
