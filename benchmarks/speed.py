@@ -179,7 +179,7 @@ def block(outputs) -> None:
     """Wait until ``outputs`` (any nest of backend tensors) are computed. JAX dispatches
     asynchronously; TensorFlow's eager runtime returns from a tf.function call once it ran."""
     if backend() == "jax":
-        import jax
+        import jax   # here: JAX backend only (an optional extra)
 
         jax.block_until_ready(outputs)
 
@@ -189,10 +189,10 @@ def jit(fn: Callable) -> Callable:
     """``fn`` (no Keras variables) compiled: tf.function without AutoGraph (these small graphs
     have no tensor-dependent Python control flow) under TensorFlow, jax.jit under JAX."""
     if is_tensorflow():
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
         return tf.function(fn, autograph=False)
-    import jax
+    import jax   # here: JAX backend only (an optional extra)
 
     return jax.jit(fn)
 
@@ -232,7 +232,7 @@ def forward_backward(net: keras.Model, loss_fn: Callable, variables: Sequence,
         return norm if extra is None else norm + ops.sum(ops.cast(extra, "float32"))
 
     if is_tensorflow():
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
         def fb(*inputs):
             with tf.GradientTape() as tape:
@@ -245,7 +245,7 @@ def forward_backward(net: keras.Model, loss_fn: Callable, variables: Sequence,
             return total(grads, extra)
         return jit(fb)
 
-    import jax
+    import jax   # here: JAX backend only (an optional extra)
 
     chosen = {id(v) for v in variables}
     others = [v for v in net.variables if id(v) not in chosen]
@@ -314,7 +314,7 @@ def graph_gmacs(fn: Callable, *shapes: tuple[Sequence[int | None], str]) -> floa
     reads TensorFlow's graph)."""
     if not is_tensorflow():
         return None
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
     specs = [tf.TensorSpec(shape, dtype) for shape, dtype in shapes]
     concrete = tf.function(fn, autograph=False).get_concrete_function(*specs)

@@ -89,7 +89,7 @@ def _strategy(config):
         if config.GPU_COUNT > 1:
             _data_parallel(config.GPU_COUNT)
         return _OneDevice()
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
     if distribute.active() is not None:
         return distribute.active()

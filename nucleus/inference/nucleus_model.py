@@ -22,15 +22,17 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from mrcnn.config import Config
+from mrcnn.runs import RunFolder, RunLayout, mask_rcnn_layout
 from nucleus.config import PROFILES, make_config
 from nucleus.errors import InputError
 from nucleus.inference.detectors import (Detector, detector_scale, has_sparse_call,
                                          raw_detections, returns_crop_sized)
 
 if TYPE_CHECKING:
-    from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
-    from mrcnn.runs import RunFolder, RunLayout
 
 MODELS = ("mrcnn", "fcn")
 START_NAMES = ("coco", "imagenet", "none")
@@ -88,10 +90,6 @@ def network_values(stored: dict) -> dict[str, Any]:
     (IMAGE_NORMALIZATION, say, is newer than the first checkpoints). Arrays and the anchor
     scales get their configuration types back.
     """
-    import numpy as np
-
-    from mrcnn.config import Config
-
     values = {}
     for key in NETWORK_SHAPE_KEYS:
         default = getattr(Config, key)
@@ -125,6 +123,7 @@ def run_inference_config(training_config: Config, overrides: dict | None = None,
 
 def read_weights_attrs(path: str) -> dict:
     """The root attributes of a weights file; a missing or unreadable file -> InputError."""
+    # here: mrcnn.weights imports Keras (TensorFlow, ~4 s), which `import nucleus` must not
     from mrcnn.weights import WeightsError, read_attrs
 
     try:
@@ -149,7 +148,7 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
 # ----------------------------------------------------------------------------- weights files
 def find_coco_weights() -> str:
     """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
-    from mrcnn.weights import COCO_WEIGHTS_URL
+    from mrcnn.weights import COCO_WEIGHTS_URL   # here: Keras (see read_weights_attrs)
 
     candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
                   os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
@@ -165,11 +164,9 @@ def layout_of(kind: str, name: str | None = None) -> RunLayout:
     """How runs of ``kind`` are named: Mask R-CNN's by its configuration ``name``, the FCN's
     ``fcn<timestamp>``."""
     if kind == "fcn":
-        from nucleus.fcn.detector import FCN_RUNS
+        from nucleus.fcn.detector import FCN_RUNS   # here: Keras, for FCN models only
 
         return FCN_RUNS
-    from mrcnn.runs import mask_rcnn_layout
-
     return mask_rcnn_layout(name)
 
 
@@ -208,7 +205,7 @@ class NucleusModel:
                 return None
             if weights == "coco":
                 return find_coco_weights()
-            from mrcnn.weights import get_imagenet_weights
+            from mrcnn.weights import get_imagenet_weights   # here: Keras
 
             try:
                 return get_imagenet_weights()
@@ -318,7 +315,7 @@ class NucleusModel:
             raise ValueError("this model has no weights file (a training run's validation "
                              "model): build its network and use detector_of")
         if self.kind == "fcn":
-            from nucleus.fcn.detector import FCNDetector   # here: scikit-image and h5py (~0.4 s)
+            from nucleus.fcn.detector import FCNDetector   # here: Keras, for FCN models only
 
             fcn = FCNDetector.from_weights(self.weights,
                                            **({} if radius is None else {"radius": radius}))

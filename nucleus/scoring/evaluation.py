@@ -11,11 +11,13 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.backend import write_scalars
 from mrcnn.runs import RunFolder
 from nucleus.formats.io_utils import atomic_write
 from nucleus.inference.nucleus_model import NucleusModel
 from nucleus.kinds import KINDS, image_kind
 from nucleus.scoring import metric
+from nucleus.scoring.plots import save_map_curve
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
                                     *(f"map_{kind}" for kind in KINDS))
@@ -141,15 +143,12 @@ class MapCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["val_map"] = result.map
         try:  # TensorBoard's own writer: no TensorFlow needed under the JAX backend
-            from mrcnn.backend import write_scalars
-
             write_scalars(os.path.join(log_dir, "val_map"),
                           {"val_map": result.map,
                            **{f"val_map_{kind}": m for kind, (_, m) in by_kind.items()}}, epoch)
         except Exception as e:  # TensorBoard is optional: the CSV and PNG curve remain
             print(f"could not write val_map to TensorBoard: {e}")
         try:
-            from nucleus.scoring.plots import save_map_curve
             save_map_curve(os.path.join(log_dir, "val_map.png"), path)
         except Exception as e:  # a plotting problem must not stop training
             print(f"could not draw val_map.png: {e}")
