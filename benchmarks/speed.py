@@ -601,7 +601,7 @@ def force_foreground(model: MaskRCNN, margin: float = 10.0) -> None:
 def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDataset,
                  image_id: int, model_dir: str, stages: list[dict] | None) -> dict:
     """First-call and median seconds of ``detect`` on one size x size image, and the median
-    of its compiled inference alone (``MaskRCNN._infer``: no molding, no mask pasting)."""
+    of its compiled inference alone (``MaskRCNN.infer_molded``: no molding, no mask pasting)."""
     detections = opts.detections or len(dataset.image_info[image_id]["mask_paths"])
     config = inference_config(backbone, opts, detections)
     model = MaskRCNN("inference", config, model_dir=model_dir)
@@ -615,9 +615,9 @@ def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDatase
     out["detections"] = int(len(result["scores"]))
 
     molded, _, windows = model.mold_inputs([image])
-    out["detect_graph"] = median_seconds(lambda: model._infer(molded[0], windows[0]),
+    out["detect_graph"] = median_seconds(lambda: model.infer_molded(molded[0], windows[0]),
                                          opts.repeats, opts.warmup)
-    n_proposals = int(model._infer(molded[0], windows[0])["proposals"].shape[0])
+    n_proposals = int(model.infer_molded(molded[0], windows[0])["proposals"].shape[0])
     out["proposals"] = n_proposals
     if stages:
         rows = {r["stage"]: r for r in stages}

@@ -419,8 +419,11 @@ class MaskRCNN:
             windows.append(window)
         return molded, np.stack(metas), np.array(windows)
 
-    def _infer(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
-        """The compiled inference graph on one molded image; ``window`` in its pixels."""
+    def infer_molded(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
+        """The compiled inference graph on one molded image; ``window`` in its pixels. Its raw
+        outputs (proposals, detections, mask logits), without unmolding: what :meth:`detect`,
+        :meth:`run_stages` and :meth:`detect_molded` build on, and what benchmarks/speed.py
+        times alone."""
         shape = original = molded.shape[:2]
         if not backend_ops.uses_fused_kernels():
             # a compiling backend: pad to a bucket size (with the molded value of black, as
@@ -447,7 +450,7 @@ class MaskRCNN:
                              "configuration with 'pad64', 'square' or 'none'")
         molded, metas, windows = self.mold_inputs([image])
         molded = molded[0]
-        out = self._infer(molded, windows[0])
+        out = self.infer_molded(molded, windows[0])
         facts = {"molded_image": molded, "window": windows[0], "image_meta": metas[0],
                  "anchors": self.get_anchors(molded.shape), "original_shape": image.shape}
         return out, facts
@@ -593,7 +596,7 @@ class MaskRCNN:
         results = []
         for image, window in zip(molded_images, windows):
             molded = self._as_molded(image)
-            out = self._infer(molded, window)
+            out = self.infer_molded(molded, window)
             h, w = molded.shape[:2]
             rois, class_ids, scores, masks = self.unmold_detections(
                 out["detections"], out["mrcnn_mask"], molded.shape, molded.shape, [0, 0, h, w])
@@ -678,7 +681,7 @@ class MaskRCNN:
                      wanted: set[str]) -> dict[str, np.ndarray]:
         """The arrays of :data:`GRAPH_NODES` and :data:`PROPOSAL_STEPS` for one molded image."""
         config = self.config
-        out = self._infer(image, window)
+        out = self.infer_molded(image, window)
         rois = config.POST_NMS_ROIS_INFERENCE
         found = {
             "input_image": image[None], "input_image_meta": meta[None],

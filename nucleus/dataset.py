@@ -152,7 +152,8 @@ class NucleusDataset(Dataset):
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Worker processes get an empty cache (and a fresh lock) rather than a copy of it.
+        # Worker processes and copies (copy.copy: nucleus.training.sampling) get an empty cache
+        # (and a fresh lock) rather than a copy of it.
         state = self.__dict__.copy()
         state["_labels"] = OrderedDict()
         del state["_lock"]

@@ -1,6 +1,6 @@
 """The dock widget: segment an image layer into a Labels layer, off the GUI thread.
 
-The run is the one ``nucleus segment`` makes (:func:`nucleus.segment._segment_array`: the
+The run is the one ``nucleus segment`` makes (:func:`nucleus.segment.segment`: the
 detector's ``prepare``, the tiles of :mod:`nucleus.inference.tiling`, the table of
 :func:`nucleus.segment.measure`), driven tile by tile here so that napari's worker thread can
 report progress and stop between tiles when the user cancels. The labels therefore equal the
