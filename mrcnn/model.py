@@ -14,7 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mrcnn import backend_ops, data, distribute, execution, heads, utils, weights as weights_io
+from mrcnn import backend, backend_ops, data, distribute, execution, heads, utils
+from mrcnn import weights as weights_io
 from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (matterport names)
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
 from mrcnn.proposals import top_anchors
@@ -368,12 +369,12 @@ class MaskRCNN:
         callbacks = list(custom_callbacks or [])
         if distribute.is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
+            # TensorBoard curves under every backend: Keras's callback under TensorFlow, the
+            # tensorboard package's own writer under the others
             callbacks[:0] = [
+                *backend.training_callbacks_for_logging(self.log_dir),
                 keras.callbacks.CSVLogger(self.run_folder.history, append=True),
                 CheckpointCallback(self)]
-            if keras.backend.backend() == "tensorflow":  # its writer needs TensorFlow
-                callbacks.insert(0, keras.callbacks.TensorBoard(
-                    log_dir=self.log_dir, histogram_freq=0, write_graph=False, profile_batch=0))
         trainable = self.set_trainable(regex)
         if verbose:  # what matterport printed
             print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
