@@ -176,9 +176,9 @@ def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: n
 
 def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
                           augmentation=None) -> dict | None:
-    """Everything the training graph needs for one image, padded to fixed sizes."""
-    image, meta, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
-                                                         augmentation=augmentation)
+    """Everything the training graph reads for one image, padded to fixed sizes."""
+    image, _, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
+                                                      augmentation=augmentation)
     if not np.any(class_ids > 0):
         return None
     rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config)
@@ -193,7 +193,6 @@ def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
     gt_class_ids[:n], gt_boxes[:n], gt_masks[:, :, :n] = class_ids, boxes, masks
     return {
         "input_image": mold_image(image, config),
-        "input_image_meta": meta,
         "input_rpn_match": rpn_match[:, None],
         "input_rpn_bbox": rpn_bbox,
         "input_gt_class_ids": gt_class_ids,
