@@ -292,7 +292,7 @@ class MaskRCNNNet(keras.Model):
         if backend_ops.uses_fused_kernels():
             fn = self._infer_fns.get("tf")
             if fn is None:
-                import tensorflow as tf
+                import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
                 spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT],
                                       tf.float32),

@@ -17,6 +17,8 @@ import numpy as np
 from skimage.transform import resize
 
 from mrcnn.utils import median_diameter
+from nucleus.inference.overlap import eliminate_overlaps
+from nucleus.inference.tta import merge_runs
 
 Detect = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -156,9 +158,6 @@ def detect_with_scales(detect: Detect, image: np.ndarray, scales: Sequence[float
     """Masks [H, W, N] without overlaps and their scores, voted over the image at ``scales``
     (:func:`nucleus.inference.tta.merge_runs`: a nucleus most scales find, its pixels by
     majority)."""
-    from nucleus.inference.overlap import eliminate_overlaps
-    from nucleus.inference.tta import merge_runs
-
     if not scales:
         raise ValueError("no scales given")
     runs = [detect_at_scale(detect, image, float(s)) for s in scales]
