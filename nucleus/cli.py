@@ -89,7 +89,7 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
                         "the nuclei a first pass finds to the size the model was trained at; probe: "
                         "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei, not "
                         "shrinking those found below 8.5 px (for nuclei far bigger than the "
-                        "training set's; about twice the time) "
+                        "training set's; about 1.4 times the time) "
                         "(default: auto for a model trained at one nucleus size, OBJECT_DIAMETER; "
                         "else 1, as for the shipped model)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
