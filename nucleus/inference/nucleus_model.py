@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrcnn.config import Config
+from mrcnn.errors import WeightsError
 from mrcnn.runs import RunFolder, RunLayout, mask_rcnn_layout
 from nucleus.config import PROFILES, make_config
 from nucleus.errors import InputError
@@ -125,11 +126,11 @@ def run_inference_config(training_config: Config, overrides: dict | None = None,
 
 def read_weights_attrs(path: str) -> dict:
     """The root attributes of a weights file; a missing or unreadable file -> InputError."""
-    # here: mrcnn.weights imports Keras (TensorFlow, ~4 s), which `import nucleus` must not
-    from mrcnn.weights import WeightsError, read_attrs
+    # here: h5py (~0.1 s, where `import nucleus` takes ~0.3 s), which only reading a file needs
+    from mrcnn import weights_file
 
     try:
-        return read_attrs(path)
+        return weights_file.read_attrs(path)
     except (FileNotFoundError, WeightsError) as e:
         raise InputError(str(e)) from None
 
@@ -150,7 +151,7 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
 # ----------------------------------------------------------------------------- weights files
 def find_coco_weights() -> str:
     """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
-    from mrcnn.weights import COCO_WEIGHTS_URL   # here: Keras (see read_weights_attrs)
+    from mrcnn.weights_file import COCO_WEIGHTS_URL   # here: h5py (see read_weights_attrs)
 
     candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
                   os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
@@ -207,7 +208,7 @@ class NucleusModel:
                 return None
             if weights == "coco":
                 return find_coco_weights()
-            from mrcnn.weights import get_imagenet_weights   # here: Keras
+            from mrcnn.weights import get_imagenet_weights   # here: Keras (TensorFlow, ~4 s)
 
             try:
                 return get_imagenet_weights()
