@@ -22,8 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nucleus.dataset import load_subset  # noqa: E402
 from nucleus.inference import scales  # noqa: E402
-from nucleus.inference.detectors import Detector  # noqa: E402
-from nucleus.inference.nucleus_model import make_detector  # noqa: E402
+from nucleus.inference.nucleus_model import NucleusModel  # noqa: E402
 from nucleus.kinds import image_kind  # noqa: E402
 from nucleus.scoring import metric  # noqa: E402
 
@@ -41,7 +40,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     scale = args.scale if args.scale in (None, "auto") else float(args.scale)
     dataset = load_subset(args.dataset, args.subset, args.limit, solution=args.solution)
-    detector = make_detector("mrcnn", args.weights, scale=scale)
+    # one network for the detector at the default scale and those at each image's auto factor
+    model = NucleusModel.load(args.weights)
+    network = model.loaded_network()
+    detector = model.detector_of(network, scale=scale)
     lines = ["| image | size | kind | true | found | true diameter | found diameter | score | "
              "auto factor | score (auto) |", "|---" * 10 + "|"]
     by_kind: dict[str, list[tuple[float, float]]] = {}
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
             factor = scales.choose_scale(found, detector.diameter or scales.TRAINING_DIAMETER)
             auto_score = score
             if factor != 1:
-                fixed = Detector(detector.detect, tta=detector.tta, scale=factor)
+                fixed = model.detector_of(network, detector.tta, scale=factor)
                 auto_masks, _ = fixed.detect_prepared(prepared)
                 auto_score = metric.image_score(truth, auto_masks).score
         kind = image_kind(image)

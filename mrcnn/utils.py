@@ -603,7 +603,7 @@ def download_trained_weights(coco_model_path: str | os.PathLike, verbose: int = 
     the address and the destination. ``url`` defaults to the release address of the file.
     """
     if url is None:
-        from mrcnn.weights import COCO_WEIGHTS_URL   # here: mrcnn.weights imports Keras
+        from mrcnn.weights_file import COCO_WEIGHTS_URL   # here: else each import pays h5py (0.1 s)
         url = COCO_WEIGHTS_URL
     path = os.fspath(coco_model_path)
     network_errors = (OSError, http.client.HTTPException)  # URLError and timeouts are OSErrors

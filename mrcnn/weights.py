@@ -19,16 +19,14 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from mrcnn.errors import WeightsError  # noqa: F401  (raised here; public name)
+from mrcnn.errors import WeightsError
 from mrcnn.files import atomic_path
+# public names here too: reading attributes lives in the Keras-free module (see its docstring)
+from mrcnn.weights_file import (COCO_WEIGHTS_URL, IMAGENET_RESNET50_FILE,  # noqa: F401
+                                IMAGENET_RESNET50_URL, open_weights, read_attrs)
 
 # Nested models that matterport's files store as one layer group.
 UNIT_MODELS = ("rpn_model",)
-
-COCO_WEIGHTS_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
-IMAGENET_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_RESNET50_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/"
-                         "v0.2/" + IMAGENET_RESNET50_FILE)
 
 
 def get_imagenet_weights() -> str:
@@ -115,22 +113,6 @@ def _fits(value: np.ndarray, dtype: str) -> bool:
     return value.size == 0 or float(np.max(np.abs(value))) <= float(np.finfo(dtype).max)
 
 
-def read_attrs(filepath: str) -> dict:
-    """Root attributes of a weights file (e.g. the stored configuration and epoch)."""
-    with _open(filepath) as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
-def _open(filepath: str) -> h5py.File:
-    filepath = os.fspath(filepath)
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"{filepath}: weights file not found")
-    try:
-        return h5py.File(filepath, "r")
-    except OSError as e:
-        raise WeightsError(f"{filepath}: not a readable HDF5 weights file ({e})") from None
-
-
 def _decode(names: Iterable) -> list[str]:
     return [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names]
 
@@ -207,7 +189,7 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
 
     filepath = os.fspath(filepath)
     units = weight_units(model)
-    with _open(filepath) as f:
+    with open_weights(filepath) as f:
         root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
         keras2 = "layer_names" in root.attrs
         if keras2:

@@ -503,13 +503,12 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_pick_radius(args) -> int:
-    from nucleus.fcn.model import load_fcn   # here: Keras (TensorFlow)
-    from nucleus.fcn.train import tune_radius
+    from nucleus.fcn.train import tune_radius   # here: Keras (TensorFlow)
 
-    weights = NucleusModel.resolve(args.weights, kind="fcn", logs=args.logs)
+    model = NucleusModel.load(args.weights, kind="fcn", logs=args.logs)
     ds = load_dataset(args.dataset, args.subset, args.limit)
     radii = [int(r) for r in args.radii.split(",")]
-    best, scores = tune_radius(load_fcn(weights), ds, radii)
+    best, scores = tune_radius(model.detector(), ds, radii)
     for r in radii:
         print(f"radius {r}: mAP {scores[r]:.4f}")
     print(f"best radius: {best}")

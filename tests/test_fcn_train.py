@@ -12,10 +12,14 @@ import pytest
 
 from mrcnn.utils import Dataset
 from nucleus.errors import InputError
-from nucleus.fcn.model import VGG_MEAN_BGR
+from nucleus.fcn import model as fcn_model
+from nucleus.fcn.model import VGG_MEAN_BGR, predict_foreground
 from nucleus.fcn.detector import FCNDetector, find_last
+from nucleus.fcn.opening import label_by_opening
 from nucleus.fcn.train import (evaluate_fcn, make_crop_dataset, merged_foreground, random_crop,
                                train_fcn, tune_radius)
+from nucleus.inference.nucleus_model import NucleusModel
+from nucleus.scoring.metric import image_score
 
 FC_WIDTH = 16
 EPOCHS = 4
@@ -93,13 +97,29 @@ def test_training_from_scratch_learns_the_foreground(trained):
     assert result["val_metrics"][-1]["pixel_iou"] == pytest.approx(float(val[-1]["pixel_iou"]))
 
 
+def direct_scores(model, dataset, radius: int) -> dict[str, float]:
+    """Pixel IoU and mAP computed from the network's foreground and the opening directly, as
+    validation computed them before it went through the model object's detector."""
+    intersection = union = 0
+    scores = []
+    for image_id in dataset.image_ids:
+        truth = dataset.load_mask(image_id)[0]
+        predicted = predict_foreground(model, dataset.load_image(image_id)) > 0.5
+        intersection += int((truth.any(axis=-1) & predicted).sum())
+        union += int((truth.any(axis=-1) | predicted).sum())
+        scores.append(image_score(truth, label_by_opening(predicted, radius)).score)
+    return {"pixel_iou": intersection / union, "map": float(np.mean(scores))}
+
+
 def test_evaluate_and_detect(trained):
     result, _, _, val = trained
     model = result["model"]
-    metrics = evaluate_fcn(model, val, radius=1)
+    metrics = evaluate_fcn(NucleusModel.of_fcn_training().detector_of(model, radius=1), val)
     assert set(metrics) == {"pixel_iou", "map"}
     assert metrics["pixel_iou"] > 0.8
     assert metrics["map"] > 0.3  # separated disks: the instances follow the foreground
+    assert metrics == pytest.approx(direct_scores(model, val, radius=1), abs=1e-12)
+    assert metrics["map"] != direct_scores(model, val, radius=8)["map"]   # the radius counts
 
     image = val.load_image(0)
     (r,) = FCNDetector(model, radius=1).detect([image])
@@ -119,11 +139,72 @@ def test_evaluate_and_detect(trained):
     np.testing.assert_array_equal(masks2, masks)
     np.testing.assert_array_equal(scores2, scores)
 
-    best, scores_by_radius = tune_radius(model, val, radii=[2, 0, 1])
+    best, scores_by_radius = tune_radius(NucleusModel.of_fcn_training().detector_of(model),
+                                         val, radii=[2, 0, 1])
     assert set(scores_by_radius) == {0, 1, 2}
     assert best == min(r for r, s in scores_by_radius.items()   # the best, the smallest of ties
                        if s == max(scores_by_radius.values()))
     assert scores_by_radius[1] == pytest.approx(metrics["map"])  # the same score as evaluate's
+
+
+def test_validation_scores_the_detector_the_model_object_builds(trained, tmp_path, monkeypatch):
+    """Training validates through NucleusModel.detector_of around the network it trains, so its
+    numbers are those evaluate_fcn gives that detector (and evaluate, segment, its checkpoint)."""
+    _, _, train, val = trained
+    built = []
+    real = NucleusModel.detector_of
+
+    def spy(self, network, *args, **kwargs):
+        built.append((self, network, kwargs))
+        return real(self, network, *args, **kwargs)
+
+    monkeypatch.setattr(NucleusModel, "detector_of", spy)
+    keras.utils.set_random_seed(1)
+    result = train_fcn(train, val, tmp_path, weights=None, epochs=1, steps_per_epoch=2,
+                       learning_rate=2e-4, augment=False, crop_size=64, batch_size=2, radius=3,
+                       min_size=5, fc_width=FC_WIDTH, seed=1, verbose=0)
+    ((validation, network, kwargs),) = built
+    assert validation.kind == "fcn" and validation.weights is None
+    assert network is result["model"] and kwargs == {"radius": 3, "min_size": 5}
+    (row,) = read_csv(result["run_dir"] / "val_map.csv")
+    again = evaluate_fcn(real(validation, network, radius=3, min_size=5), val)
+    assert float(row["pixel_iou"]) == pytest.approx(again["pixel_iou"], abs=1e-12)
+    assert float(row["map"]) == pytest.approx(again["map"], abs=1e-12)
+
+
+def test_a_checkpoints_detector_is_the_validation_detector(trained, monkeypatch):
+    """NucleusModel.load(checkpoint, kind="fcn").detector() finds what validation's detector
+    around the same weights finds."""
+    result, _, _, val = trained
+    real_load = fcn_model.load_fcn
+    monkeypatch.setattr(fcn_model, "load_fcn",   # the tests' FCN is narrower than the paper's
+                        lambda weights: real_load(weights, fc_width=FC_WIDTH))
+    loaded = NucleusModel.load(result["checkpoint"], kind="fcn")
+    assert loaded.epoch == EPOCHS and loaded.run_folder.path == str(result["run_dir"])
+    detector = loaded.detector(radius=1)
+    assert detector.name == "FCN-8s" and detector.detect.radius == 1
+    validation = NucleusModel.of_fcn_training().detector_of(result["model"], radius=1)
+    for image_id in val.image_ids:
+        masks, scores = detector(val.load_image(image_id))
+        same_masks, same_scores = validation(val.load_image(image_id))
+        assert masks.shape[-1] >= 1
+        np.testing.assert_array_equal(masks, same_masks)
+        np.testing.assert_allclose(scores, same_scores, rtol=1e-6)
+    assert evaluate_fcn(detector, val) == pytest.approx(evaluate_fcn(validation, val))
+
+
+def test_evaluation_takes_an_fcn_detector_on_images_as_they_are(trained):
+    result, _, _, val = trained
+    model = NucleusModel.of_fcn_training()
+    with pytest.raises(ValueError, match="without TTA"):
+        evaluate_fcn(model.detector_of(result["model"], tta=True), val)
+    with pytest.raises(ValueError, match="without TTA"):
+        tune_radius(model.detector_of(result["model"], scale=0.5), val)
+    from nucleus.inference.detectors import Detector
+
+    with pytest.raises(ValueError, match="not an FCN"):
+        evaluate_fcn(Detector(lambda image: (np.zeros(image.shape[:2] + (0,), bool),
+                                             np.zeros(0))), val)
 
 
 def test_resume_from_last_checkpoint(trained):

@@ -12,12 +12,16 @@ import datetime
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from mrcnn import weights as weights_io
+from mrcnn import weights_file as attrs_io
 from mrcnn.runs import RunFolder, mask_rcnn_layout
 from nucleus.config import (NucleusConfig, NucleusCPUInferenceConfig, NucleusInferenceConfig,
                             make_config)
@@ -27,6 +31,8 @@ from nucleus.inference import nucleus_model
 from nucleus.inference.nucleus_model import (NETWORK_SHAPE_KEYS, SHIPPED_WEIGHTS, NucleusModel,
                                              config_from_weights, make_detector,
                                              run_inference_config)
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The network of the smallest model a detector is built from (seconds, not minutes), trained
 # at one nucleus size and under a NAME that is not a profile's.
@@ -59,16 +65,37 @@ def weights_file(path, config=None, epoch: int | None = None) -> str:
 
 @pytest.fixture
 def count_reads(monkeypatch):
-    """The paths mrcnn.weights.read_attrs is called with."""
+    """The paths mrcnn.weights_file.read_attrs is called with."""
     calls = []
-    real = weights_io.read_attrs
+    real = attrs_io.read_attrs
 
     def counted(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(weights_io, "read_attrs", counted)
+    monkeypatch.setattr(attrs_io, "read_attrs", counted)
     return calls
+
+
+def test_reading_a_model_imports_no_keras():
+    """NucleusModel.load reads the file's attributes with h5py alone: no Keras, no TensorFlow
+    (4 s and more of start-up) before a network is built. mrcnn.weights keeps the names."""
+    code = ("import sys\n"
+            "from nucleus.inference.nucleus_model import NucleusModel\n"
+            "model = NucleusModel.load()\n"
+            "print(model.config.NAME, model.epoch, sorted(m for m in ('keras', 'tensorflow',\n"
+            "      'jax', 'mrcnn.weights') if m in sys.modules))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[2:] == ["[]"], done.stdout
+    assert done.stdout.split()[:2] == [NucleusModel.load().config.NAME,
+                                      str(NucleusModel.load().epoch)]
+    for name in ("read_attrs", "open_weights", "COCO_WEIGHTS_URL", "IMAGENET_RESNET50_FILE",
+                 "IMAGENET_RESNET50_URL"):
+        assert getattr(weights_io, name) is getattr(attrs_io, name), name
 
 
 # ----------------------------------------------------------------------------- the shipped file

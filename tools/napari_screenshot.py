@@ -18,7 +18,17 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import napari
+import numpy as np
+from PIL import Image
+from qtpy.QtCore import QPoint
+from qtpy.QtWidgets import QApplication
+
+from nucleus.formats.image_io import read_image
+from nucleus.formats.segment_outputs import LABELS_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = (ROOT / "nucleus" / "sample" / "stage1_train"
@@ -34,18 +44,11 @@ def segment(image: Path, out: Path) -> Path:
     """``nucleus segment IMAGE --out OUT`` in a child process: the label TIFF's path."""
     subprocess.run([sys.executable, "-m", "nucleus", "segment", str(image), "--out", str(out)],
                    check=True, cwd=ROOT)
-    from nucleus.formats.segment_outputs import LABELS_SUFFIX
-
     return out / f"{image.stem}{LABELS_SUFFIX}"
 
 
 def screenshot(image: Path, labels: Path, out: Path, size: tuple[int, int],
                widget: bool = True, max_bytes: int = 300_000) -> None:
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from nucleus.formats.image_io import read_image
-
     viewer = napari.Viewer(show=True)
     try:
         viewer.window.resize(*size)
@@ -74,10 +77,6 @@ def screenshot(image: Path, labels: Path, out: Path, size: tuple[int, int],
 def check_canvas(viewer, path: Path) -> None:
     """The canvas's part of the window screenshot is not blank (as under Qt's offscreen
     platform, which grabs no OpenGL widget)."""
-    import numpy as np
-    from PIL import Image
-    from qtpy.QtCore import QPoint
-
     native = viewer.window._qt_viewer.canvas.native
     top_left = native.mapTo(viewer.window._qt_window, QPoint(0, 0))
     with Image.open(path) as im:
@@ -92,8 +91,6 @@ def check_canvas(viewer, path: Path) -> None:
 
 def settle(app, seconds: float = 1.0) -> None:
     """Let Qt lay out and paint."""
-    import time
-
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
@@ -104,8 +101,6 @@ def shrink(path: Path, max_bytes: int) -> None:
     """Fewer colours (a 256-colour palette) if the PNG is larger than ``max_bytes``."""
     if path.stat().st_size <= max_bytes:
         return
-    from PIL import Image
-
     with Image.open(path) as im:
         small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
     small.save(path, optimize=True)

@@ -16,7 +16,13 @@ import os
 import sys
 import tempfile
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mrcnn.weights_file import read_attrs  # noqa: E402
+from nucleus.config import PROFILES  # noqa: E402
+from nucleus.inference.nucleus_model import config_from_weights, profile_of  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,13 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--epoch", type=int, default=None,
                    help="cumulative epoch to record (default: the checkpoint's own)")
     args = p.parse_args(argv)
-
-    import numpy as np
-
+    # here: TensorFlow (~4 s) once the arguments are read, after TF_CPP_MIN_LOG_LEVEL is set
     from mrcnn import model as modellib
-    from mrcnn.weights import read_attrs
-    from nucleus.config import PROFILES
-    from nucleus.inference.nucleus_model import config_from_weights, profile_of
 
     attrs = read_attrs(args.checkpoint)
     if "mrcnn_config" not in attrs:

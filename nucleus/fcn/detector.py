@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from mrcnn.runs import RunLayout
 from mrcnn.utils import extract_bboxes
-from nucleus.fcn.model import load_fcn, predict_foreground
+from nucleus.fcn.model import predict_foreground
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, labels_to_masks
 
 DEFAULT_RADIUS = 2
@@ -37,7 +37,12 @@ class FCNDetector:
 
     ``detect(images)`` returns one dict per image with ``masks`` bool [H, W, N] (never
     overlapping), ``scores`` [N] (mean foreground probability inside each mask), ``rois``
-    [N, 4] (y1, x1, y2, x2) and ``class_ids`` [N] (all 1), sorted by score.
+    [N, 4] (y1, x1, y2, x2) and ``class_ids`` [N] (all 1), sorted by score. Called on one image
+    (``fcn(image) -> (masks, scores)``) it is the model's own call inside the FCN's
+    :class:`nucleus.inference.detectors.Detector`
+    (:meth:`nucleus.inference.nucleus_model.NucleusModel.detector_of`). After each image,
+    :attr:`last_foreground` holds the foreground the instances were split from (bool [H, W]),
+    so validation scores the foreground's pixel IoU without running the network twice.
     """
 
     def __init__(self, model, radius: int = DEFAULT_RADIUS, min_size: int = DEFAULT_MIN_SIZE,
@@ -46,17 +51,18 @@ class FCNDetector:
         self.radius = radius
         self.min_size = min_size
         self.threshold = threshold
+        self.last_foreground: np.ndarray | None = None
 
-    @classmethod
-    def from_weights(cls, weights: str | os.PathLike, radius: int = DEFAULT_RADIUS,
-                     fc_width: int = 4096, **kwargs: Any) -> "FCNDetector":
-        """Load an FCN checkpoint file (or ``"imagenet"``/VGG16 file for an untrained head)."""
-        return cls(load_fcn(weights, fc_width=fc_width), radius=radius, **kwargs)
+    def foreground(self, image: np.ndarray) -> np.ndarray:
+        """bool [H, W]: the pixels of a uint8 RGB image whose foreground probability is above
+        the threshold, before the instance split."""
+        return predict_foreground(self.model, image) > self.threshold
 
     def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The result dict of :meth:`detect` for one uint8 RGB image."""
         probability = predict_foreground(self.model, image)
-        labels = label_by_opening(probability > self.threshold, self.radius, self.min_size)
+        self.last_foreground = probability > self.threshold
+        labels = label_by_opening(self.last_foreground, self.radius, self.min_size)
         n = int(labels.max())
         sums = np.bincount(labels.ravel(), weights=probability.ravel(), minlength=n + 1)[1:]
         areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -69,9 +75,11 @@ class FCNDetector:
                 "masks": masks}
 
     def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(masks bool [H, W, N], scores [N])`` for one image: the command line's interface."""
+        """``(masks bool [H, W, N], scores [N])`` for one image: the detector interface's call."""
         result = self.detect_one(image)
         return result["masks"], result["scores"]
+
+    __call__ = detect_with_scores
 
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
         """One result dict per image (uint8 RGB, any size), like ``MaskRCNN.detect``."""

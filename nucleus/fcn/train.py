@@ -27,11 +27,12 @@ from tqdm import tqdm
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.runs import RunFolder
 from nucleus.errors import InputError
-from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS
-from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
-                               preprocess_image, save_fcn_weights)
-from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, pick_radius
+from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS, FCNDetector
+from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, preprocess_image,
+                               save_fcn_weights)
+from nucleus.fcn.opening import DEFAULT_MIN_SIZE, pick_radius
 from nucleus.formats.io_utils import atomic_write
+from nucleus.inference.detectors import Detector
 from nucleus.inference.nucleus_model import NucleusModel
 from nucleus.scoring.metric import image_score
 from nucleus.training.augment import build_augmentation
@@ -154,9 +155,10 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]
 
 
 def _callbacks(run: RunFolder, initial_epoch: int, epochs: int, keep_checkpoints: int | None,
-               val_dataset, radius: int, min_size: int, eval_every: int,
+               val_dataset, detector: Detector, eval_every: int,
                val_rows: list[dict[str, Any]]):
-    """Keras callbacks: validation metrics, loss CSV and atomic checkpoints (in that order)."""
+    """Keras callbacks: validation metrics (of ``detector``, around the network being
+    trained), loss CSV and atomic checkpoints (in that order)."""
     # history.csv counts epochs from 0, as Keras's CSVLogger does in a Mask R-CNN run
     loss_rows = [r for r in _read_csv(Path(run.history)) if int(r["epoch"]) < initial_epoch]
 
@@ -166,7 +168,7 @@ def _callbacks(run: RunFolder, initial_epoch: int, epochs: int, keep_checkpoints
             number = epoch + 1  # checkpoints and val_map.csv count epochs from 1, like matterport
             if (val_dataset is not None and eval_every > 0
                     and (number % eval_every == 0 or number == epochs)):
-                metrics = evaluate_fcn(self.model, val_dataset, radius, min_size=min_size)
+                metrics = evaluate_fcn(detector, val_dataset)
                 val_rows.append({"epoch": number, **metrics})
                 _write_csv(Path(run.val_map), val_rows, VAL_FIELDS)
                 print(f"\nepoch {number}: val pixel IoU {metrics['pixel_iou']:.4f}, "
@@ -229,8 +231,12 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     crops = make_crop_dataset(train_dataset, batch_size, crop_size, steps_per_epoch,
                               augmenter=_resolve_augmenter(augment), seed=seed, workers=workers)
-    callbacks = _callbacks(run, initial_epoch, epochs, keep_checkpoints, val_dataset,
-                           radius, min_size, eval_every, val_rows)
+    # Validation scores the network being trained through the detector its model object
+    # builds, as `evaluate` and `segment` build theirs from its checkpoints.
+    detector = NucleusModel.of_fcn_training(logs_dir).detector_of(model, radius=radius,
+                                                                  min_size=min_size)
+    callbacks = _callbacks(run, initial_epoch, epochs, keep_checkpoints, val_dataset, detector,
+                           eval_every, val_rows)
     model.fit(crops, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
               verbose=verbose)
     result.update(epoch=epochs, checkpoint=Path(run.checkpoint(epochs)))
@@ -238,11 +244,16 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
 
 
 # ----------------------------------------------------------------------------- evaluation
-def predict_foregrounds(model, dataset, threshold: float = 0.5,
-                        desc: str = "FCN foreground") -> list[np.ndarray]:
-    """Bool foreground [H, W] of every image of ``dataset`` (probability > ``threshold``)."""
-    return [predict_foreground(model, dataset.load_image(i)) > threshold
-            for i in tqdm(dataset.image_ids, desc=desc, leave=False)]
+def _fcn_of(detector: Detector) -> FCNDetector:
+    """The FCN behind ``detector`` (:meth:`NucleusModel.detector_of` of an FCN model), checked
+    to see each image as it is: no flips, no rescaling, so that its foreground lies on the
+    image's pixels."""
+    if not isinstance(detector.detect, FCNDetector):
+        raise ValueError(f"{detector!r} is not an FCN's detector (NucleusModel.detector_of)")
+    if detector.tta or detector.scales is not None or detector.scale != 1:
+        raise ValueError(f"{detector!r}: the FCN is evaluated on the images as they are, "
+                         "without TTA or rescaling")
+    return detector.detect
 
 
 def _true_instances(dataset, image_id: int) -> np.ndarray:
@@ -252,35 +263,40 @@ def _true_instances(dataset, image_id: int) -> np.ndarray:
     return np.asarray(dataset.load_mask(image_id)[0], dtype=bool)
 
 
-def evaluate_fcn(model, dataset, radius: int = DEFAULT_RADIUS,
-                 min_size: int = DEFAULT_MIN_SIZE) -> dict[str, float]:
-    """Foreground pixel IoU (over all pixels of the dataset) and DSB mAP (mean over images).
-
-    Instances come from opening with ``radius``; they cannot overlap, so no overlap elimination
-    is needed. An empty dataset -> InputError.
+def evaluate_fcn(detector: Detector, dataset) -> dict[str, float]:
+    """Foreground pixel IoU (over all pixels of the dataset) and DSB mAP (mean over images) of
+    an FCN's ``detector`` (:meth:`NucleusModel.detector_of`, which sets the opening radius):
+    the nuclei it finds are those ``evaluate`` and ``segment`` find, and the foreground is the
+    one they were split from. An empty dataset -> InputError.
     """
     if len(dataset.image_ids) == 0:
         raise InputError("evaluate_fcn: the dataset has no images")
+    fcn = _fcn_of(detector)
     intersection = union = 0
     scores = []
     for image_id in tqdm(dataset.image_ids, desc="FCN evaluation", leave=False):
         truth = _true_instances(dataset, image_id)
-        predicted = predict_foreground(model, dataset.load_image(image_id)) > 0.5
+        masks, _ = detector(dataset.load_image(image_id))
+        predicted = fcn.last_foreground
         true_fg = truth > 0 if truth.ndim == 2 else truth.any(axis=-1)
         if true_fg.shape != predicted.shape:
             raise InputError(f"{dataset.image_reference(image_id)}: mask shape "
                              f"{true_fg.shape} != image shape {predicted.shape}")
         intersection += int((true_fg & predicted).sum())
         union += int((true_fg | predicted).sum())
-        labels = label_by_opening(predicted, radius, min_size)
-        scores.append(image_score(truth, labels).score)
+        scores.append(image_score(truth, masks).score)
     pixel_iou = intersection / union if union else 1.0
     return {"pixel_iou": float(pixel_iou), "map": float(np.mean(scores))}
 
 
-def tune_radius(model, dataset, radii: Sequence[int] = tuple(range(0, 9)),
-                min_size: int = DEFAULT_MIN_SIZE) -> tuple[int, dict[int, float]]:
-    """Best opening radius on ``dataset`` by DSB mAP (see :func:`nucleus.fcn.opening.pick_radius`)."""
-    foregrounds = predict_foregrounds(model, dataset)
+def tune_radius(detector: Detector, dataset, radii: Sequence[int] = tuple(range(0, 9))
+                ) -> tuple[int, dict[int, float]]:
+    """Best opening radius on ``dataset`` by DSB mAP (see :func:`nucleus.fcn.opening.pick_radius`)
+    for an FCN's ``detector``: each image is prepared as the detector prepares it and its
+    foreground predicted once, then split by each radius as the detector splits it (the same
+    threshold and smallest fragment)."""
+    fcn = _fcn_of(detector)
+    foregrounds = [fcn.foreground(detector.prepare(dataset.load_image(i)))
+                   for i in tqdm(dataset.image_ids, desc="FCN foreground", leave=False)]
     truths = [_true_instances(dataset, i) for i in dataset.image_ids]
-    return pick_radius(foregrounds, truths, radii, min_size=min_size)
+    return pick_radius(foregrounds, truths, radii, min_size=fcn.min_size)

@@ -9,9 +9,9 @@ the image preparation and the run folder (:class:`mrcnn.runs.RunFolder`) the fil
 :meth:`NucleusModel.detector` builds the one detector interface
 (:class:`nucleus.inference.detectors.Detector`), and :func:`make_detector` is the commands' way
 to it. Training's validation is a model of the same class (:meth:`NucleusModel.of_training`:
-the run's inference configuration, :func:`run_inference_config`, its weights in memory) whose
-detector is built by the same :meth:`NucleusModel.detector_of`; this module imports no
-training code.
+the run's inference configuration, :func:`run_inference_config`, its weights in memory; the
+FCN's :meth:`NucleusModel.of_fcn_training`) whose detector is built by the same
+:meth:`NucleusModel.detector_of`; this module imports no training code.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrcnn.config import Config
+from mrcnn.errors import WeightsError
 from mrcnn.runs import RunFolder, RunLayout, mask_rcnn_layout
 from nucleus.config import PROFILES, make_config
 from nucleus.errors import InputError
@@ -32,6 +33,8 @@ from nucleus.inference.detectors import (Detector, detector_scale, has_sparse_ca
                                          raw_detections, returns_crop_sized)
 
 if TYPE_CHECKING:
+    import keras
+
     from mrcnn.model import MaskRCNN
 
 MODELS = ("mrcnn", "fcn")
@@ -123,11 +126,11 @@ def run_inference_config(training_config: Config, overrides: dict | None = None,
 
 def read_weights_attrs(path: str) -> dict:
     """The root attributes of a weights file; a missing or unreadable file -> InputError."""
-    # here: mrcnn.weights imports Keras (TensorFlow, ~4 s), which `import nucleus` must not
-    from mrcnn.weights import WeightsError, read_attrs
+    # here: h5py (~0.1 s, where `import nucleus` takes ~0.3 s), which only reading a file needs
+    from mrcnn import weights_file
 
     try:
-        return read_attrs(path)
+        return weights_file.read_attrs(path)
     except (FileNotFoundError, WeightsError) as e:
         raise InputError(str(e)) from None
 
@@ -148,7 +151,7 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
 # ----------------------------------------------------------------------------- weights files
 def find_coco_weights() -> str:
     """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
-    from mrcnn.weights import COCO_WEIGHTS_URL   # here: Keras (see read_weights_attrs)
+    from mrcnn.weights_file import COCO_WEIGHTS_URL   # here: h5py (see read_weights_attrs)
 
     candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
                   os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
@@ -173,11 +176,11 @@ def layout_of(kind: str, name: str | None = None) -> RunLayout:
 @dataclass(frozen=True)
 class NucleusModel:
     """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file (None for
-    a training run's validation model, whose weights live in memory: :meth:`of_training`), the
-    inference configuration stored beside the weights (Mask R-CNN; None for the FCN), the
-    epoch it was saved at, the profile it was made with and the run folder it lies in (None
-    for a file outside one, such as the shipped model). ``logs`` is the folder a new model
-    built from it would name its runs in."""
+    a training run's validation model, whose weights live in memory: :meth:`of_training`,
+    :meth:`of_fcn_training`), the inference configuration stored beside the weights (Mask
+    R-CNN; None for the FCN), the epoch it was saved at, the profile it was made with and the
+    run folder it lies in (None for a file outside one, such as the shipped model). ``logs`` is
+    the folder a new model built from it would name its runs in."""
     kind: str
     weights: str | None
     config: Config | None = None
@@ -205,7 +208,7 @@ class NucleusModel:
                 return None
             if weights == "coco":
                 return find_coco_weights()
-            from mrcnn.weights import get_imagenet_weights   # here: Keras
+            from mrcnn.weights import get_imagenet_weights   # here: Keras (TensorFlow, ~4 s)
 
             try:
                 return get_imagenet_weights()
@@ -264,6 +267,13 @@ class NucleusModel:
         return cls("mrcnn", None, config, profile=profile or profile_of(training_config.to_dict()),
                    logs=os.fspath(logs))
 
+    @classmethod
+    def of_fcn_training(cls, logs: str | os.PathLike = "logs") -> NucleusModel:
+        """An FCN training run's validation model: no file (``weights`` None) and no network of
+        its own, since the FCN trains the network it infers with (dropout is off in
+        inference): :meth:`detector_of` takes the training network itself."""
+        return cls("fcn", None, logs=os.fspath(logs))
+
     @property
     def normalization(self) -> str | None:
         """The per-image intensity normalisation the model was trained with (None or
@@ -292,39 +302,55 @@ class NucleusModel:
         config.IMAGE_NORMALIZATION = None
         return modellib.MaskRCNN("inference", config, self.logs)
 
-    def detector_of(self, network: MaskRCNN, tta: bool = False, *,
-                    scale: float | str | None = None,
-                    scales: tuple[float, ...] | None = None) -> Detector:
-        """The detector around ``network``, a network :meth:`network` built that holds this
-        model's weights: loaded from its file (:meth:`detector`), or copied in by training
-        (the validation model, :meth:`of_training`). The image preparation, scale and overlap
-        rule are the same for both, so validation scores a model as ``evaluate`` does."""
+    def detector_of(self, network: MaskRCNN | keras.Model, tta: bool = False, *,
+                    scale: float | str | None = None, scales: tuple[float, ...] | None = None,
+                    radius: int | None = None, min_size: int | None = None) -> Detector:
+        """The detector around ``network``, a network that holds this model's weights: loaded
+        from its file (:meth:`detector`), or put there by training (the validation models,
+        :meth:`of_training`, :meth:`of_fcn_training`). Mask R-CNN: a network :meth:`network`
+        built; the FCN: the FCN-8s (:func:`nucleus.fcn.model.build_fcn8s`), split into nuclei
+        by opening of ``radius`` that drops fragments under ``min_size`` pixels (None: the
+        defaults of :class:`nucleus.fcn.detector.FCNDetector`). The image preparation, scale,
+        labelling and overlap rule are the same for both ways, so validation scores a model
+        as ``evaluate`` does."""
+        if self.kind == "fcn":
+            from nucleus.fcn.detector import FCNDetector   # here: Keras, for FCN models only
+
+            split = {k: v for k, v in (("radius", radius), ("min_size", min_size))
+                     if v is not None}
+            return Detector(FCNDetector(network, **split), None, tta, "FCN-8s",
+                            1.0 if scale is None else scale, scales)
         diameter = self.config.OBJECT_DIAMETER
         sparse = network.detect_instances if has_sparse_call(self.config) else None
         return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
                         "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
                         detect_sparse=sparse)
 
-    def detector(self, tta: bool = False, *, scale: float | str | None = None,
-                 scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
-        """The detector of this model, voting over flips when ``tta``; ``scale`` and ``scales``
-        as :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
-        model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
-        else 1. ``radius``: the erosion radius of the FCN's instance split."""
+    def loaded_network(self) -> MaskRCNN | keras.Model:
+        """The network of this model holding its file's weights, ready for inference (Mask
+        R-CNN's batch norms folded into its convolutions): what :meth:`detector` wraps. Built
+        once, it serves several detectors (:meth:`detector_of`), at several scales say."""
         if self.weights is None:
             raise ValueError("this model has no weights file (a training run's validation "
-                             "model): build its network and use detector_of")
+                             "model): use detector_of with the network training holds")
         if self.kind == "fcn":
-            from nucleus.fcn.detector import FCNDetector   # here: Keras, for FCN models only
+            from nucleus.fcn.model import load_fcn   # here: Keras, for FCN models only
 
-            fcn = FCNDetector.from_weights(self.weights,
-                                           **({} if radius is None else {"radius": radius}))
-            return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
-                            1.0 if scale is None else scale, scales)
+            return load_fcn(self.weights)
         network = self.network()
         network.load_weights(self.weights, by_name=True)
         network.fold_batch_norms()
-        return self.detector_of(network, tta, scale=scale, scales=scales)
+        return network
+
+    def detector(self, tta: bool = False, *, scale: float | str | None = None,
+                 scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
+        """The detector of this model (:meth:`loaded_network`, :meth:`detector_of`), voting
+        over flips when ``tta``; ``scale`` and ``scales`` as
+        :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
+        model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
+        else 1. ``radius``: the erosion radius of the FCN's instance split."""
+        return self.detector_of(self.loaded_network(), tta, scale=scale, scales=scales,
+                                radius=radius)
 
 
 # ----------------------------------------------------------------------------- the commands' way
