@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import tifffile
-from skimage.measure import regionprops_table
 from tqdm import tqdm
 
 from nucleus.formats import lazy_io
@@ -28,7 +27,7 @@ from nucleus.formats.image_io import grey_intensity
 from nucleus.formats.io_utils import atomic_path
 from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_lazy,
                                      plan_preparation, prepare_window)
-from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
+from nucleus.formats.nuclei_table import COLUMNS, RENAME, measure, measure_regions
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
                                       Pasted, Tile, owned, plan_tiles, tile_for, tile_instances)
 
@@ -76,24 +75,27 @@ class TileTable:
 
     def __init__(self, name: str = "image"):
         self.name = name
-        self.rows: list[dict] = []           # regionprops per tile, by temporary id
+        self.rows: list[dict] = []           # measurements per tile, by temporary id
 
     def add(self, tile: Tile, found: Sequence[Found], kept: Sequence[Pasted]) -> None:
-        """Measure the nuclei of ``found`` that the stitcher kept, on a canvas of the tile's
-        box."""
+        """Measure the nuclei of ``found`` that the stitcher kept, on a canvas of the box
+        around them (:func:`nucleus.formats.nuclei_table.measure_regions`)."""
         if not kept:
             return
-        ty0, tx0, ty1, tx1 = tile.box
-        labels = np.zeros((ty1 - ty0, tx1 - tx0), np.int64)
-        intensity = np.zeros(labels.shape, np.float64)
-        for tid, index, free in kept:
-            y0, x0, y1, x1 = found[index].instance.box
-            labels[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = tid
-            intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = found[index].intensity[free]
-        props = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
-        props["centroid-0"] = props["centroid-0"] + ty0
-        props["centroid-1"] = props["centroid-1"] + tx0
-        for key, off in (("bbox-0", ty0), ("bbox-1", tx0), ("bbox-2", ty0), ("bbox-3", tx0)):
+        boxes = np.array([found[index].instance.box for _, index, _ in kept], np.int64)
+        cy0, cx0 = boxes[:, 0].min(), boxes[:, 1].min()
+        cy1, cx1 = boxes[:, 2].max(), boxes[:, 3].max()
+        labels = np.zeros((cy1 - cy0, cx1 - cx0), np.int32)
+        dtype = np.result_type(*(found[index].intensity.dtype for _, index, _ in kept))
+        intensity = np.zeros(labels.shape, dtype)
+        for k, (box, (_, index, free)) in enumerate(zip(boxes, kept), start=1):
+            y0, x0, y1, x1 = box - (cy0, cx0, cy0, cx0)
+            labels[y0:y1, x0:x1][free] = k
+            intensity[y0:y1, x0:x1][free] = found[index].intensity[free]
+        props = measure_regions(labels, intensity)
+        props["label"] = np.array([tid for tid, _, _ in kept], np.int64)[props["label"] - 1]
+        for key, off in (("centroid-0", cy0), ("centroid-1", cx0), ("bbox-0", cy0),
+                         ("bbox-1", cx0), ("bbox-2", cy0), ("bbox-3", cx0)):
             props[key] = props[key] + off
         self.rows.append(props)
 
