@@ -6,7 +6,8 @@ the stage-1 test images of the fluorescence kind (grey, random order, seeded; wr
 tiled TIFFs under ``--work``), runs the real command line (``python -m nucleus segment MOSAIC
 --out DIR`` plus any ``--args``) on each in its own process, and prints per mosaic: seconds,
 megapixels a second (whole: pixels / seconds; marginal: the extra pixels over the previous
-size / the extra seconds, which leaves out the start-up), the process's peak resident memory,
+size / the extra seconds, which leaves out the start-up), the CPU seconds of the process (all
+threads; steadier than wall time on a shared machine), the process's peak resident memory,
 the nuclei found, and the fraction of the FLOP floor: the seconds the backbone, FPN and RPN of
 the model need at the machine's own bfloat16 convolution throughput (both measured here, the
 multiply-accumulates counted from TensorFlow's graph at 1024 x 1024) over the marginal seconds.
@@ -98,7 +99,9 @@ def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
 
 
 def run_segment(path: Path, extra: list[str]) -> dict:
-    """``nucleus segment`` on one file in a child process: seconds, peak RSS, nuclei."""
+    """``nucleus segment`` on one file in a child process: seconds, CPU seconds (user + system,
+    all its threads: steadier than wall time when other jobs share the cores), peak RSS,
+    nuclei."""
     out = Path(tempfile.mkdtemp(prefix="segment-speed-"))
     try:
         command = [sys.executable, "-m", "nucleus", "segment", str(path), "--out", str(out),
@@ -116,7 +119,8 @@ def run_segment(path: Path, extra: list[str]) -> dict:
                              f"{stderr[-3000:]}")
         with open(out / "nuclei.csv", newline="") as f:
             nuclei = sum(1 for _ in csv.DictReader(f))
-        return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
+        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -143,8 +147,9 @@ def floor_seconds_per_mp(weights: str | None) -> dict:
 
 
 def report(rows: list[dict], floor: dict | None) -> str:
-    lines = ["| mosaic | megapixels | seconds | MP/s whole | MP/s marginal | peak memory (GB) "
-             "| nuclei | FLOP floor / marginal time |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mosaic | megapixels | seconds | MP/s whole | MP/s marginal | CPU seconds "
+             "| peak memory (GB) | nuclei | FLOP floor / marginal time |",
+             "|---|---|---|---|---|---|---|---|---|"]
     previous = None
     for row in rows:
         mp = row["size"] ** 2 / 1e6
@@ -156,9 +161,10 @@ def report(rows: list[dict], floor: dict | None) -> str:
             marginal = f"{rate:.2f}"
             if floor:
                 fraction = f"{floor['floor_s_per_mp'] * rate:.0%}"
+        cpu = f"{row['cpu_seconds']:.1f}" if "cpu_seconds" in row else ""
         lines.append(f"| {row['size']} x {row['size']} | {mp:.1f} | {row['seconds']:.1f} | "
-                     f"{mp / row['seconds']:.2f} | {marginal} | {row['peak_rss_mb'] / 1024:.2f} "
-                     f"| {row['nuclei']} | {fraction} |")
+                     f"{mp / row['seconds']:.2f} | {marginal} | {cpu} | "
+                     f"{row['peak_rss_mb'] / 1024:.2f} | {row['nuclei']} | {fraction} |")
         previous = row
     if floor:
         lines.append("")
