@@ -4,8 +4,8 @@ The forward pass calls the pipeline's stages (``mrcnn.proposals``, ``targets``, 
 ``heads``, ``detection``, ``losses``), all written in ``keras.ops`` with static shapes. Training
 is Keras's own: :meth:`MaskRCNNNet.call` on a training batch returns the five losses (and the
 weight decay), :meth:`compute_loss` weighs them, and each backend's trainer (TensorFlow's tape,
-JAX's ``value_and_grad``) does the rest. Inference runs as one ``tf.function`` under TensorFlow
-and as two jitted functions under JAX (see :meth:`MaskRCNNNet.infer`).
+JAX's ``value_and_grad``) does the rest. Inference runs as two compiled functions, the detection
+stage and the mask head (see :meth:`MaskRCNNNet.infer`).
 """
 from __future__ import annotations
 
