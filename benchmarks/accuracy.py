@@ -18,7 +18,12 @@ import argparse
 import os
 import sys
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nucleus.cli import load_dataset, make_detector  # noqa: E402
+from nucleus.kinds import KINDS  # noqa: E402
+from nucleus.scoring.evaluation import evaluate_dataset  # noqa: E402
 
 
 def table(rows) -> list[str]:
@@ -28,8 +33,6 @@ def table(rows) -> list[str]:
     for _, result in rows:
         for kind, (n, _) in result.by_kind().items():
             counts[kind] = n
-    from nucleus.kinds import KINDS
-
     kinds = [k for k in KINDS if k in counts]
     lines = ["| model | DSB mAP | " + "".join(f"{k} ({counts[k]}) | " for k in kinds)
              + "P@0.5 | P@0.75 | TP/image | FP/image | s/image |",
@@ -46,7 +49,6 @@ def table(rows) -> list[str]:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=None, help="folder with stage1_train/ (default: sample)")
     p.add_argument("--subset", default="val")
@@ -64,10 +66,6 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="inference configuration values, e.g. DETECTION_MIN_CONFIDENCE=0.5")
     args = p.parse_args(argv)
-
-    from nucleus.cli import load_dataset, make_detector
-    from nucleus.scoring.evaluation import evaluate_dataset
-
     ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     rows = []
     common = dict(dataset=args.dataset, subset=args.subset, logs="logs", profile=None,

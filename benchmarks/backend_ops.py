@@ -76,7 +76,7 @@ def _first(result):
 def tensorflow_cases(boxes, scores, image, crop_boxes, box_indices):
     """(label, callable) for the TF backend: each path inside tf.function, so the generic
     path's loop is a graph loop, not Python."""
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
     def nms(generic):
         return tf.function(lambda b, s: backend_ops.non_max_suppression(b, s, 1000, 0.7,
@@ -120,7 +120,7 @@ def tensorflow_cases(boxes, scores, image, crop_boxes, box_indices):
 
 def jax_cases(boxes, scores, image, crop_boxes, box_indices):
     """(label, callable) for the JAX backend: the generic path under jax.jit."""
-    import jax
+    import jax   # here: JAX backend only (an optional extra)
 
     nms = jax.jit(lambda b, s: backend_ops.non_max_suppression(b, s, 1000, 0.7))
     crop = jax.jit(lambda i, b, k: backend_ops.crop_and_resize(i, b, k, (7, 7)))

@@ -50,7 +50,7 @@ def measure(step: int, dataset: NucleusDataset, weights: str, limit: int | None)
     compiles: list[float] = []
     listening = keras.backend.backend() == "jax"
     if listening:
-        import jax
+        import jax   # here: JAX backend only (an optional extra)
 
         def listener(event: str, duration: float, **kwargs) -> None:
             if event == "/jax/core/compile/backend_compile_duration":

@@ -15,11 +15,20 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nucleus.dataset import load_subset  # noqa: E402
+from nucleus.inference import scales  # noqa: E402
+from nucleus.inference.detectors import Detector  # noqa: E402
+from nucleus.inference.nucleus_model import make_detector  # noqa: E402
+from nucleus.kinds import image_kind  # noqa: E402
+from nucleus.scoring import metric  # noqa: E402
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=None, help="folder with stage1_train/ (default: sample)")
     p.add_argument("--subset", default="val")
@@ -30,16 +39,6 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = p.parse_args(argv)
-
-    import numpy as np
-
-    from nucleus.dataset import load_subset
-    from nucleus.inference import scales
-    from nucleus.inference.detectors import Detector
-    from nucleus.inference.nucleus_model import make_detector
-    from nucleus.kinds import image_kind
-    from nucleus.scoring import metric
-
     scale = args.scale if args.scale in (None, "auto") else float(args.scale)
     dataset = load_subset(args.dataset, args.subset, args.limit, solution=args.solution)
     detector = make_detector("mrcnn", args.weights, scale=scale)

@@ -35,6 +35,11 @@ if str(_ROOT) not in sys.path:
 TILE = 512
 
 
+# Imports stay inside the functions here: each measured run is a child process whose peak
+# resident memory is the figure, so it imports only what that run needs (TensorFlow, ~600 MB,
+# would otherwise weigh on the threshold detector's runs).
+
+
 def write_square(path: Path, size: int) -> None:
     """A size x size RGB tiled TIFF, tile by tile from a 2048-pixel mosaic (memory: the mosaic)."""
     import numpy as np

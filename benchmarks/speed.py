@@ -179,7 +179,7 @@ def block(outputs) -> None:
     """Wait until ``outputs`` (any nest of backend tensors) are computed. JAX dispatches
     asynchronously; TensorFlow's eager runtime returns from a tf.function call once it ran."""
     if backend() == "jax":
-        import jax
+        import jax   # here: JAX backend only (an optional extra)
 
         jax.block_until_ready(outputs)
 
@@ -189,10 +189,10 @@ def jit(fn: Callable) -> Callable:
     """``fn`` (no Keras variables) compiled: tf.function without AutoGraph (these small graphs
     have no tensor-dependent Python control flow) under TensorFlow, jax.jit under JAX."""
     if is_tensorflow():
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
         return tf.function(fn, autograph=False)
-    import jax
+    import jax   # here: JAX backend only (an optional extra)
 
     return jax.jit(fn)
 
@@ -232,7 +232,7 @@ def forward_backward(net: keras.Model, loss_fn: Callable, variables: Sequence,
         return norm if extra is None else norm + ops.sum(ops.cast(extra, "float32"))
 
     if is_tensorflow():
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
         def fb(*inputs):
             with tf.GradientTape() as tape:
@@ -245,7 +245,7 @@ def forward_backward(net: keras.Model, loss_fn: Callable, variables: Sequence,
             return total(grads, extra)
         return jit(fb)
 
-    import jax
+    import jax   # here: JAX backend only (an optional extra)
 
     chosen = {id(v) for v in variables}
     others = [v for v in net.variables if id(v) not in chosen]
@@ -314,7 +314,7 @@ def graph_gmacs(fn: Callable, *shapes: tuple[Sequence[int | None], str]) -> floa
     reads TensorFlow's graph)."""
     if not is_tensorflow():
         return None
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow backend only (a JAX machine may lack it)
 
     specs = [tf.TensorSpec(shape, dtype) for shape, dtype in shapes]
     concrete = tf.function(fn, autograph=False).get_concrete_function(*specs)
@@ -601,7 +601,7 @@ def force_foreground(model: MaskRCNN, margin: float = 10.0) -> None:
 def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDataset,
                  image_id: int, model_dir: str, stages: list[dict] | None) -> dict:
     """First-call and median seconds of ``detect`` on one size x size image, and the median
-    of its compiled inference alone (``MaskRCNN._infer``: no molding, no mask pasting)."""
+    of its compiled inference alone (``MaskRCNN.infer_molded``: no molding, no mask pasting)."""
     detections = opts.detections or len(dataset.image_info[image_id]["mask_paths"])
     config = inference_config(backbone, opts, detections)
     model = MaskRCNN("inference", config, model_dir=model_dir)
@@ -615,9 +615,9 @@ def bench_detect(backbone: str, opts: argparse.Namespace, dataset: NucleusDatase
     out["detections"] = int(len(result["scores"]))
 
     molded, _, windows = model.mold_inputs([image])
-    out["detect_graph"] = median_seconds(lambda: model._infer(molded[0], windows[0]),
+    out["detect_graph"] = median_seconds(lambda: model.infer_molded(molded[0], windows[0]),
                                          opts.repeats, opts.warmup)
-    n_proposals = int(model._infer(molded[0], windows[0])["proposals"].shape[0])
+    n_proposals = int(model.infer_molded(molded[0], windows[0])["proposals"].shape[0])
     out["proposals"] = n_proposals
     if stages:
         rows = {r["stage"]: r for r in stages}

@@ -38,6 +38,8 @@ def _peak_mb() -> float:
 
 def _one_speed_run(size: int, tile: int, overlap: int, weights: str | None) -> dict:
     """Runs in a child process: build the detector, segment the mosaic once, report."""
+    # here, not at the top: the child's peak memory is the measurement, so it imports only
+    # what this run needs (accuracy's evaluation and plots would add to it)
     from nucleus.inference.nucleus_model import make_detector
     from nucleus.inference.tiling import predict_tiled
     from nucleus.sample_data import sample_mosaic
@@ -79,6 +81,7 @@ def speed(args) -> None:
 
 
 def accuracy(args) -> None:
+    # here: see _one_speed_run (this module also runs as the speed child)
     from nucleus.cli import load_dataset
     from nucleus.inference.nucleus_model import make_detector
     from nucleus.inference.tiling import predict_tiled

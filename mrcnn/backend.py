@@ -15,6 +15,7 @@ import types
 from typing import Mapping
 
 import keras
+from tensorboard.compat.proto import event_pb2, summary_pb2
 
 
 def name() -> str:
@@ -50,14 +51,13 @@ def _event_writer(log_dir: str):
     if not is_tensorflow():
         sys.modules.setdefault("tensorboard.compat.notf",
                                types.ModuleType("tensorboard.compat.notf"))
+    # here, after the switch above: the writer's module resolves TensorBoard's TensorFlow
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     return EventFileWriter(log_dir)
 
 
 def _scalar_event(scalars: Mapping[str, float], step: int):
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-
     values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
               for tag, value in scalars.items()]
     return event_pb2.Event(wall_time=time.time(), step=int(step),

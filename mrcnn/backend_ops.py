@@ -49,7 +49,7 @@ def crop_and_resize(image, boxes, box_indices, crop_size: tuple[int, int],
     if ch < 1 or cw < 1:
         raise ValueError(f"crop_size must be two positive integers, got {crop_size!r}")
     if uses_fused_kernels(generic):
-        import tensorflow as tf
+        import tensorflow as tf   # here: the TensorFlow backend only (module docstring)
 
         return tf.image.crop_and_resize(
             tf.cast(image, tf.float32), tf.stop_gradient(tf.cast(boxes, tf.float32)),
@@ -136,7 +136,7 @@ def non_max_suppression(boxes, scores, max_output_size: int, iou_threshold: floa
 
 def _nms_fused(boxes, scores, max_output_size: int, iou_threshold: float):
     """TensorFlow's NMS kernel (NonMaxSuppressionV4, which pads itself) image by image."""
-    import tensorflow as tf
+    import tensorflow as tf   # here: the TensorFlow backend only (module docstring)
 
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import cv2
 import keras
 import numpy as np
 
@@ -57,6 +58,7 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
         if np.random.randint(0, 2):
             image, mask = np.fliplr(image), np.fliplr(mask)
     if augmentation is not None:
+        # here: imgaug (~0.8 s) only when training augments, not for every detection
         from mrcnn.augmentation import apply_augmentation
         image, mask = apply_augmentation(augmentation, image, mask)
     # Crops and augmentation can leave masks empty: drop them.
@@ -105,9 +107,8 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
     more than its crop. Returns ``image, mask (bool, masks absent from the crop dropped),
     window (y1, x1, y2, x2) of image content in the crop, scale``.
     """
-    import cv2
-
-    from mrcnn.imgaug_compat import CV_MAX_CHANNELS as chunk_size  # OpenCV's channel limit
+    # OpenCV's channel limit; here: imgaug_compat imports imgaug (~0.8 s), see load_image_gt
+    from mrcnn.imgaug_compat import CV_MAX_CHANNELS as chunk_size
 
     source = max(1, int(round(size / factor)))
     h, w = image.shape[:2]
@@ -175,9 +176,9 @@ def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: n
 
 def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
                           augmentation=None) -> dict | None:
-    """Everything the training graph needs for one image, padded to fixed sizes."""
-    image, meta, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
-                                                         augmentation=augmentation)
+    """Everything the training graph reads for one image, padded to fixed sizes."""
+    image, _, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
+                                                      augmentation=augmentation)
     if not np.any(class_ids > 0):
         return None
     rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config)
@@ -192,7 +193,6 @@ def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
     gt_class_ids[:n], gt_boxes[:n], gt_masks[:, :, :n] = class_ids, boxes, masks
     return {
         "input_image": mold_image(image, config),
-        "input_image_meta": meta,
         "input_rpn_match": rpn_match[:, None],
         "input_rpn_bbox": rpn_bbox,
         "input_gt_class_ids": gt_class_ids,

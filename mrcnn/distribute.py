@@ -50,7 +50,7 @@ def use_multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
     if _STRATEGY is None:
         backend.require_tensorflow("multi-worker training (tf.distribute)")
         tf_config()
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
         class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             """MultiWorkerMirroredStrategy whose ``reduce`` also takes nested values.
@@ -100,7 +100,7 @@ def distributed_batches(batches, strategy) -> tf.distribute.DistributedDataset:
     drops that iterator, and dropping it waits for a prefetch that waits for the Python lock the
     dropping thread holds. Here each worker loads only its own images, fetched on the host.
     """
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
     (first,) = batches[0]
     signature = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for k, v in first.items()}

@@ -17,7 +17,7 @@ def backend() -> str:
 
 
 def _tf_strategy():
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
     return tf.distribute.get_strategy()
 
@@ -36,7 +36,7 @@ def step_outputs_for_workers(results: dict) -> dict:
     axis 0, which a scalar lacks: give each a length-1 axis there."""
     if backend() != "tensorflow":
         return results
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
     if isinstance(_tf_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return {k: tf.reshape(v, [1]) for k, v in results.items()}
@@ -53,7 +53,7 @@ def compile_stateless(model: keras.Model, fn: Callable) -> Callable:
     """
     if backend() != "jax":
         return fn
-    import jax
+    import jax   # here: JAX only (an optional extra)
 
     variables = list(model.variables)
 

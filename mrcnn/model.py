@@ -14,7 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mrcnn import backend_ops, data, distribute, execution, heads, utils, weights as weights_io
+from mrcnn import backend, backend_ops, data, distribute, execution, heads, utils
+from mrcnn import weights as weights_io
 from mrcnn.data import DataGenerator, mold_image, unmold_image  # noqa: F401 (matterport names)
 from mrcnn.network import MaskRCNNNet, anchors_for_shape
 from mrcnn.proposals import top_anchors
@@ -89,7 +90,7 @@ def _strategy(config):
         if config.GPU_COUNT > 1:
             _data_parallel(config.GPU_COUNT)
         return _OneDevice()
-    import tensorflow as tf
+    import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
     if distribute.active() is not None:
         return distribute.active()
@@ -368,12 +369,12 @@ class MaskRCNN:
         callbacks = list(custom_callbacks or [])
         if distribute.is_chief():      # other workers of a multi-worker run write nothing
             os.makedirs(self.log_dir, exist_ok=True)
+            # TensorBoard curves under every backend: Keras's callback under TensorFlow, the
+            # tensorboard package's own writer under the others
             callbacks[:0] = [
+                *backend.training_callbacks_for_logging(self.log_dir),
                 keras.callbacks.CSVLogger(self.run_folder.history, append=True),
                 CheckpointCallback(self)]
-            if keras.backend.backend() == "tensorflow":  # its writer needs TensorFlow
-                callbacks.insert(0, keras.callbacks.TensorBoard(
-                    log_dir=self.log_dir, histogram_freq=0, write_graph=False, profile_batch=0))
         trainable = self.set_trainable(regex)
         if verbose:  # what matterport printed
             print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
@@ -419,8 +420,11 @@ class MaskRCNN:
             windows.append(window)
         return molded, np.stack(metas), np.array(windows)
 
-    def _infer(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
-        """The compiled inference graph on one molded image; ``window`` in its pixels."""
+    def infer_molded(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
+        """The compiled inference graph on one molded image; ``window`` in its pixels. Its raw
+        outputs (proposals, detections, mask logits), without unmolding: what :meth:`detect`,
+        :meth:`run_stages` and :meth:`detect_molded` build on, and what benchmarks/speed.py
+        times alone."""
         shape = original = molded.shape[:2]
         if not backend_ops.uses_fused_kernels():
             # a compiling backend: pad to a bucket size (with the molded value of black, as
@@ -447,7 +451,7 @@ class MaskRCNN:
                              "configuration with 'pad64', 'square' or 'none'")
         molded, metas, windows = self.mold_inputs([image])
         molded = molded[0]
-        out = self._infer(molded, windows[0])
+        out = self.infer_molded(molded, windows[0])
         facts = {"molded_image": molded, "window": windows[0], "image_meta": metas[0],
                  "anchors": self.get_anchors(molded.shape), "original_shape": image.shape}
         return out, facts
@@ -593,7 +597,7 @@ class MaskRCNN:
         results = []
         for image, window in zip(molded_images, windows):
             molded = self._as_molded(image)
-            out = self._infer(molded, window)
+            out = self.infer_molded(molded, window)
             h, w = molded.shape[:2]
             rois, class_ids, scores, masks = self.unmold_detections(
                 out["detections"], out["mrcnn_mask"], molded.shape, molded.shape, [0, 0, h, w])
@@ -678,7 +682,7 @@ class MaskRCNN:
                      wanted: set[str]) -> dict[str, np.ndarray]:
         """The arrays of :data:`GRAPH_NODES` and :data:`PROPOSAL_STEPS` for one molded image."""
         config = self.config
-        out = self._infer(image, window)
+        out = self.infer_molded(image, window)
         rois = config.POST_NMS_ROIS_INFERENCE
         found = {
             "input_image": image[None], "input_image_meta": meta[None],

@@ -333,7 +333,7 @@ class MaskRCNNNet(keras.Model):
 
     def _infer_tf(self, images, anchors, window) -> dict:
         """The detection stage as one ``tf.function``, then the mask head in batches."""
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
         config = scaled_caps(self.config, *images.shape[1:3])
         key = ("tf",) + tuple(int(getattr(config, name)) for name in CAP_NAMES)
@@ -357,7 +357,7 @@ class MaskRCNNNet(keras.Model):
     def _masks_tf(self, maps, image_shape, detections) -> np.ndarray:
         """:meth:`mask_stage` on ``DETECTION_MASK_BATCH`` detections at a time (compiled once;
         each detection's mask is computed on its own crop, so the batches change nothing)."""
-        import tensorflow as tf
+        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
         image_shape = tf.cast(tf.stack(list(image_shape)), tf.int32)   # (height, width)
         fn = self._infer_fns.get("tf_masks")

@@ -6,6 +6,7 @@ Boxes are ``(y1, x1, y2, x2)`` with y2/x2 exclusive, in pixels unless a name say
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import urllib.error
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 import skimage.io
 import skimage.transform
+from tqdm import tqdm
 
 from mrcnn.files import atomic_path  # noqa: F401  (public here since the first release)
 from mrcnn.mask_iou import mask_iou
@@ -89,6 +91,8 @@ def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
     """Deltas (dy, dx, log dh, log dw) that turn ``box`` into ``gt_box`` (numpy in and out):
     :func:`mrcnn.box_ops.box_refinement`, the coder of every stage, so the RPN targets the
     data loader builds are encoded exactly as the network decodes them."""
+    # here: Keras imports TensorFlow (~4 s); this module serves the data pipeline and image
+    # preparation, which must not pay it
     from keras import ops
 
     from mrcnn import box_ops
@@ -99,7 +103,7 @@ def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
 def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Inverse of :func:`box_refinement` (:func:`mrcnn.box_ops.apply_box_deltas`: size changes
     clamped as in the network)."""
-    from keras import ops
+    from keras import ops   # here: Keras (see box_refinement)
 
     from mrcnn import box_ops
 
@@ -598,12 +602,8 @@ def download_trained_weights(coco_model_path: str | os.PathLike, verbose: int = 
     network that cannot be reached, or a download cut short, raises ``ConnectionError`` naming
     the address and the destination. ``url`` defaults to the release address of the file.
     """
-    import http.client
-
-    from tqdm import tqdm
-
     if url is None:
-        from mrcnn.weights import COCO_WEIGHTS_URL
+        from mrcnn.weights import COCO_WEIGHTS_URL   # here: mrcnn.weights imports Keras
         url = COCO_WEIGHTS_URL
     path = os.fspath(coco_model_path)
     network_errors = (OSError, http.client.HTTPException)  # URLError and timeouts are OSErrors

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import matplotlib
 import numpy as np
 from matplotlib import lines, patches
+from matplotlib.backends import BackendFilter, backend_registry
 from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
@@ -80,7 +81,6 @@ def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- figure plumbing
 def _is_interactive() -> bool:
     """True when matplotlib's backend can show a window or notebook output."""
-    from matplotlib.backends import BackendFilter, backend_registry
     backend = matplotlib.get_backend().lower()
     return backend not in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
 
@@ -117,6 +117,7 @@ class _Canvas:
             self.fig = Figure(figsize=figsize)
             self.axes = np.asarray(self.fig.subplots(nrows, ncols, squeeze=False))
         else:
+            # here: pyplot (~0.3 s) picks a GUI backend; figures saved to files never need it
             import matplotlib.pyplot as plt
             self.fig, self.axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
 
@@ -128,7 +129,7 @@ class _Canvas:
         if self.path is not None:
             return save_figure(self.fig, self.path)
         if self.own and _is_interactive():  # Agg would only warn that it cannot show
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt   # here: see __init__
             plt.show()
         return None
 

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import h5py
 import keras
+import ml_dtypes
 import numpy as np
 
 from mrcnn.errors import WeightsError  # noqa: F401  (raised here; public name)
@@ -176,7 +177,6 @@ def _keras3_layers(filepath: str, f: h5py.File, units: list[keras.layers.Layer]
         for key in sorted(group, key=int):
             dataset = group[key]
             if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16"):  # as Keras reads it
-                import ml_dtypes
                 out.append(np.array(dataset, dtype=ml_dtypes.bfloat16))
             else:
                 out.append(np.asarray(dataset))

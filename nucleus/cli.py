@@ -12,9 +12,25 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm
 
+from mrcnn.errors import WeightsError
+from mrcnn.runs import RunFolder
+from nucleus.config import parse_value
 from nucleus.errors import InputError
+from nucleus.formats.io_utils import atomic_path
+from nucleus.formats.submission import SubmissionWriter, check_submission
+from nucleus.inference.nucleus_model import NucleusModel
+from nucleus.inference.nucleus_model import make_detector as model_detector
+from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
+from nucleus.scoring import metric
+from nucleus.scoring.submission_score import score_submission
+from nucleus.segment import TABLE_NAME, collect_files, segment_files
+from nucleus.training.train_options import TrainOptions, add_flags, config_overrides_from_args
 
+# Each command imports inside its function what only it needs, so that `nucleus --help` and a
+# bad flag stay at about 0.2 s: TensorFlow costs ~4 s to import, matplotlib, scikit-image with
+# SciPy, h5py and Dask 0.2 to 1 s each (python -X importtime, 2026-12-06, on the 2-core machine).
 MODELS = ("mrcnn", "fcn")
 
 # Command-line spellings of configuration values: flag -> (Config attribute, type).
@@ -71,8 +87,9 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=_scale, default=None, metavar="FACTOR",
                    help="detect on the image resized by FACTOR; auto: by the factor that brings "
                         "the nuclei a first pass finds to the size the model was trained at; probe: "
-                        "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei (for "
-                        "nuclei far bigger than the training set's; 1.3x the time) "
+                        "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei, not "
+                        "shrinking those found below 8.5 px (for nuclei far bigger than the "
+                        "training set's; about twice the time) "
                         "(default: auto for a model trained at one nucleus size, OBJECT_DIAMETER; "
                         "else 1, as for the shipped model)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
@@ -103,8 +120,6 @@ def _scale_list(text: str) -> tuple[float, ...]:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags of a training run, shared by ``train`` and ``sweep``: one per
     :class:`nucleus.training.train_options.TrainOptions` field."""
-    from nucleus.training.train_options import add_flags
-
     add_flags(p)
 
 
@@ -214,8 +229,6 @@ def _add_export_labels(sub) -> None:
 
 
 def _add_segment(sub) -> None:
-    from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
-
     p = sub.add_parser("segment", help="label image, overlay and a table of nuclei for any image "
                                        "files (PNG, TIFF, JPEG, BMP)")
     p.add_argument("paths", nargs="+", metavar="PATH",
@@ -267,9 +280,6 @@ def _add_segment(sub) -> None:
 # ---------------------------------------------------------------------------- helpers
 def overrides_from_args(args) -> dict[str, Any]:
     """Configuration values given on the command line."""
-    from nucleus.config import parse_value
-    from nucleus.training.train_options import config_overrides_from_args
-
     values: dict[str, Any] = {}
     for flag, (attr, _) in CONFIG_FLAGS.items():
         v = getattr(args, flag[2:].replace("-", "_"), None)
@@ -290,7 +300,7 @@ def overrides_from_args(args) -> dict[str, Any]:
 
 def load_dataset(dataset_dir: str | None, subset: str, limit: int | None = None,
                  solution: str | None = None):
-    from nucleus.dataset import load_subset
+    from nucleus.dataset import load_subset   # here: scikit-image, SciPy (~0.25 s)
 
     return load_subset(dataset_dir, subset, limit, solution=solution)
 
@@ -299,9 +309,7 @@ def make_detector(args):
     """The detector of --model, --weights and --tta
     (:func:`nucleus.inference.nucleus_model.make_detector`), with the configuration values given
     on the command line."""
-    from nucleus.inference.nucleus_model import make_detector as build
-
-    return build(**_detector_kwargs(args))
+    return model_detector(**_detector_kwargs(args))
 
 
 def _detector_kwargs(args) -> dict[str, Any]:
@@ -315,8 +323,7 @@ def _detector_kwargs(args) -> dict[str, Any]:
 def _detector_spec(args):
     """What a Dask worker needs to build the detector itself: the same keywords, with the
     weights file resolved here (so a missing file is reported before any worker starts)."""
-    from nucleus.inference.nucleus_model import NucleusModel
-    from nucleus.inference.parallel import DetectorSpec
+    from nucleus.inference.parallel import DetectorSpec   # here: Dask, pandas (~0.8 s)
 
     kwargs = _detector_kwargs(args)
     kwargs["weights"] = os.path.abspath(NucleusModel.resolve(
@@ -329,14 +336,14 @@ def cmd_train(args) -> int:
     if getattr(args, "multi_worker", False):
         if args.model != "mrcnn":
             raise InputError("--multi-worker trains Mask R-CNN only")
-        from mrcnn.distribute import use_multi_worker
+        from mrcnn.distribute import use_multi_worker   # here: TensorFlow
 
         try:
             use_multi_worker()      # before TensorFlow runs anything else in this process
         except ValueError as e:
             raise InputError(str(e)) from None
     if args.model == "fcn":
-        from nucleus.fcn.train import train_fcn
+        from nucleus.fcn.train import train_fcn   # here: Keras (TensorFlow), imgaug
 
         train_ds = load_dataset(args.dataset, args.subset, args.limit)
         val_ds = load_dataset(args.dataset, args.val_subset) if args.val_subset else None
@@ -349,8 +356,7 @@ def cmd_train(args) -> int:
         print(result)
         _print_run_curves(result["run_dir"])
         return 0
-    from nucleus.training.train import train_nucleus
-    from nucleus.training.train_options import TrainOptions
+    from nucleus.training.train import train_nucleus   # here: TensorFlow, imgaug
 
     overrides = overrides_from_args(args)
     model = train_nucleus(logs=args.logs, options=TrainOptions.from_args(args),
@@ -362,7 +368,7 @@ def cmd_train(args) -> int:
 
 def _print_run_curves(run_dir: str | os.PathLike) -> None:
     """Draw a finished run's training curves (when it has a history) and say where."""
-    from nucleus.scoring.plots import save_run_curves
+    from nucleus.scoring.plots import save_run_curves   # here: matplotlib, pandas (~0.5 s)
 
     png = save_run_curves(run_dir)
     if png is not None:
@@ -382,9 +388,7 @@ def _mrcnn_train_kwargs(args, overrides: dict[str, Any]) -> dict[str, Any]:
 def cmd_sweep(args) -> int:
     if args.model != "mrcnn":
         raise InputError("sweep: only --model mrcnn is supported")
-    from nucleus.config import parse_value
-    from nucleus.training.sweep import parse_axes, run_sweep, summary
-    from nucleus.training.train_options import TrainOptions
+    from nucleus.training.sweep import parse_axes, run_sweep, summary   # here: TensorFlow
 
     axes = parse_axes(args.set, parse_value)
     # --set NAME=V1,V2 is an axis; the configuration flags hold for all combinations.
@@ -398,9 +402,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from tqdm import tqdm
-
-    from nucleus.scoring.plots import save_overlay
+    from nucleus.scoring.plots import save_overlay   # here: matplotlib (~0.5 s)
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detect = make_detector(args)
@@ -415,25 +417,21 @@ def cmd_detect(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from nucleus.scoring import metric
-
     if args.submission:
         if not args.solution:
             raise InputError("evaluate: --submission needs --solution")
-        from nucleus.scoring.submission_score import score_submission
-
         mean, per_image = score_submission(args.submission, args.solution, progress=True)
         _print_precisions(metric.mean_precisions(list(per_image.values())))
         print(f"images: {len(per_image)}")
         print(f"mAP: {mean:.4f}")
         return 0
-    from nucleus.scoring.evaluation import evaluate_dataset
+    from nucleus.scoring.evaluation import evaluate_dataset   # here: Keras (TensorFlow)
 
     ds = load_dataset(args.dataset, args.subset, args.limit, solution=args.solution)
     detect = make_detector(args)
     on_image = None
     if args.plots:
-        from nucleus.scoring.plots import save_evaluation
+        from nucleus.scoring.plots import save_evaluation   # here: matplotlib (~0.5 s)
 
         os.makedirs(args.plots, exist_ok=True)
 
@@ -461,19 +459,12 @@ def _print_by_kind(by_kind: dict[str, tuple[int, float]]) -> None:
 
 
 def _print_precisions(precisions: Sequence[float]) -> None:
-    from nucleus.scoring.metric import THRESHOLDS
-
     print("IoU threshold  precision")
-    for t, p in zip(THRESHOLDS, precisions):
+    for t, p in zip(metric.THRESHOLDS, precisions):
         print(f"    {t:.2f}       {p:.4f}")
 
 
 def cmd_submit(args) -> int:
-    from tqdm import tqdm
-
-    from nucleus.formats.io_utils import atomic_path
-    from nucleus.formats.submission import SubmissionWriter, check_submission
-
     ds = load_dataset(args.dataset, args.subset, args.limit)
     detect = make_detector(args)
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -499,7 +490,7 @@ def cmd_crossval(args) -> int:
     if args.model != "fcn":
         raise InputError("crossval: only --model fcn is supported (Mask R-CNN folds would take "
                          "days on a CPU)")
-    from nucleus.fcn.crossval import run_crossval
+    from nucleus.fcn.crossval import run_crossval   # here: Keras (TensorFlow), matplotlib
 
     kwargs = {} if args.radius is None else {"radius": args.radius}
     out = run_crossval(args.dataset, args.subset, args.folds, args.logs, epochs=args.epochs,
@@ -512,9 +503,8 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_pick_radius(args) -> int:
-    from nucleus.fcn.model import load_fcn
+    from nucleus.fcn.model import load_fcn   # here: Keras (TensorFlow)
     from nucleus.fcn.train import tune_radius
-    from nucleus.inference.nucleus_model import NucleusModel
 
     weights = NucleusModel.resolve(args.weights, kind="fcn", logs=args.logs)
     ds = load_dataset(args.dataset, args.subset, args.limit)
@@ -527,8 +517,7 @@ def cmd_pick_radius(args) -> int:
 
 
 def cmd_curves(args) -> int:
-    from mrcnn.runs import RunFolder
-    from nucleus.scoring.plots import save_run_curves
+    from nucleus.scoring.plots import save_run_curves   # here: matplotlib, pandas (~0.5 s)
 
     png = save_run_curves(args.run, args.out)
     if png is None:
@@ -539,11 +528,6 @@ def cmd_curves(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from tqdm import tqdm
-
-    from nucleus.inference.tiling import FULL_MASK_TILE
-    from nucleus.segment import TABLE_NAME, collect_files, segment_files
-
     smallest = args.tile if args.tile is not None else FULL_MASK_TILE
     if smallest < 1 or not 0 <= args.overlap < smallest:
         raise InputError(f"--tile {args.tile} --overlap {args.overlap}: the overlap must be at "
@@ -555,7 +539,7 @@ def cmd_segment(args) -> int:
     files, failed = collect_files(args.paths, args.out, report)
     summary = None
     if files and (args.workers or args.scheduler):
-        from nucleus.inference.parallel import dask_client, segment_files_dask
+        from nucleus.inference.parallel import dask_client, segment_files_dask   # here: Dask
 
         spec = _detector_spec(args)
         with dask_client(args.workers, args.scheduler) as client:
@@ -579,7 +563,7 @@ def cmd_segment(args) -> int:
 
 
 def cmd_export_labels(args) -> int:
-    from nucleus.formats.export import export_labels, parse_subsets
+    from nucleus.formats.export import export_labels, parse_subsets   # here: scikit-image
 
     summary = export_labels(args.dataset, parse_subsets(args.subset), args.out,
                             overwrite=args.overwrite, limit=args.limit)
@@ -588,9 +572,7 @@ def cmd_export_labels(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tqdm import tqdm
-
-    from nucleus.scoring.plots import save_comparison
+    from nucleus.scoring.plots import save_comparison   # here: matplotlib (~0.5 s)
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
     mrcnn_detect = make_detector(args)
@@ -619,7 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from mrcnn.errors import WeightsError
 
     try:
         return COMMANDS[args.command](args)

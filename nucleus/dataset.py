@@ -31,6 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
+from skimage.measure import label as connected
+from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from mrcnn.utils import Dataset, to_rgb_uint8
@@ -111,9 +113,6 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
 
 def _read_label_image(image_path: str, label_path: str | None) -> np.ndarray:
     """A label image file as uint16 labels 1..N (int32 past 65535), checked against its image."""
-    from skimage.measure import label as connected
-    from skimage.segmentation import relabel_sequential
-
     shape = read_image(image_path).shape[:2]
     if label_path is None:
         return np.zeros(shape, np.uint16)
@@ -153,7 +152,8 @@ class NucleusDataset(Dataset):
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Worker processes get an empty cache (and a fresh lock) rather than a copy of it.
+        # Worker processes and copies (copy.copy: nucleus.training.sampling) get an empty cache
+        # (and a fresh lock) rather than a copy of it.
         state = self.__dict__.copy()
         state["_labels"] = OrderedDict()
         del state["_lock"]
@@ -322,8 +322,6 @@ class NucleusDataset(Dataset):
     def _read_labels(self, image_id: int) -> np.ndarray:
         info = self.image_info[image_id]
         if "solution_labels" in info:
-            from skimage.segmentation import relabel_sequential
-
             labels, _, _ = relabel_sequential(info["solution_labels"])
             return labels.astype(np.uint16 if labels.max() < 2**16 else np.int32)
         if info.get("layout") == "folder":

@@ -7,18 +7,21 @@ give the same nuclei in a tile as in the whole image. Tests and benchmarks both 
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
+import skimage.measure
 
+from nucleus.dataset import load_subset
 from nucleus.formats.image_io import normalize_image
+from nucleus.inference.detectors import Detector
+from nucleus.scoring.metric import labels_to_masks
 
 
 def sample_mosaic(size: int, piece: int = 256) -> np.ndarray:
     """A grey uint8 RGB image of ``size`` x ``size`` tiled from the bundled sample's
     fluorescence images (each stretched as the models see it, cut to ``piece`` x ``piece``)."""
-    from nucleus.dataset import load_subset
-
     ds = load_subset(None, "stage1_train")
     pieces = []
     for image_id in ds.image_ids:
@@ -35,10 +38,6 @@ def threshold_detector(level: int = 128) -> Callable[[np.ndarray], tuple[np.ndar
     """A detector that sees only what is near each pixel: the connected regions brighter than
     ``level``, scored by their mean brightness. It finds a region the same way in a tile as in
     the whole image, so tiled and whole-image results can be compared exactly."""
-    import skimage.measure
-
-    from nucleus.scoring.metric import labels_to_masks
-
     def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         grey = image[..., 0] if image.ndim == 3 else image
         labels = skimage.measure.label(grey > level)
@@ -55,10 +54,6 @@ def make_threshold_detector(level: int = 128, delay: float = 0.0,
     """:func:`threshold_detector` as a :class:`nucleus.inference.detectors.Detector`, which Dask
     worker processes build by import path (``"nucleus.sample_data:make_threshold_detector"``);
     ``delay`` seconds a call make a run long enough to kill a worker in the middle of it."""
-    import time
-
-    from nucleus.inference.detectors import Detector
-
     detect = threshold_detector(level)
 
     def slow(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

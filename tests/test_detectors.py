@@ -8,8 +8,8 @@ import pytest
 from nucleus.dataset import load_subset
 from nucleus.errors import InputError
 from nucleus.formats.image_io import normalize_image
-from nucleus.inference.detectors import Detector, returns_crop_sized
-from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS, crop_sized_of, make_detector
+from nucleus.inference.detectors import Detector, raw_detections, returns_crop_sized
+from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS, NucleusModel, make_detector
 
 
 def _square(shape, y0, x0, y1, x1) -> np.ndarray:
@@ -83,7 +83,6 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     the network's configuration did it inside ``detect``."""
     from mrcnn import model as modellib
     from nucleus.inference.nucleus_model import config_from_weights
-    from nucleus.scoring.evaluation import detect_instances
 
     detector = make_detector("mrcnn", logs=tmp_path)
     assert detector.normalization == "stretch" and not detector.tta
@@ -97,7 +96,9 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     for image_id in ds.image_ids:
         image = ds.load_image(image_id)
         masks, scores = detector(image)
-        old_masks, old_scores = detect_instances(network, image)
+        # the network normalises the image itself; the detector only removes overlaps
+        old_masks, old_scores = Detector(lambda im: raw_detections(network, im)).detect_prepared(
+            image)
         assert masks.shape[2] > 3
         np.testing.assert_array_equal(masks, old_masks)
         np.testing.assert_array_equal(scores, old_scores)
@@ -127,17 +128,17 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
     assert make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0).scale == 1.0
     native = make_detector("mrcnn", str(plain), logs=tmp_path)
     assert native.scale == 1.0 and native.diameter is None
-    # crop_sized_of tells, without a model, what these detectors say (crop-sized masks only
-    # at scale 1); "last" is looked up under the logs given, as make_detector does.
+    # the model object tells, without a network, what these detectors say (crop-sized masks
+    # only at scale 1); "last" is looked up under the logs given, as make_detector does.
     at_one = make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0)
     assert (detector.crop_sized, at_one.crop_sized, native.crop_sized) == (False, True, True)
-    assert crop_sized_of("mrcnn", str(sized)) is False
-    assert crop_sized_of("mrcnn", str(sized), scale=1.0) is True
-    assert crop_sized_of("mrcnn", str(plain)) is True
+    assert NucleusModel.load(str(sized)).crop_sized() is False
+    assert NucleusModel.load(str(sized)).crop_sized(scale=1.0) is True
+    assert NucleusModel.load(str(plain)).crop_sized() is True
     run = tmp_path / "runs" / "nucleus20260101T1200"
     run.mkdir(parents=True)
     shutil.copy(plain, run / "mask_rcnn_nucleus_0001.h5")
-    assert crop_sized_of("mrcnn", "last", logs=tmp_path / "runs") is True
+    assert NucleusModel.load("last", logs=tmp_path / "runs").crop_sized() is True
     # the auto factor aims at the model's diameter and is reported
     image = load_subset(None, "val", limit=1).load_image(0)
     detector(image)
@@ -150,9 +151,10 @@ def test_probe_scale_is_a_detector_choice_and_reports_its_factor():
     spy = Spy()
     detector = Detector(spy, scale="probe")
     masks, scores = detector(np.zeros((32, 32, 3), np.uint8))
-    assert len(spy.seen) == 3                                 # factors 1, 0.5, 0.25
-    assert [s.shape[:2] for s in spy.seen] == [(32, 32), (16, 16), (8, 8)]
-    assert detector.last_scale == (None, 1.0)                 # same confidence: native kept
+    # the spy's nuclei are 5-9 px across: halving them would go below the smallest training
+    # size (8.5 px), so only native runs (the other factors: tests/test_scales.py)
+    assert [s.shape[:2] for s in spy.seen] == [(32, 32)]
+    assert detector.last_scale == (None, 1.0)
     assert masks.shape[:2] == (32, 32) and len(scores) == masks.shape[2]
     with pytest.raises(InputError, match="'auto' or 'probe'"):
         Detector(spy, scale="sometimes")
@@ -198,4 +200,3 @@ def test_the_crop_sized_rule():
     assert not returns_crop_sized(True, scale="auto")
     assert not returns_crop_sized(True, scale="probe")
     assert not returns_crop_sized(True, scales=(1.0, 0.5))
-    assert not crop_sized_of("fcn") and not crop_sized_of("mrcnn", "no such file.h5", tta=True)

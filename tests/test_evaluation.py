@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import types
 
+import h5py
 import numpy as np
 import pytest
 
+from mrcnn.weights import config_attrs
+from nucleus.config import make_config
+from nucleus.inference.nucleus_model import NucleusModel, make_detector
 from nucleus.scoring.evaluation import (VAL_MAP_COLUMNS, Evaluation, MapCallback,
-                                        append_val_map_row, detect_instances, evaluate_dataset)
+                                        append_val_map_row, evaluate_dataset)
 from nucleus.scoring.metric import ImageScore
 from synthetic import EllipseDataset
 
@@ -121,31 +125,7 @@ def test_by_kind_lists_kinds_in_a_fixed_order_and_means_per_kind():
     assert Evaluation(0.0).by_kind() == {}
 
 
-def test_detect_instances_removes_overlaps():
-    masks = np.zeros((20, 20, 2), bool)
-    masks[2:12, 2:12, 0] = True     # big
-    masks[8:14, 8:14, 1] = True     # small, overlapping the big one
-    model = types.SimpleNamespace(
-        detect=lambda images, verbose=0: [{"masks": masks, "scores": np.array([0.6, 0.9]),
-                                           "rois": None, "class_ids": np.array([1, 1])}])
-    out, scores = detect_instances(model, np.zeros((20, 20, 3), np.uint8))
-    assert out.shape[:2] == (20, 20)
-    assert out.sum(axis=-1).max() == 1             # no pixel claimed twice
-    assert out[..., 0].sum() == 100                # the biggest keeps the shared pixels
-    assert len(scores) == out.shape[-1] == 2
-    np.testing.assert_allclose(scores, [0.6, 0.9])
-
-
 # ----------------------------------------------------------------------------- callback
-def test_due_every_ten_from_five():
-    callback = MapCallback(None, None, None, every=10, first=5)
-    due = [epoch for epoch in range(1, 60) if callback.due(epoch)]
-    assert due == [5, 15, 25, 35, 45, 55]
-    every_epoch = MapCallback(None, None, None, every=1, first=1)
-    assert all(every_epoch.due(e) for e in range(1, 5))
-    assert not every_epoch.due(0)
-
-
 class _FakeKerasModel:
     def __init__(self, weights):
         self.weights = weights
@@ -157,20 +137,46 @@ class _FakeKerasModel:
         self.weights = list(weights)
 
 
+def stand_in_model(network, training_config=None) -> NucleusModel:
+    """A training run's validation model (:meth:`NucleusModel.of_training`) whose network is
+    ``network``, a stand-in with ``detect``: no TensorFlow model is built."""
+    class StandIn(NucleusModel):
+        def network(self):
+            return network
+
+    return StandIn.of_training(training_config or make_config("study"))
+
+
+def stand_in_network(detect=None):
+    """A network with Mask R-CNN's ``detect`` (``detect(image) -> (masks, scores)``)."""
+    def model_detect(images, verbose=0):
+        masks, scores = detect(images[0])
+        return [{"masks": masks, "scores": scores}]
+
+    return types.SimpleNamespace(keras_model=_FakeKerasModel([]), detect=model_detect,
+                                 detect_instances=None)
+
+
+def test_due_every_ten_from_five():
+    callback = MapCallback(None, stand_in_model(stand_in_network()), None, every=10, first=5)
+    due = [epoch for epoch in range(1, 60) if callback.due(epoch)]
+    assert due == [5, 15, 25, 35, 45, 55]
+    every_epoch = MapCallback(None, stand_in_model(stand_in_network()), None, every=1, first=1)
+    assert all(every_epoch.due(e) for e in range(1, 5))
+    assert not every_epoch.due(0)
+
+
 @pytest.mark.backends
 def test_callback_writes_val_map_csv_at_due_epochs(dataset, tmp_path):
     detect = _truth_lookup(dataset)
     training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([1, 2]),
                                            log_dir=str(tmp_path))
 
-    def model_detect(images, verbose=0):
-        masks, scores = detect(images[0])
-        return [{"masks": masks, "scores": scores}]
-
-    inference_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]),
-                                            detect=model_detect,
-                                            config=types.SimpleNamespace(OBJECT_DIAMETER=None))
-    callback = MapCallback(training_model, inference_model, dataset, every=10, first=5, limit=3)
+    inference_model = stand_in_network(detect)
+    # the study's profile: no normalisation, native scale, so the images reach ``detect`` as
+    # the dataset holds them
+    callback = MapCallback(training_model, stand_in_model(inference_model), dataset, every=10,
+                           first=5, limit=3)
     logs_by_epoch = {}
     for index in range(16):  # Keras passes 0-based epoch indices
         logs_by_epoch[index + 1] = logs = {}
@@ -225,12 +231,74 @@ def test_val_map_rows_append_and_old_files_are_upgraded(tmp_path):
 def test_callback_scores_a_size_normalised_model_at_its_own_scale(dataset, tmp_path):
     """A model trained at one nucleus size (OBJECT_DIAMETER) is validated as ``evaluate`` runs
     it: rescaled to that size ("auto"); any other model at native resolution."""
-    def model(diameter):
-        return types.SimpleNamespace(keras_model=_FakeKerasModel([]),
-                                     config=types.SimpleNamespace(OBJECT_DIAMETER=diameter))
-
     training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]), log_dir=str(tmp_path))
-    sized = MapCallback(training_model, model(24.0), dataset)._detector().__self__
+    sized = MapCallback(training_model, stand_in_model(
+        stand_in_network(), make_config("study", overrides={"OBJECT_DIAMETER": 24.0})),
+        dataset).detector
     assert sized.scale == "auto" and sized.diameter == 24.0
-    native = MapCallback(training_model, model(None), dataset)._detector().__self__
+    native = MapCallback(training_model, stand_in_model(stand_in_network()), dataset).detector
     assert native.scale == 1.0 and native.diameter is None
+
+
+class _RecordingNetwork:
+    """A Mask R-CNN stand-in that records every image ``detect`` is given and finds the bright
+    blobs of it (so that "auto" scale measures nuclei and rescales)."""
+
+    def __init__(self):
+        self.seen: list[np.ndarray] = []
+        self.keras_model = _FakeKerasModel([])
+        self.detect_instances = None
+
+    def load_weights(self, path, by_name=False):
+        pass
+
+    def fold_batch_norms(self):
+        return 0
+
+    def detect(self, images, verbose=0):
+        import skimage.measure
+
+        image = images[0]
+        self.seen.append(image.copy())
+        labels = skimage.measure.label(image.mean(axis=-1) > 100)
+        masks = np.stack([labels == i for i in range(1, labels.max() + 1)], axis=-1) \
+            if labels.max() else np.zeros(image.shape[:2] + (0,), bool)
+        return [{"masks": masks, "scores": np.linspace(0.9, 0.8, masks.shape[-1])}]
+
+
+@pytest.mark.parametrize("diameter", [None, 20.0])
+def test_callback_prepares_and_detects_as_evaluate_does(diameter, tmp_path, monkeypatch):
+    """Validation during training scores a model as ``evaluate`` scores the run's checkpoint:
+    the network is given the same images (normalised as the model was trained: the light
+    images inverted and stretched by the cpu profile's ``"stretch"``; rescaled the same way
+    when the model was trained at one nucleus size), and the scores are the same."""
+    networks: list[_RecordingNetwork] = []
+
+    def network(self):
+        assert self.config.IMAGE_NORMALIZATION == "stretch"   # the model's, not the network's
+        networks.append(_RecordingNetwork())
+        return networks[-1]
+
+    monkeypatch.setattr(NucleusModel, "network", network)
+    overrides = {"OBJECT_DIAMETER": diameter, "DETECTION_MIN_CONFIDENCE": 0.5}
+    training_config = make_config("cpu", overrides=overrides)
+    checkpoint = tmp_path / "mask_rcnn_nucleus_cpu_0005.h5"   # what the run would write
+    with h5py.File(checkpoint, "w") as f:
+        f.attrs.update({**config_attrs(training_config), "epoch": 5})
+    dataset = _KindedDataset(6, seed=3)                         # fluorescence and bright-field
+    evaluated = evaluate_dataset(make_detector("mrcnn", str(checkpoint)), dataset,
+                                 progress=False)
+    training_model = types.SimpleNamespace(keras_model=_FakeKerasModel([]), log_dir=str(tmp_path))
+    callback = MapCallback(training_model, NucleusModel.of_training(
+        training_config, overrides, "cpu", tmp_path), dataset, every=1, first=1)
+    validated = evaluate_dataset(callback.detector, dataset, progress=False)
+    by_evaluate, by_callback = networks
+    assert len(by_callback.seen) == len(by_evaluate.seen) >= len(dataset.image_ids)
+    if diameter:                                                 # rescaled: a second pass
+        assert len(by_evaluate.seen) > len(dataset.image_ids)
+    for ours, theirs in zip(by_callback.seen, by_evaluate.seen):
+        np.testing.assert_array_equal(ours, theirs)
+    # the light images reached the network inverted: the preparation ran
+    assert by_evaluate.seen[1].mean() < dataset.load_image(1).mean() - 50
+    assert [s.score for s in validated.scores] == [s.score for s in evaluated.scores]
+    assert validated.map == evaluated.map > 0

@@ -2,7 +2,7 @@
 or ``nucleus`` imports itself back through others, the library never imports the application,
 inference does not import training code (Mask R-CNN's or the FCN's), and the sub-packages of
 ``nucleus`` are layered: formats below inference and scoring, training and the command line on
-top (:data:`LAYERS`).
+top (:data:`LAYERS`). The README's Architecture table says the same, and is checked against it.
 
 Imports inside functions count as much as those at the top of a module: a cycle that only
 closes at call time still means neither module can be read, tested or moved without the other.
@@ -10,6 +10,7 @@ closes at call time still means neither module can be read, tested or moved with
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +168,55 @@ def test_inference_does_not_import_training_code():
     assert set(INFERENCE) <= set(graph) and set(TRAINING) <= set(graph)
     for name in INFERENCE:
         assert not set(TRAINING) & reachable(graph, name), name
+
+
+# ----------------------------------------------------------------------------- README
+def readme_architecture() -> list[tuple[list[str], set[str]]]:
+    """The rows of the README's Architecture table: (the packages or modules of the first
+    column, the names of the last column, bracketed notes left out)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Architecture\n") + 1:]
+    section = section[:section.index("\n## ")]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows.append((re.findall(r"`([^`]+)`", cells[0]),
+                         set(re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cells[-1])))))
+    return rows
+
+
+def short_name(module: str) -> str:
+    """How the table names a module of ``nucleus``: its sub-package, else its own name."""
+    parts = module.split(".")
+    if len(parts) > 1 and (ROOT / parts[0] / parts[1] / "__init__.py").is_file():
+        return parts[1]
+    return parts[-1]
+
+
+def test_the_readme_architecture_table_lists_the_imports_there_are():
+    """Every module is in a row of the table (the longest name that holds it), and each row
+    lists exactly the packages and modules of ``nucleus`` its modules import from outside it."""
+    graph = import_graph()
+    rows = readme_architecture()
+    names = [name for row_names, _ in rows for name in row_names]
+    assert len(rows) > 10 and len(names) == len(set(names))
+    owner = {}
+    for module in graph:
+        holders = [n for n in names if module == n or module.startswith(n + ".")]
+        assert holders, f"{module}: in no row of the README's Architecture table"
+        owner[module] = max(holders, key=len)
+    for row_names, listed in rows:
+        members = [m for m, name in owner.items() if name in row_names]
+        assert len(members) >= len(row_names), row_names     # each name is a real module
+        found = {short_name(t) for m in members for t in graph[m]
+                 if t.split(".")[0] == "nucleus" and owner[t] not in row_names}
+        assert found == listed, (row_names, sorted(found), sorted(listed))
+
+
+def test_the_table_reader_follows_the_markdown():
+    assert short_name("nucleus.inference.tiling") == "inference"
+    assert short_name("nucleus.dataset") == "dataset" and short_name("nucleus") == "nucleus"
+    rows = readme_architecture()
+    assert rows[0] == (["mrcnn"], set())
+    assert (["nucleus.formats"], {"errors", "dataset"}) in rows

@@ -14,6 +14,8 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 
 from mrcnn import model as modellib
 from mrcnn import utils
@@ -168,6 +170,12 @@ def test_train_resumes_after_the_checkpoint_epoch(fresh, tmp_path, capsys):
     with open(tmp_path / RUN / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [2]
+    # TensorBoard's curves, under every backend (the tensorboard package's writer under JAX)
+    events = EventAccumulator(str(tmp_path / RUN / "train"))
+    events.Reload()
+    losses = [(e.step, float(make_ndarray(e.tensor_proto))) for e in events.Tensors("epoch_loss")]
+    assert [step for step, _ in losses] == [2]
+    np.testing.assert_allclose(losses[0][1], history.history["loss"][0], rtol=1e-6)
     # Only the heads moved.
     np.testing.assert_array_equal(fresh.keras_model.backbone.get_layer("conv1").kernel.numpy(),
                                   conv1_before)

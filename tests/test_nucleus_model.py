@@ -342,6 +342,33 @@ def test_the_detector_is_built_from_one_read_of_the_file(tiny_checkpoint, count_
     assert model.config.IMAGE_NORMALIZATION is None             # building left it as it was
 
 
+def test_the_validation_model_is_the_model_of_the_runs_checkpoints(tiny_checkpoint,
+                                                                  count_reads):
+    """Training validates the model its checkpoints hold (:meth:`NucleusModel.of_training`):
+    the same configuration, normalisation, profile and detector settings as ``evaluate`` gets
+    for the checkpoint with the run's configuration flags (:meth:`NucleusModel.load`), without
+    reading a file."""
+    path, training_config = tiny_checkpoint
+    validation = NucleusModel.of_training(training_config, TINY, "cpu",
+                                          os.path.dirname(os.path.dirname(path)))
+    assert count_reads == []
+    loaded = NucleusModel.load(path, overrides=TINY)
+    assert ({k: data(v) for k, v in validation.config.to_dict().items()}
+            == {k: data(v) for k, v in loaded.config.to_dict().items()})
+    assert type(validation.config).__name__ == type(loaded.config).__name__
+    assert (validation.kind, validation.profile, validation.normalization) == (
+        loaded.kind, loaded.profile, loaded.normalization)
+    assert validation.crop_sized() == loaded.crop_sized()
+    assert validation.weights is None
+    with pytest.raises(ValueError, match="no weights file"):
+        validation.detector()
+    # the network both build takes prepared images: normalisation is the detector's
+    network = validation.network()
+    assert network.config.IMAGE_NORMALIZATION is None and network.mode == "inference"
+    detector = validation.detector_of(network)
+    assert (detector.scale, detector.diameter, detector.normalization) == ("auto", 18.0, None)
+
+
 # ----------------------------------------------------------------------------- run folders
 def test_mask_rcnn_and_fcn_runs_have_the_same_layout(tmp_path):
     started = datetime.datetime(2026, 1, 2, 9, 30, 0)

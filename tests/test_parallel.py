@@ -20,6 +20,7 @@ from nucleus.errors import InputError
 from nucleus.formats import lazy_io
 from nucleus.inference.parallel import (DetectorSpec, dask_client, detector_builds,
                                         segment_files_dask, worker_detector)
+from nucleus.inference.tiling import DEFAULT_TILE, tile_for
 from nucleus.sample_data import make_threshold_detector, sample_mosaic
 from nucleus.segment import TABLE_NAME, segment_files
 
@@ -179,7 +180,7 @@ def test_the_detector_is_kept_per_spec_in_this_process():
 
 
 def test_a_spec_knows_its_detectors_default_tile_without_building_it():
-    from nucleus.inference.parallel import DetectorSpec, _DETECTORS
+    from nucleus.inference.parallel import _DETECTORS
 
     built = dict(_DETECTORS)
     assert DetectorSpec(kwargs={"model": "mrcnn", "weights": None}).crop_sized
@@ -187,4 +188,29 @@ def test_a_spec_knows_its_detectors_default_tile_without_building_it():
     assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None,
                                     "scale": 0.5}).crop_sized
     assert not DetectorSpec(kwargs={"model": "fcn"}).crop_sized
+    # settled by TTA: the file is not even looked for
+    assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": "no such file.h5",
+                                    "tta": True}).crop_sized
     assert _DETECTORS == built                       # no model was built for the answers
+
+
+def test_the_client_reads_the_weights_file_once(monkeypatch, tmp_path):
+    """Planning a Dask run asks the spec for the default tile (crop-sized masks?) and for the
+    normalisation of large images: both from one read of the file's attributes; the spec that
+    travels to the workers carries no model."""
+    import pickle
+
+    from mrcnn import weights as weights_io
+    from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS
+
+    reads = []
+    real = weights_io.read_attrs
+    monkeypatch.setattr(weights_io, "read_attrs", lambda path: reads.append(path) or real(path))
+    spec = DetectorSpec(kwargs={"model": "mrcnn", "weights": SHIPPED_WEIGHTS})
+    assert tile_for(spec) == DEFAULT_TILE and spec.crop_sized
+    assert spec.normalization == "stretch"
+    assert reads == [SHIPPED_WEIGHTS]
+    travelled = pickle.loads(pickle.dumps(spec))
+    assert "model" not in vars(travelled) and travelled == spec
+    assert travelled.key == spec.key
+    assert travelled.normalization == "stretch" and reads == [SHIPPED_WEIGHTS] * 2

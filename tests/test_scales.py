@@ -177,3 +177,30 @@ def test_probe_keeps_the_factor_the_model_is_most_confident_of():
     assert factor == 1.0                       # no factor beats native by the margin
     with pytest.raises(ValueError, match="no factors"):
         scales.detect_probe_scale(steady, image, factors=())
+
+
+def test_probe_does_not_shrink_nuclei_below_the_smallest_training_size():
+    """Nuclei of 20 px are tried at half size (10 px) but not at a quarter (5 px, under the
+    training set's 10th percentile of 8.5 px), so a detector that is confident on specks cannot
+    win there; nuclei of 12 px are not shrunk at all; a first pass that finds nothing rules
+    nothing out."""
+    def confident_on_specks(calls):
+        def detect(img):
+            masks, _ = _threshold_detector(calls)(img)
+            d = scales.median_diameter(masks) or 0
+            return masks, np.full(masks.shape[-1], 0.99 if d < 8 else 0.8, np.float32)
+        return detect
+
+    for radius, expected in ((10, [(120, 160), (60, 80)]), (6, [(120, 160)])):
+        image, _ = _discs(radius=radius)
+        calls = []
+        _, _, factor = scales.detect_probe_scale(confident_on_specks(calls), image)
+        assert calls == expected and factor == 1.0
+    calls = []
+    scales.detect_probe_scale(confident_on_specks(calls), np.zeros((120, 160, 3), np.uint8))
+    assert calls == [(120, 160), (60, 80), (30, 40)]
+    # the rule follows ``smallest``: with 4 px allowed, the 20-px nuclei are tried at 5 px
+    image, _ = _discs(radius=10)
+    calls = []
+    _, _, factor = scales.detect_probe_scale(confident_on_specks(calls), image, smallest=4.0)
+    assert len(calls) == 3 and factor == 0.25

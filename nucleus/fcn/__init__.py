@@ -3,8 +3,8 @@
 ``model`` builds the network, ``opening`` turns a foreground into instances, ``detector``
 detects with a trained network (and finds the newest checkpoint), ``train`` trains and
 evaluates, ``crossval`` runs k-fold cross-validation. The names below are imported from those
-modules on first use, so importing this package (as importing ``nucleus.fcn.detector`` does)
-loads neither Keras nor the training code.
+modules on first use, so importing this package (as importing any of its modules does) loads
+none of them: inference (``nucleus.fcn.detector``) never loads the training code.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = ["FCNDetector", "build_fcn8s", "evaluate_fcn", "find_last", "instances
 
 
 def __getattr__(name: str) -> Any:
+    # here, on first use: see the module docstring
     if name in ("FCNDetector", "find_last"):
         from nucleus.fcn import detector as module
     elif name in ("build_fcn8s", "load_fcn", "predict_foreground", "preprocess_image"):

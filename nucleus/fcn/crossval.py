@@ -13,12 +13,16 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import keras
 import numpy as np
 
+from nucleus.dataset import NucleusDataset
 from nucleus.errors import InputError
 from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS
 from nucleus.fcn.train import DEFAULT_BATCH_SIZE, train_fcn
 from nucleus.formats.io_utils import atomic_write
+from nucleus.scoring.plots import save_crossval
+from nucleus.split import kfold_split
 
 CROSSVAL_CSV = "crossval.csv"
 SUMMARY_CSV = "crossval_summary.csv"
@@ -33,9 +37,6 @@ def load_fold(dataset_dir: str | os.PathLike | None, subset: str, fold: int, n_f
     ``limit`` keeps only the first N images of the subset (in id order) before the folds are
     dealt, for quick runs.
     """
-    from nucleus.dataset import NucleusDataset
-    from nucleus.split import kfold_split
-
     dataset = NucleusDataset()
     if limit is None:
         dataset.load_nucleus(dataset_dir, subset, fold=fold, n_folds=n_folds, fold_part=part)
@@ -95,8 +96,6 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
     first N images of the subset (see :func:`load_fold`). Other keyword arguments go
     to :func:`nucleus.fcn.train.train_fcn` (``fc_width``, ``workers``, ``seed`` ...).
     """
-    import keras
-
     if folds < 2:
         raise InputError(f"cross-validation needs at least 2 folds, got {folds}")
     fold_ids = list(range(folds)) if fold_ids is None else sorted(set(int(f) for f in fold_ids))
@@ -125,8 +124,6 @@ def run_crossval(dataset_dir: str | os.PathLike | None, subset: str = "stage1_tr
     _write_csv(csv_path, rows, ("fold", "epoch", "pixel_iou", "map"))
     _write_csv(logs_dir / SUMMARY_CSV, summarize(rows), SUMMARY_FIELDS)
     if plot and rows:
-        from nucleus.scoring.plots import save_crossval
-
         save_crossval(logs_dir / PLOT_PNG, csv_path)
     return csv_path
 

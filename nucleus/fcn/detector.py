@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mrcnn.runs import RunLayout
+from mrcnn.utils import extract_bboxes
 from nucleus.fcn.model import load_fcn, predict_foreground
 from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, labels_to_masks
 
@@ -54,8 +55,6 @@ class FCNDetector:
 
     def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The result dict of :meth:`detect` for one uint8 RGB image."""
-        from mrcnn.utils import extract_bboxes
-
         probability = predict_foreground(self.model, image)
         labels = label_by_opening(probability > self.threshold, self.radius, self.min_size)
         n = int(labels.max())

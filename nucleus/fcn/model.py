@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 
 from nucleus.errors import InputError
@@ -58,8 +59,6 @@ def bilinear_kernel(size: int, channels: int) -> np.ndarray:
 
 
 def _upsample(x, factor: int, name: str, trainable: bool):
-    import keras
-
     size = 2 * factor
     layer = keras.layers.Conv2DTranspose(
         NUM_CLASSES, size, strides=factor, padding="same", use_bias=False, name=name,
@@ -69,8 +68,6 @@ def _upsample(x, factor: int, name: str, trainable: bool):
 
 
 def _score(x, name: str):
-    import keras
-
     return keras.layers.Conv2D(NUM_CLASSES, 1, name=name, kernel_initializer="zeros")(x)
 
 
@@ -86,8 +83,6 @@ def build_fcn8s(weights: str | os.PathLike | None = "imagenet", dropout: float =
     quick experiments possible). Score layers start at zero and the upsampling layers as
     bilinear interpolation; the last x8 upsampling stays fixed, as in the paper.
     """
-    import keras
-
     inputs = keras.Input((None, None, 3), name="image")
     x = inputs
     pools = {}
@@ -121,8 +116,6 @@ def build_fcn8s(weights: str | os.PathLike | None = "imagenet", dropout: float =
 
 def load_vgg16_weights(model, weights: str | os.PathLike) -> None:
     """Copy VGG16 no-top weights ("imagenet" or a file path) into the ``block*`` layers of ``model``."""
-    import keras
-
     if isinstance(weights, os.PathLike) or weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -166,8 +159,6 @@ def save_fcn_weights(model, path: str | os.PathLike) -> Path:
     ``path`` must end in ``.weights.h5`` (Keras 3). Adam's two moments would triple the file
     (1.6 GB a checkpoint at the paper's width) and are not restored on resume anyway.
     """
-    import keras
-
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: FCN weight files must end in '.weights.h5'")
@@ -223,8 +214,6 @@ def pad_to_stride(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
 
 def predict_foreground(model, image: np.ndarray) -> np.ndarray:
     """Foreground probability float32 [H, W] for one uint8 RGB image of any size."""
-    import keras
-
     image = np.asarray(image)
     h, w = image.shape[:2]
     batch = preprocess_image(pad_to_stride(image))[None]

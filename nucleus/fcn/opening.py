@@ -15,6 +15,7 @@ import skimage.morphology
 import skimage.segmentation
 from tqdm import tqdm
 
+from nucleus.scoring.metric import image_score
 from nucleus.scoring.metric import labels_to_masks  # re-exported: opening gives consecutive labels
 
 DEFAULT_MIN_SIZE = 10
@@ -71,8 +72,6 @@ def pick_radius(foregrounds: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     ``foregrounds`` are predicted bool [H, W]; ``truths`` label images [H, W] or bool stacks
     [H, W, N]. Ties go to the smallest radius.
     """
-    from nucleus.scoring.metric import image_score
-
     if len(foregrounds) != len(truths):
         raise ValueError(f"{len(foregrounds)} foregrounds but {len(truths)} truths")
     if not foregrounds:

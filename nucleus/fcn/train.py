@@ -20,16 +20,21 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+import keras
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.augmentation import apply_augmentation
 from mrcnn.runs import RunFolder
 from nucleus.errors import InputError
 from nucleus.fcn.detector import DEFAULT_RADIUS, FCN_RUNS
 from nucleus.fcn.model import (build_fcn8s, load_fcn, load_fcn_weights, predict_foreground,
                                preprocess_image, save_fcn_weights)
-from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening
+from nucleus.fcn.opening import DEFAULT_MIN_SIZE, label_by_opening, pick_radius
 from nucleus.formats.io_utils import atomic_write
+from nucleus.inference.nucleus_model import NucleusModel
+from nucleus.scoring.metric import image_score
+from nucleus.training.augment import build_augmentation
 
 DEFAULT_BATCH_SIZE = 4
 VAL_FIELDS = ("epoch", "pixel_iou", "map")
@@ -63,8 +68,6 @@ def random_crop(image: np.ndarray, foreground: np.ndarray, size: int,
 def _resolve_augmenter(augment: Any):
     """``True`` -> the study's flips + brightness; ``False``/``None`` -> none; else an imgaug augmenter."""
     if augment is True:
-        from nucleus.training.augment import build_augmentation
-
         return build_augmentation(flip=True, brightness=(0.8, 1.5))
     if augment is False or augment is None:
         return None
@@ -79,8 +82,6 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
     foregrounds are cached in memory after the first load when ``cache`` is true (loading the
     many per-nucleus mask files is the slow part).
     """
-    import keras
-
     class _Crops(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=False,
@@ -122,8 +123,6 @@ def make_crop_dataset(dataset, batch_size: int, crop_size: int, steps: int, augm
                 image, foreground = self._load(int(image_id))
                 image, foreground = random_crop(image, foreground, crop_size, rng)
                 if augmenter is not None:
-                    from mrcnn.augmentation import apply_augmentation
-
                     with self._augment_lock:  # imgaug's random state is not thread-safe
                         image, mask = apply_augmentation(augmenter, image, foreground[..., None])
                     foreground = np.asarray(mask)[..., 0]
@@ -158,8 +157,6 @@ def _callbacks(run: RunFolder, initial_epoch: int, epochs: int, keep_checkpoints
                val_dataset, radius: int, min_size: int, eval_every: int,
                val_rows: list[dict[str, Any]]):
     """Keras callbacks: validation metrics, loss CSV and atomic checkpoints (in that order)."""
-    import keras
-
     # history.csv counts epochs from 0, as Keras's CSVLogger does in a Mask R-CNN run
     loss_rows = [r for r in _read_csv(Path(run.history)) if int(r["epoch"]) < initial_epoch]
 
@@ -207,14 +204,10 @@ def train_fcn(train_dataset, val_dataset, logs_dir: str | os.PathLike,
     ``crop_size`` must be a multiple of 32. ``keep_checkpoints`` keeps only the newest N files.
     Returns ``{"model", "run_dir", "checkpoint", "epoch", "val_metrics"}``.
     """
-    import keras
-
     if crop_size <= 0 or crop_size % 32:
         raise ValueError(f"crop_size must be a positive multiple of 32, got {crop_size}")
     initial_epoch = 0
     if weights == "last":
-        from nucleus.inference.nucleus_model import NucleusModel
-
         last = NucleusModel.load("last", kind="fcn", logs=logs_dir)
         initial_epoch, run = last.epoch, last.run_folder
         model = build_fcn8s(None, dropout=dropout, fc_width=fc_width)
@@ -266,8 +259,6 @@ def evaluate_fcn(model, dataset, radius: int = DEFAULT_RADIUS,
     Instances come from opening with ``radius``; they cannot overlap, so no overlap elimination
     is needed. An empty dataset -> InputError.
     """
-    from nucleus.scoring.metric import image_score
-
     if len(dataset.image_ids) == 0:
         raise InputError("evaluate_fcn: the dataset has no images")
     intersection = union = 0
@@ -290,8 +281,6 @@ def evaluate_fcn(model, dataset, radius: int = DEFAULT_RADIUS,
 def tune_radius(model, dataset, radii: Sequence[int] = tuple(range(0, 9)),
                 min_size: int = DEFAULT_MIN_SIZE) -> tuple[int, dict[int, float]]:
     """Best opening radius on ``dataset`` by DSB mAP (see :func:`nucleus.fcn.opening.pick_radius`)."""
-    from nucleus.fcn.opening import pick_radius
-
     foregrounds = predict_foregrounds(model, dataset)
     truths = [_true_instances(dataset, i) for i in dataset.image_ids]
     return pick_radius(foregrounds, truths, radii, min_size=min_size)

@@ -28,6 +28,7 @@ Choices, and why:
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -37,7 +38,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import tifffile
+from PIL import Image
+from tqdm import tqdm
 
+from nucleus.dataset import load_subset
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 
@@ -124,16 +129,10 @@ def write_label_image(path_stem: Path, labels: np.ndarray) -> Path:
     """Write ``labels`` as ``<stem>.png`` (uint16) or, past 65535 nuclei, ``<stem>.tif``
     (uint32), atomically; returns the path written."""
     if labels.dtype == np.uint16:
-        from PIL import Image
-
         path = path_stem.with_name(path_stem.name + ".png")
         with atomic_write(path, "wb") as f:
             Image.fromarray(labels).save(f, format="PNG")
     else:
-        import io
-
-        import tifffile
-
         path = path_stem.with_name(path_stem.name + ".tif")
         buffer = io.BytesIO()     # tifffile wants a named file; atomic_write's handle has none
         tifffile.imwrite(buffer, labels.astype(np.uint32), compression="zlib")
@@ -157,8 +156,6 @@ def _is_labelled(info: dict) -> bool:
 def _export_subset(dataset, subset: str, staging: Path, report: SubsetExport,
                    progress: bool) -> None:
     """Write every image of ``dataset`` and its label image under ``staging``."""
-    from tqdm import tqdm
-
     labelled = any(_is_labelled(info) for info in dataset.image_info)
     (staging / IMAGES).mkdir()
     if labelled:
@@ -210,8 +207,6 @@ def export_labels(dataset_dir: str | os.PathLike | None, subsets: Sequence[str],
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     # Every subset is found and checked before anything is written.
-    from nucleus.dataset import load_subset
-
     # each label image is read once here: no cache (it would hold them all)
     datasets = {subset: load_subset(dataset_dir, subset, limit, label_cache_size=0)
                 for subset in subsets}

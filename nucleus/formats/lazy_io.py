@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+import zarr
 
 from mrcnn.utils import deep_range, deep_sample_step, scale_to_uint8
 from nucleus.errors import InputError
@@ -83,8 +85,6 @@ def open_lazy(path: str | os.PathLike, channel: int | None = None) -> LazyImage 
     """The plane :func:`~nucleus.formats.image_io.read_image` would return, unread; ``None`` when
     the file has a layout only ``read_image`` handles (and explains, when it is wrong), or is not
     a TIFF or zarr store. A wrong ``channel`` raises InputError naming the file."""
-    import zarr
-
     path = Path(path)
     if not lazily_readable(path):
         return None
@@ -102,8 +102,6 @@ def open_lazy(path: str | os.PathLike, channel: int | None = None) -> LazyImage 
             if axes is None:
                 return None
         else:
-            import tifffile
-
             handle = tifffile.TiffFile(path)
             if not handle.series:
                 handle.close()

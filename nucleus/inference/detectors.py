@@ -1,8 +1,9 @@
 """The one detector interface: ``detector(image) -> (masks [H, W, N], scores [N])``.
 
-detect, evaluate, submit, compare, segment, test-time augmentation and the FCN-8s baseline all
-go through :class:`Detector`, which a model object builds
-(:meth:`nucleus.inference.nucleus_model.NucleusModel.detector`; the commands call
+detect, evaluate, submit, compare, segment, train's validation mAP, test-time augmentation and
+the FCN-8s baseline all go through :class:`Detector`, which a model object builds
+(:meth:`nucleus.inference.nucleus_model.NucleusModel.detector`, around a network in memory
+:meth:`~nucleus.inference.nucleus_model.NucleusModel.detector_of`; the commands call
 :func:`nucleus.inference.nucleus_model.make_detector` with a model name, a weights file and the
 TTA switch). A detector does two things in turn, and exposes both:
 
@@ -13,7 +14,8 @@ TTA switch). A detector does two things in turn, and exposes both:
   never overlap (the model's ``DETECTION_MASK_OVERLAP`` rule, then the biggest mask keeps
   what is still shared), voted over flips with TTA.
 
-TensorFlow is imported only when a model is built, so importing this module is cheap.
+TensorFlow is imported only when a model is built, and SciPy and scikit-image when a detector
+runs, so importing this module (as ``import nucleus`` does) is cheap.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from typing import Callable
 import numpy as np
 
 from nucleus.errors import InputError
+from nucleus.formats.image_io import prepare_image
+from nucleus.inference.overlap import eliminate_overlaps
 from nucleus.inference.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
@@ -91,13 +95,11 @@ class Detector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3], normalised as the model expects (deep images stretched first)."""
-        from nucleus.formats.image_io import prepare_image
-
         return prepare_image(image, self.normalization)
 
     def _oriented(self, image: np.ndarray) -> Detection:
         """The model on one image as it is, or voted over its flips with TTA."""
-        from nucleus.inference import tta
+        from nucleus.inference import tta   # here: SciPy, scikit-image: ~0.5 s on `import nucleus`
 
         if self.tta:
             return tta.detect_with_flips(self.detect, image)
@@ -106,8 +108,7 @@ class Detector:
 
     def detect_prepared(self, image: np.ndarray) -> Detection:
         """Masks without overlaps and scores of an image :meth:`prepare` has made (or a tile)."""
-        from nucleus.inference import scales
-        from nucleus.inference.overlap import eliminate_overlaps
+        from nucleus.inference import scales   # here: SciPy, scikit-image (see _oriented)
 
         if self.scales is not None:
             return scales.detect_with_scales(self._oriented, image, self.scales)

@@ -8,8 +8,10 @@ holds what they say: the configuration stored beside the weights (the network of
 the image preparation and the run folder (:class:`mrcnn.runs.RunFolder`) the file lies in.
 :meth:`NucleusModel.detector` builds the one detector interface
 (:class:`nucleus.inference.detectors.Detector`), and :func:`make_detector` is the commands' way
-to it. Training derives its validation model's configuration with the same rule
-(:func:`run_inference_config`), but this module imports no training code.
+to it. Training's validation is a model of the same class (:meth:`NucleusModel.of_training`:
+the run's inference configuration, :func:`run_inference_config`, its weights in memory) whose
+detector is built by the same :meth:`NucleusModel.detector_of`; this module imports no
+training code.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from mrcnn.config import Config
+from mrcnn.runs import RunFolder, RunLayout, mask_rcnn_layout
 from nucleus.config import PROFILES, make_config
 from nucleus.errors import InputError
 from nucleus.inference.detectors import (Detector, detector_scale, has_sparse_call,
                                          raw_detections, returns_crop_sized)
 
 if TYPE_CHECKING:
-    from mrcnn.config import Config
-    from mrcnn.runs import RunFolder, RunLayout
+    from mrcnn.model import MaskRCNN
 
 MODELS = ("mrcnn", "fcn")
 START_NAMES = ("coco", "imagenet", "none")
@@ -85,10 +90,6 @@ def network_values(stored: dict) -> dict[str, Any]:
     (IMAGE_NORMALIZATION, say, is newer than the first checkpoints). Arrays and the anchor
     scales get their configuration types back.
     """
-    import numpy as np
-
-    from mrcnn.config import Config
-
     values = {}
     for key in NETWORK_SHAPE_KEYS:
         default = getattr(Config, key)
@@ -122,6 +123,7 @@ def run_inference_config(training_config: Config, overrides: dict | None = None,
 
 def read_weights_attrs(path: str) -> dict:
     """The root attributes of a weights file; a missing or unreadable file -> InputError."""
+    # here: mrcnn.weights imports Keras (TensorFlow, ~4 s), which `import nucleus` must not
     from mrcnn.weights import WeightsError, read_attrs
 
     try:
@@ -146,7 +148,7 @@ def config_from_weights(path: str, inference: bool = True, overrides: dict | Non
 # ----------------------------------------------------------------------------- weights files
 def find_coco_weights() -> str:
     """``mask_rcnn_coco.h5`` from weights/, ~/.keras/models or the working folder."""
-    from mrcnn.weights import COCO_WEIGHTS_URL
+    from mrcnn.weights import COCO_WEIGHTS_URL   # here: Keras (see read_weights_attrs)
 
     candidates = [os.path.join(REPO_WEIGHTS_DIR, "mask_rcnn_coco.h5"),
                   os.path.join(os.path.expanduser("~"), ".keras", "models", "mask_rcnn_coco.h5"),
@@ -162,23 +164,22 @@ def layout_of(kind: str, name: str | None = None) -> RunLayout:
     """How runs of ``kind`` are named: Mask R-CNN's by its configuration ``name``, the FCN's
     ``fcn<timestamp>``."""
     if kind == "fcn":
-        from nucleus.fcn.detector import FCN_RUNS
+        from nucleus.fcn.detector import FCN_RUNS   # here: Keras, for FCN models only
 
         return FCN_RUNS
-    from mrcnn.runs import mask_rcnn_layout
-
     return mask_rcnn_layout(name)
 
 
 @dataclass(frozen=True)
 class NucleusModel:
-    """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file, the
+    """A trained model: which network (``kind``: "mrcnn" or "fcn"), its weights file (None for
+    a training run's validation model, whose weights live in memory: :meth:`of_training`), the
     inference configuration stored beside the weights (Mask R-CNN; None for the FCN), the
     epoch it was saved at, the profile it was made with and the run folder it lies in (None
     for a file outside one, such as the shipped model). ``logs`` is the folder a new model
     built from it would name its runs in."""
     kind: str
-    weights: str
+    weights: str | None
     config: Config | None = None
     epoch: int = 0
     run_folder: RunFolder | None = None
@@ -204,7 +205,7 @@ class NucleusModel:
                 return None
             if weights == "coco":
                 return find_coco_weights()
-            from mrcnn.weights import get_imagenet_weights
+            from mrcnn.weights import get_imagenet_weights   # here: Keras
 
             try:
                 return get_imagenet_weights()
@@ -252,6 +253,17 @@ class NucleusModel:
         epoch = int(attrs["epoch"]) if "epoch" in attrs else layout.epoch_of(path) or 0
         return cls("mrcnn", path, config, epoch, layout.run_of(path), profile, os.fspath(logs))
 
+    @classmethod
+    def of_training(cls, training_config: Config, overrides: dict | None = None,
+                    profile: str | None = None,
+                    logs: str | os.PathLike = "logs") -> NucleusModel:
+        """A training run's validation model: the configuration its checkpoints will load with
+        (:func:`run_inference_config`) and no file (``weights`` None), since training copies its
+        weights into the network (:meth:`network`) each time it validates."""
+        config = run_inference_config(training_config, overrides, profile)
+        return cls("mrcnn", None, config, profile=profile or profile_of(training_config.to_dict()),
+                   logs=os.fspath(logs))
+
     @property
     def normalization(self) -> str | None:
         """The per-image intensity normalisation the model was trained with (None or
@@ -268,33 +280,51 @@ class NucleusModel:
                                   detector_scale(scale, scales, self.config.OBJECT_DIAMETER),
                                   scales)
 
+    def network(self) -> MaskRCNN:
+        """The Mask R-CNN inference network of this configuration, without weights. The detector
+        prepares (normalises) whole images itself (:meth:`detector_of`), so the network's own
+        ``IMAGE_NORMALIZATION`` is off: it takes prepared images as they are."""
+        if self.kind != "mrcnn":
+            raise ValueError(f"a {self.kind} model has no Mask R-CNN network")
+        from mrcnn import model as modellib   # here: TensorFlow (~4 s) only once a model runs
+
+        config = copy.copy(self.config)
+        config.IMAGE_NORMALIZATION = None
+        return modellib.MaskRCNN("inference", config, self.logs)
+
+    def detector_of(self, network: MaskRCNN, tta: bool = False, *,
+                    scale: float | str | None = None,
+                    scales: tuple[float, ...] | None = None) -> Detector:
+        """The detector around ``network``, a network :meth:`network` built that holds this
+        model's weights: loaded from its file (:meth:`detector`), or copied in by training
+        (the validation model, :meth:`of_training`). The image preparation, scale and overlap
+        rule are the same for both, so validation scores a model as ``evaluate`` does."""
+        diameter = self.config.OBJECT_DIAMETER
+        sparse = network.detect_instances if has_sparse_call(self.config) else None
+        return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
+                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
+                        detect_sparse=sparse)
+
     def detector(self, tta: bool = False, *, scale: float | str | None = None,
                  scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
         """The detector of this model, voting over flips when ``tta``; ``scale`` and ``scales``
         as :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
         model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
         else 1. ``radius``: the erosion radius of the FCN's instance split."""
+        if self.weights is None:
+            raise ValueError("this model has no weights file (a training run's validation "
+                             "model): build its network and use detector_of")
         if self.kind == "fcn":
-            from nucleus.fcn.detector import FCNDetector
+            from nucleus.fcn.detector import FCNDetector   # here: Keras, for FCN models only
 
             fcn = FCNDetector.from_weights(self.weights,
                                            **({} if radius is None else {"radius": radius}))
             return Detector(fcn.detect_with_scores, None, tta, "FCN-8s",
                             1.0 if scale is None else scale, scales)
-        from mrcnn import model as modellib
-
-        # The detector normalises whole images itself (prepare); the network takes them as
-        # they are.
-        config = copy.copy(self.config)
-        config.IMAGE_NORMALIZATION = None
-        network = modellib.MaskRCNN("inference", config, self.logs)
+        network = self.network()
         network.load_weights(self.weights, by_name=True)
         network.fold_batch_norms()
-        diameter = config.OBJECT_DIAMETER
-        sparse = network.detect_instances if has_sparse_call(config) else None
-        return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
-                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
-                        detect_sparse=sparse)
+        return self.detector_of(network, tta, scale=scale, scales=scales)
 
 
 # ----------------------------------------------------------------------------- the commands' way
@@ -317,15 +347,3 @@ def make_detector(model: str = "mrcnn", weights: str | os.PathLike | None = None
     command line and scripts get a detector."""
     return model_of(model, weights, profile=profile, overrides=overrides, logs=logs).detector(
         tta, scale=scale, scales=scales, radius=radius)
-
-
-def crop_sized_of(model: str = "mrcnn", weights: str | os.PathLike | None = None,
-                  tta: bool = False, *, scale: float | str | None = None,
-                  scales: tuple[float, ...] | None = None, **kwargs: Any) -> bool:
-    """What ``make_detector(...).crop_sized`` says for the same keywords, without building the
-    model (and without reading the weights file where the FCN, TTA, a vote over scales or a
-    scale other than 1 settle it)."""
-    if model == "fcn" or not returns_crop_sized(True, tta, 1.0 if scale is None else scale,
-                                                scales):
-        return False
-    return model_of(model, weights, **kwargs).crop_sized(tta, scale, scales)

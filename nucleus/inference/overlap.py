@@ -52,7 +52,7 @@ def clean_detections(result: Mapping[str, Any], min_area: int = 1,
     ``rois`` recomputed as the boxes of the cleaned masks (a trimmed mask may have shrunk).
     Other keys are copied unchanged.
     """
-    from mrcnn.utils import extract_bboxes  # imported here: only this helper needs it
+    from mrcnn.utils import extract_bboxes  # here: SciPy, scikit-image: 0.3 s on `import nucleus`
 
     if "masks" not in result:
         raise InputError("clean_detections: the result has no 'masks' entry")

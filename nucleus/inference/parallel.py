@@ -22,60 +22,77 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from dask.base import tokenize
+from distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
 from nucleus.errors import InputError
 from nucleus.formats.image_io import unique_names
 from nucleus.formats.segment_outputs import OutputFolder, Summary
+from nucleus.inference.detectors import Detector, returns_crop_sized
 from nucleus.inference.large import Found, detect_file_tile, is_large, segment_large
+from nucleus.inference.nucleus_model import NucleusModel, model_of
 from nucleus.inference.tiling import DEFAULT_OVERLAP, Tile, tile_for
 from nucleus.segment import segment_file
 
 if TYPE_CHECKING:
-    from distributed import Client
-
     from nucleus.formats.lazy_io import Preparation
-    from nucleus.inference.detectors import Detector
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     """How a worker builds the detector: ``factory`` ("module:function") called with
     ``kwargs``. The default is :func:`nucleus.inference.nucleus_model.make_detector`; a worker
-    keeps what it built for every later task with the same spec."""
+    keeps what it built for every later task with the same spec. The client asks the spec what
+    it needs to plan (:attr:`crop_sized`, :attr:`normalization`) from one read of the weights
+    file (:attr:`model`)."""
     factory: str = "nucleus.inference.nucleus_model:make_detector"
     kwargs: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def key(self) -> str:
-        from dask.base import tokenize
-
         return tokenize(self.factory, self.kwargs)
 
     def build(self) -> Detector:
         module, _, name = self.factory.partition(":")
         return getattr(importlib.import_module(module), name)(**self.kwargs)
 
+    @functools.cached_property
+    def model(self) -> NucleusModel:
+        """The model the default factory's keywords name (:func:`model_of`): the weights file's
+        attributes are read once, here in the client, for the tile side and the normalisation;
+        no network is built. Left out when the spec travels to a worker (:meth:`__getstate__`)."""
+        if self.factory != DetectorSpec.factory:
+            raise ValueError(f"{self.factory}: only the default factory names a model")
+        return model_of(**self.kwargs)
+
+    def __getstate__(self) -> dict:
+        """The spec without the client's :attr:`model`: a worker builds its own detector."""
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
+
     @property
     def crop_sized(self) -> bool:
         """Whether the workers' detector returns crop-sized masks (its default tile is then
-        :data:`nucleus.inference.tiling.DEFAULT_TILE`); read from the weights file, no model
-        built."""
+        :data:`nucleus.inference.tiling.DEFAULT_TILE`): from the model's configuration, no
+        network built; where TTA, a vote over scales or a scale other than 1 settle it, without
+        reading the weights file."""
         if self.factory != DetectorSpec.factory:
             return worker_detector(self).crop_sized
-        from nucleus.inference.nucleus_model import crop_sized_of
-
-        return crop_sized_of(**self.kwargs)
+        kwargs = self.kwargs
+        tta, scale, scales = (kwargs.get("tta", False), kwargs.get("scale"),
+                              kwargs.get("scales"))
+        if kwargs.get("model", "mrcnn") == "fcn" or not returns_crop_sized(
+                True, tta, 1.0 if scale is None else scale, scales):
+            return False
+        return self.model.crop_sized(tta, scale, scales)
 
     @property
     def normalization(self) -> str | None:
         """The detector's intensity normalisation, which the client needs to plan a large
-        image; read from the weights file's configuration, no model built."""
+        image: the model's (:attr:`model`), no network built."""
         if self.factory != DetectorSpec.factory:
             return worker_detector(self).normalization
-        from nucleus.inference.nucleus_model import model_of
-
-        return model_of(**self.kwargs).normalization
+        return self.model.normalization
 
 
 _DETECTORS: dict[str, Any] = {}
@@ -140,8 +157,6 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     """A client of the running scheduler at ``scheduler`` (waiting up to ``timeout`` for it),
     or of a local cluster of ``workers`` processes (one thread each; TensorFlow's threads
     shared out among them)."""
-    from distributed import Client, LocalCluster  # here: 0.4 to 1 s to import
-
     if scheduler:
         try:
             client = Client(scheduler, timeout=timeout)
@@ -179,8 +194,6 @@ def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: 
     ``tile`` None: the detector's own (:func:`nucleus.inference.tiling.tile_for`).
     ``written`` collects each path written (a test shows none is written twice).
     """
-    from distributed import as_completed  # here: 0.4 to 1 s to import
-
     tile = tile or tile_for(spec)
     with OutputFolder(out_dir, rois=rois, geojson=geojson, on_error=on_error,
                       written=written) as folder:

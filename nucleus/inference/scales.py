@@ -17,6 +17,8 @@ import numpy as np
 from skimage.transform import resize
 
 from mrcnn.utils import median_diameter
+from nucleus.inference.overlap import eliminate_overlaps
+from nucleus.inference.tta import merge_runs
 
 Detect = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -100,16 +102,21 @@ def detect_auto_scale(detect: Detect, image: np.ndarray, target: float = TRAININ
 
 PROBE_FACTORS = (1.0, 0.5, 0.25)
 """The factors :func:`detect_probe_scale` tries: native, and shrunk for nuclei bigger than any
-the training set holds (the shrunk passes cost a quarter and a sixteenth of the first)."""
+the training set holds."""
 
 PROBE_MARGIN = 0.02
 """:func:`detect_probe_scale` leaves native resolution only for a factor whose detections are
 on average this much more confident."""
 
+SMALLEST_TRAINING_DIAMETER = 8.5
+"""The 10th percentile of the equivalent diameters of stage-1 ``train``'s nuclei (pixels; see
+:data:`TRAINING_DIAMETER`): :func:`detect_probe_scale` does not shrink nuclei below it."""
+
 
 def detect_probe_scale(detect: Detect, image: np.ndarray,
                        factors: Sequence[float] = PROBE_FACTORS,
-                       margin: float = PROBE_MARGIN
+                       margin: float = PROBE_MARGIN,
+                       smallest: float = SMALLEST_TRAINING_DIAMETER
                        ) -> tuple[np.ndarray, np.ndarray, float]:
     """Detect at each of ``factors`` and keep the run whose detections have the highest mean
     score, if it beats the first factor's by more than ``margin`` (else the first). Returns
@@ -118,12 +125,22 @@ def detect_probe_scale(detect: Detect, image: np.ndarray,
     Unlike :func:`detect_auto_scale`, this does not trust the sizes a first pass measures: a
     model shown nuclei far bigger than it knows finds fragments of sizes it knows, and the
     fragments' size then says "no rescaling needed". The model's confidence tells the runs
-    apart better (docs/test_like_evaluation.md: dev half of stage-1 test 0.4265 -> 0.4547, `val`
-    0.5604 unchanged, with the shipped model).
+    apart better (docs/test_like_evaluation.md). The first pass's sizes only rule factors out:
+    a factor that would shrink the nuclei it found below ``smallest`` pixels is not tried
+    (relative to the first factor), since the model has seen few nuclei that small and can be
+    confidently wrong on them (a few confident blobs where hundreds of small nuclei were); the
+    skipped passes also save their time. A first pass that finds nothing rules nothing out.
     """
     if not factors:
         raise ValueError("no factors given")
-    runs = [(float(f), *detect_at_scale(detect, image, float(f))) for f in factors]
+    first = float(factors[0])
+    runs = [(first, *detect_at_scale(detect, image, first))]
+    found = median_diameter(runs[0][1]) if runs[0][1].shape[-1] else None
+    for factor in factors[1:]:
+        relative = float(factor) / first
+        if relative < 1 and found is not None and found * relative < smallest:
+            continue
+        runs.append((float(factor), *detect_at_scale(detect, image, float(factor))))
 
     def confidence(run) -> float:
         scores = run[2]
@@ -141,9 +158,6 @@ def detect_with_scales(detect: Detect, image: np.ndarray, scales: Sequence[float
     """Masks [H, W, N] without overlaps and their scores, voted over the image at ``scales``
     (:func:`nucleus.inference.tta.merge_runs`: a nucleus most scales find, its pixels by
     majority)."""
-    from nucleus.inference.overlap import eliminate_overlaps
-    from nucleus.inference.tta import merge_runs
-
     if not scales:
         raise ValueError("no scales given")
     runs = [detect_at_scale(detect, image, float(s)) for s in scales]

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
+import tifffile
+
+from nucleus.errors import InputError
 from nucleus.formats.segment_outputs import LABELS_SUFFIX, TABLE_NAME
 
 
@@ -26,11 +30,6 @@ def read_labels(path: str | list[str]) -> list[tuple]:
 
 
 def _layer(path: Path) -> tuple:
-    import pandas as pd
-    import tifffile
-
-    from nucleus.errors import InputError
-
     try:
         labels = tifffile.imread(path)
     except Exception as e:  # tifffile raises several types for bad files

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nucleus.dataset import SAMPLE_DIR
+from nucleus.formats.image_io import read_image
 
 SAMPLE_ID = "08ae2741df2f5ac815c0f272a8c532b5167ee853be9b939b9b8b7fa93560868a"
 """A 256 x 256 stage-1 training image (fluorescence, a few dozen nuclei)."""
@@ -16,7 +17,5 @@ def sample_path() -> Path:
 
 def sample_nuclei() -> list[tuple]:
     """The sample as napari layer data: the image as ``nucleus segment`` reads the file."""
-    from nucleus.formats.image_io import read_image
-
     image = read_image(sample_path())
     return [(image, {"name": "nuclei (sample)", "rgb": image.ndim == 3}, "image")]

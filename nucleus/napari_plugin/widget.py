@@ -1,6 +1,6 @@
 """The dock widget: segment an image layer into a Labels layer, off the GUI thread.
 
-The run is the one ``nucleus segment`` makes (:func:`nucleus.segment._segment_array`: the
+The run is the one ``nucleus segment`` makes (:func:`nucleus.segment.segment`: the
 detector's ``prepare``, the tiles of :mod:`nucleus.inference.tiling`, the table of
 :func:`nucleus.segment.measure`), driven tile by tile here so that napari's worker thread can
 report progress and stop between tiles when the user cancels. The labels therefore equal the
@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                             QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
                             QVBoxLayout, QWidget)
 
 from nucleus.errors import InputError
-from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
+from nucleus.formats.image_io import grey_intensity
+from nucleus.inference.nucleus_model import NucleusModel, make_detector
+from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE, detect_tile,
+                                      plan_tiles, stitch, tile_for)
+from nucleus.napari_plugin.reader import features_of
+from nucleus.segment import measure
 
 if TYPE_CHECKING:
     import napari
@@ -56,8 +64,6 @@ _LOCK = threading.Lock()
 def build_detector(settings: Settings) -> Detector:
     """The Mask R-CNN of ``settings``, built once per weights file and settings and kept (a
     model takes seconds to build; the user runs many images with one)."""
-    from nucleus.inference.nucleus_model import make_detector
-
     key = (settings.weights, settings.min_confidence, settings.scale, settings.tta)
     with _LOCK:
         if key not in _DETECTORS:
@@ -111,10 +117,6 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
     ``(tiles done, tiles)`` after each tile (the worker can stop between tiles), returns
     ``(labels, table)``. ``detector`` may be a function that builds it, so that the model is
     built off the GUI thread too."""
-    from nucleus.formats.image_io import grey_intensity
-    from nucleus.inference.tiling import detect_tile, plan_tiles, stitch, tile_for
-    from nucleus.segment import measure
-
     yield 0, 0                                   # "working": the model may take a while
     if not hasattr(detector, "detect_prepared"):
         detector = detector()
@@ -209,15 +211,11 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------------ choices
     def _image_layers(self) -> list:
-        from napari.layers import Image
-
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _refresh_layers(self, event=None) -> None:
         """The image layers in the layer box; a newly added image is chosen (the one the user
         most likely wants to segment next)."""
-        from napari.layers import Image
-
         current = self.layer_box.currentText()
         if event is not None and event.type == "inserted" and isinstance(event.value, Image):
             current = event.value.name
@@ -268,16 +266,12 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------------ running
     def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
         self.last_error = message
         self.message.setText(f"error: {message}")
         show_error(message)
 
     def run(self) -> None:
         """Check the input here (errors at once, in the widget), then segment in a worker."""
-        from napari.qt.threading import create_worker
-
         if self.worker is not None:
             return
         self.last_error = None
@@ -293,8 +287,6 @@ class SegmentWidget(QWidget):
                                  f"{raw.flat[0]}): nothing to segment")
             settings = self.settings()
             if settings.weights is not None:
-                from nucleus.inference.nucleus_model import NucleusModel
-
                 NucleusModel.resolve(settings.weights)    # a missing file is an error now
         except InputError as e:
             self._fail(str(e))
@@ -329,8 +321,6 @@ class SegmentWidget(QWidget):
                    else f"{type(error).__name__}: {error}")
 
     def _done(self, layer, result) -> None:
-        from nucleus.napari_plugin.reader import features_of
-
         labels, table = result
         self.viewer.add_labels(labels, name=f"{layer.name} nuclei",
                                features=features_of(table), scale=layer.scale[-2:],

@@ -11,11 +11,13 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.backend import write_scalars
 from mrcnn.runs import RunFolder
 from nucleus.formats.io_utils import atomic_write
-from nucleus.inference.detectors import Detector, model_scale, raw_detections
+from nucleus.inference.nucleus_model import NucleusModel
 from nucleus.kinds import KINDS, image_kind
 from nucleus.scoring import metric
+from nucleus.scoring.plots import save_map_curve
 
 VAL_MAP_COLUMNS: tuple[str, ...] = ("epoch", "map", "hours", "ap50", "ap75",
                                     *(f"map_{kind}" for kind in KINDS))
@@ -62,16 +64,6 @@ class Evaluation:
         return float(tp), float(fp), float(fn)
 
 
-def detect_instances(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks [H, W, N] without overlaps (the model's ``DETECTION_MASK_OVERLAP`` rule first, then
-    the biggest mask keeps what is still shared) and their scores.
-
-    The model normalises the image itself (its own ``IMAGE_NORMALIZATION``); the overlap rule is
-    the one detector interface's (:meth:`nucleus.inference.detectors.Detector.detect_prepared`).
-    """
-    return Detector(lambda im: raw_detections(model, im)).detect_prepared(image)
-
-
 def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset,
                      limit: int | None = None, progress: bool = True,
                      on_image: Callable | None = None) -> Evaluation:
@@ -104,26 +96,28 @@ def evaluate_dataset(detect_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndar
 class MapCallback(keras.callbacks.Callback):
     """Validation DSB mAP every ``every`` epochs from epoch ``first`` (1-based), written to
     ``val_map.csv`` beside the checkpoints (overall and per image kind, :data:`VAL_MAP_COLUMNS`),
-    to TensorBoard, and as a PNG curve."""
+    to TensorBoard, and as a PNG curve.
 
-    def __init__(self, training_model, inference_model, dataset, every: int = 10,
+    ``validation`` is the run's validation model (:meth:`NucleusModel.of_training`): the callback
+    builds its network once, copies the training weights into it at each due epoch and scores
+    it through the detector :meth:`NucleusModel.detector_of` builds, so at the scale it was
+    trained for when it was trained at one nucleus size (``OBJECT_DIAMETER``)."""
+
+    def __init__(self, training_model, validation: NucleusModel, dataset, every: int = 10,
                  first: int = 5, limit: int | None = None):
         super().__init__()
         self.training_model = training_model
-        self.inference_model = inference_model
+        self.validation = validation
+        self.inference_model = validation.network()
+        # Built as every command builds its detector (NucleusModel.detector_of): the same
+        # image preparation, scale and overlap rule as ``evaluate`` on the run's checkpoints.
+        self.detector = validation.detector_of(self.inference_model)
         self.dataset = dataset
         self.every = every
         self.first = first
         self.limit = limit
         self.start = time.time()
         self.hours_before: float | None = None
-
-    def _detector(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """How the model is scored: as ``evaluate`` would run it, at the scale it was trained
-        for when it was trained at one nucleus size (``OBJECT_DIAMETER``)."""
-        diameter = self.inference_model.config.OBJECT_DIAMETER
-        return Detector(lambda im: raw_detections(self.inference_model, im),
-                        scale=model_scale(diameter), diameter=diameter).detect_prepared
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.first and (epoch - self.first) % self.every == 0
@@ -133,7 +127,7 @@ class MapCallback(keras.callbacks.Callback):
         if not self.due(epoch):
             return
         self.inference_model.keras_model.set_weights(self.training_model.keras_model.get_weights())
-        result = evaluate_dataset(self._detector(), self.dataset, limit=self.limit,
+        result = evaluate_dataset(self.detector, self.dataset, limit=self.limit,
                                   progress=False)
         log_dir = self.training_model.log_dir
         path = RunFolder(log_dir).val_map
@@ -149,15 +143,12 @@ class MapCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["val_map"] = result.map
         try:  # TensorBoard's own writer: no TensorFlow needed under the JAX backend
-            from mrcnn.backend import write_scalars
-
             write_scalars(os.path.join(log_dir, "val_map"),
                           {"val_map": result.map,
                            **{f"val_map_{kind}": m for kind, (_, m) in by_kind.items()}}, epoch)
         except Exception as e:  # TensorBoard is optional: the CSV and PNG curve remain
             print(f"could not write val_map to TensorBoard: {e}")
         try:
-            from nucleus.scoring.plots import save_map_curve
             save_map_curve(os.path.join(log_dir, "val_map.png"), path)
         except Exception as e:  # a plotting problem must not stop training
             print(f"could not draw val_map.png: {e}")

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib import patheffects
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from mrcnn import utils
 from mrcnn.mask_iou import mask_iou
@@ -316,8 +319,6 @@ def save_comparison(path: str | os.PathLike, image: np.ndarray,
 # ----------------------------------------------------------------------------- curves
 def _read_csv(csv_path: str | os.PathLike, what: str, required: Sequence[str] = ()):
     """A CSV as a numeric DataFrame, or an InputError naming the file and what is wrong."""
-    import pandas as pd
-
     csv_path = os.fspath(csv_path)
     if not os.path.isfile(csv_path):
         raise InputError(f"{csv_path}: {what} file not found")
@@ -348,8 +349,6 @@ def load_training_history(history_csv: str | os.PathLike | Sequence[str | os.Pat
     A stage whose epochs restart (a fresh logger) is shifted to follow the previous one.
     Returns (history, names of the training loss columns, epoch where each later stage starts).
     """
-    import pandas as pd
-
     paths = [history_csv] if isinstance(history_csv, (str, os.PathLike)) else list(history_csv)
     if not paths:
         raise InputError("save_training_curves: no training history file given")
@@ -482,8 +481,6 @@ def save_sweep_curves(path: str | os.PathLike, csv_path: str | os.PathLike,
     shows ``map_<kind>`` where the runs recorded it. The legend names only the values that
     differ between settings; the others go to the title. Returns the path.
     """
-    import pandas as pd
-
     frame = _read_csv(csv_path, "sweep", required=("setting", "epoch", "map"))
     raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -496,8 +493,6 @@ def save_sweep_curves(path: str | os.PathLike, csv_path: str | os.PathLike,
     fixed = [f"{a}={raw[a].iloc[0]}" for a in axes if a not in varying]
     kinds = [k for k in KIND_COLORS if f"map_{k}" in frame.columns
              and frame[f"map_{k}"].notna().any()]
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     fig, axs = _curve_figure(1 + len(kinds))
     settings = list(dict.fromkeys(raw["setting"]))

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from mrcnn.augmentation import apply_augmentation
 from mrcnn.imgaug_compat import iaa, iap
 
 
@@ -114,8 +116,6 @@ def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     the stage-1 test images (the dense fluorescence kinds); the training labels mark such nuclei
     rarely. Dimming labelled nuclei shows the network that a faint nucleus is still one.
     """
-    import cv2
-
     n = mask.shape[-1]
     if n == 0:
         return image
@@ -145,8 +145,6 @@ def _defocused(image: np.ndarray, where: np.ndarray, sigma: float,
                edge: float) -> np.ndarray:
     """``image`` (float32 [H, W, C]) blurred by ``sigma`` inside ``where``, unchanged
     elsewhere; the switch between the two softened by ``edge`` px."""
-    import cv2
-
     blurred = cv2.GaussianBlur(image, (0, 0), sigma)
     if blurred.ndim == 2:
         blurred = blurred[..., None]
@@ -173,8 +171,6 @@ class WithDimming:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from mrcnn.augmentation import apply_augmentation
-
         if self.augmenter is not None:
             image, mask = apply_augmentation(self.augmenter, image, mask)
         if self.rng.random() < self.probability and np.median(image) < 128:

@@ -8,7 +8,6 @@ fares on images the model has never seen (README, "How the CPU profile was chose
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Mapping, Sequence
 
 from nucleus.errors import InputError
@@ -23,10 +22,7 @@ def _check_kinds(names: Sequence[str]) -> None:
 
 
 def _rebuilt(dataset, infos: list[dict]):
-    out = copy.copy(dataset)
-    if hasattr(dataset, "_labels"):   # a NucleusDataset: its own (empty) label cache
-        out._labels = type(dataset._labels)()
-        out._lock = threading.Lock()
+    out = copy.copy(dataset)   # a NucleusDataset's copy has its own, empty label cache
     out.image_info = infos
     out.prepare()
     return out

@@ -22,6 +22,7 @@ last checkpoint, and a larger ``--epochs`` extends them all.
 from __future__ import annotations
 
 import csv
+import gc
 import itertools
 import json
 import os
@@ -29,10 +30,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import keras
+
 from mrcnn.runs import RunFolder, mask_rcnn_layout
+from nucleus.config import make_config, parse_value
 from nucleus.errors import InputError
 from nucleus.formats.io_utils import atomic_write
 from nucleus.kinds import KINDS
+from nucleus.scoring.plots import save_run_curves, save_sweep_curves
+from nucleus.training.train import default_schedule, train_nucleus
 from nucleus.training.train_options import NAMES, SWEEPABLE, TrainOptions
 
 TRAIN_OPTIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
@@ -74,15 +80,13 @@ def split_values(text: str) -> list[str]:
 
 
 def parse_axes(items: Sequence[str],
-               parse: Callable[[str], Any] | None = None) -> list[tuple[str, list]]:
+               parse: Callable[[str], Any] = parse_value) -> list[tuple[str, list]]:
     """``--set NAME=V1,V2,...`` items -> [(NAME, [values])], in the order given.
 
     Values are read like train's ``--set`` (Python literals, else strings). Names are
     upper-cased. An item with one value fixes it for every combination (:func:`run_sweep`);
     one with several is an axis of the sweep.
     """
-    if parse is None:
-        from nucleus.config import parse_value as parse
     axes: list[tuple[str, list]] = []
     for item in items:
         name, sep, text = item.partition("=")
@@ -203,10 +207,6 @@ def run_sweep(axes: Sequence[tuple[str, Sequence]], logs: str, name: str | None 
     swept and in ``overrides`` is an error. ``weights`` is where each combination starts
     (``last`` makes no sense here: each one resumes its own run).
     """
-    from nucleus.config import make_config
-    from nucleus.scoring.plots import save_run_curves
-    from nucleus.training.train import default_schedule
-
     train = train or _train_and_release
     options = TrainOptions.of(options, **{k: train_kwargs.pop(k) for k in list(train_kwargs)
                                           if k in NAMES})
@@ -299,12 +299,6 @@ def _check_setting(folder: str, name: str, setting: Setting, kwargs: dict) -> No
 def _train_and_release(**kwargs) -> None:
     """:func:`nucleus.training.train.train_nucleus`, then free its models before the next
     combination builds its own (Keras keeps every model of a process alive otherwise)."""
-    import gc
-
-    import keras
-
-    from nucleus.training.train import train_nucleus
-
     try:
         train_nucleus(**kwargs)
     finally:
@@ -353,8 +347,6 @@ def read_val_map(run_dir: str | None) -> list[dict]:
 
 
 def _draw(path: str, table: str, name: str) -> str | None:
-    from nucleus.scoring.plots import save_sweep_curves
-
     with open(table, newline="") as f:
         if not any(True for _ in csv.DictReader(f)):
             return None  # no combination has a validation mAP yet (no validation images?)

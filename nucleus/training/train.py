@@ -12,8 +12,10 @@ from mrcnn.runs import mask_rcnn_layout
 from nucleus.config import make_config
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs, run_inference_config
+from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs
+from nucleus.scoring.evaluation import MapCallback
 from nucleus.training.augment import build_augmentation
+from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
 from nucleus.training.train_options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,6 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     run from the last one instead of starting from ``weights``; the schedule stays the one
     ``weights`` gives (a run started from COCO keeps its heads-then-4+ stages).
     """
-    from nucleus.scoring.evaluation import MapCallback
-
     options = TrainOptions.of(options, **option_values)
     overrides = {**options.overrides(), **(overrides or {})}
     config = make_config(profile, overrides=overrides)
@@ -132,9 +132,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     log.info("start weights: %s, epoch %d, run folder %s", start, model.epoch, model.log_dir)
     callbacks = []
     if val_ds is not None and options.eval_every > 0:
-        inference_config = run_inference_config(config, overrides, profile)
-        inference_model = modellib.MaskRCNN("inference", inference_config, logs)
-        callbacks.append(MapCallback(model, inference_model, val_ds, every=options.eval_every,
+        validation = NucleusModel.of_training(config, overrides, profile, logs)
+        callbacks.append(MapCallback(model, validation, val_ds, every=options.eval_every,
                                      first=options.eval_first, limit=options.eval_limit))
     augmentation = (build_augmentation(rotate90=options.rotate90, appearance=options.appearance,
                                        scale=options.scale, dim=options.dim,
@@ -150,8 +149,6 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
 def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,
               exclude: list[str] | None) -> NucleusDataset:
     """The training set with ``exclude``'d kinds dropped and rare kinds repeated."""
-    from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
-
     log.info("training images by kind: %s", kind_counts(train_ds))
     if exclude:
         train_ds = exclude_kinds(train_ds, exclude)
