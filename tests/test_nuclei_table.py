@@ -1,12 +1,15 @@
-"""The nuclei table's measurements (nucleus/formats/nuclei_table.py): regionprops' numbers,
-computed for all nuclei at once."""
+"""The nuclei table (nucleus/formats/nuclei_table.py, and large.TileTable, which measures tile
+by tile): regionprops' numbers under the table's names, the same for the whole label image and
+for the nuclei measured on the canvas around them."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from skimage.measure import regionprops_table
 
-from nucleus.formats.nuclei_table import PROPERTIES, measure, measure_regions
+from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
+from nucleus.inference.large import Found, stitch_found
+from nucleus.inference.tiling import Instance, plan_tiles, stitch
 
 
 def _shapes(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,46 +41,58 @@ def _shapes(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return labels, intensity
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_measurements_are_regionprops(seed):
+@pytest.mark.parametrize("seed", range(6))
+def test_table_is_regionprops_under_the_tables_names(seed):
     labels, intensity = _shapes(seed)
+    scores = np.random.default_rng(seed).random(int(labels.max()))
+    table = measure(labels, scores, intensity, "img")
     want = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
-    got = measure_regions(labels, intensity)
-    assert list(got) == list(want)
-    np.testing.assert_array_equal(got["label"], want["label"])
-    for key in ("bbox-0", "bbox-1", "bbox-2", "bbox-3", "area"):
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    for key in ("centroid-0", "centroid-1", "perimeter"):
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
-    # a circle's l2 / l1 is 1 up to rounding, and sqrt(1 - l2 / l1) magnifies that
-    np.testing.assert_allclose(got["eccentricity"], want["eccentricity"], atol=1e-6)
-    # regionprops averages float32 intensities in float32; here every mean is float64
-    np.testing.assert_allclose(got["intensity_mean"], want["intensity_mean"], rtol=1e-6)
+    assert list(table.columns) == list(COLUMNS)
+    assert (table["image"] == "img").all()
+    for key, values in want.items():
+        np.testing.assert_array_equal(table[RENAME.get(key, key)], values, err_msg=key)
+    np.testing.assert_array_equal(table["score"], scores[want["label"] - 1])
 
 
-def test_a_nucleus_measures_the_same_on_any_canvas():
-    """Values depend on a nucleus's own pixels only: moved, or beside other nuclei, it gets
-    the same numbers (shifted by the move), so tiles and whole images agree (exactly, but
-    for the rounding of the shift in the centroid)."""
-    labels, intensity = _shapes(3)
-    alone = measure_regions(labels, intensity)
-    big = np.zeros((labels.shape[0] + 40, labels.shape[1] + 25), np.int32)
-    big_intensity = np.zeros(big.shape, intensity.dtype)
-    big[40:, 25:] = labels
-    big_intensity[40:, 25:] = intensity
-    big[:10, :10] = labels.max() + 1                       # a neighbour of its own
-    moved = measure_regions(big, big_intensity)
-    for key in alone:
-        shift = 40 if key in ("centroid-0", "bbox-0", "bbox-2") else (
-            25 if key in ("centroid-1", "bbox-1", "bbox-3") else 0)
-        if key.startswith("centroid"):                    # the shift itself rounds
-            np.testing.assert_allclose(moved[key][:-1], alone[key] + shift, rtol=1e-14)
-        else:
-            np.testing.assert_array_equal(moved[key][:-1], alone[key] + shift, err_msg=key)
+def test_a_rectangle_by_hand():
+    labels = np.zeros((6, 8), np.uint16)
+    labels[1:4, 2:6] = 3                                  # 3 x 4 pixels
+    intensity = np.arange(48, dtype=np.float64).reshape(6, 8)
+    row = measure(labels, [0.1, 0.2, 0.9], intensity).iloc[0]
+    assert (row["label"], row["area"], row["score"]) == (3, 12, 0.9)
+    assert (row["bbox_y0"], row["bbox_x0"], row["bbox_y1"], row["bbox_x1"]) == (1, 2, 4, 6)
+    assert (row["centroid_y"], row["centroid_x"]) == (2.0, 3.5)
+    assert row["mean_intensity"] == pytest.approx(intensity[1:4, 2:6].mean())
+    # the inertia tensor's eigenvalues of a 3 x 4 grid: (16 - 1) / 12 and (9 - 1) / 12
+    assert row["eccentricity"] == pytest.approx(np.sqrt(1 - 8 / 15))
+
+
+@pytest.mark.parametrize("seed", range(6, 12))
+def test_measured_by_tile_is_regionprops_of_the_whole_image(seed):
+    """The nuclei of a label image given as instances (box and mask) and measured as the
+    window-by-window path measures them (on the canvas around the kept ones) get the numbers
+    regionprops gives them in the whole label image."""
+    labels, intensity = _shapes(seed)
+    shape = labels.shape
+    instances = []
+    for k in np.unique(labels[labels > 0]):
+        ys, xs = np.nonzero(labels == k)
+        y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+        instances.append(Instance((int(y0), int(x0), int(y1), int(x1)),
+                                  labels[y0:y1, x0:x1] == k, float(k) / 100))
+    found = [Found(i, intensity[i.box[0]:i.box[2], i.box[1]:i.box[3]]) for i in instances]
+    (tile,) = plan_tiles(shape, max(shape) + 1, 0)
+    count, table = stitch_found(shape, [(tile, found)], lambda y0, rows: None, "img")
+    whole, scores = stitch(shape, instances)
+    want = measure(whole, scores, intensity, "img")
+    assert count == len(instances) == len(table)
+    for column in ("image", "label", "score", "area", "bbox_y0", "bbox_x0", "bbox_y1",
+                   "bbox_x1", "perimeter", "eccentricity", "mean_intensity"):
+        np.testing.assert_array_equal(table[column], want[column], err_msg=column)
+    for column in ("centroid_y", "centroid_x"):                # the canvas's offset rounds
+        np.testing.assert_allclose(table[column], want[column], rtol=1e-12, err_msg=column)
 
 
 def test_no_labels_give_an_empty_table():
     table = measure(np.zeros((5, 6), np.uint16), [], np.zeros((5, 6)), "none")
-    assert len(table) == 0 and "perimeter" in table
-    with pytest.raises(ValueError, match="2-D"):
-        measure_regions(np.zeros((2, 2, 2), np.int32), np.zeros((2, 2, 2)))
+    assert len(table) == 0 and list(table.columns) == list(COLUMNS)

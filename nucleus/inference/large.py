@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import tifffile
+from skimage.measure import regionprops_table
 from tqdm import tqdm
 
 from nucleus.formats import lazy_io
@@ -27,7 +28,7 @@ from nucleus.formats.image_io import grey_intensity
 from nucleus.formats.io_utils import atomic_path
 from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_lazy,
                                      plan_preparation, prepare_window)
-from nucleus.formats.nuclei_table import COLUMNS, RENAME, measure, measure_regions
+from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
                                       Pasted, Tile, owned, plan_tiles, tile_for, tile_instances)
 
@@ -78,8 +79,10 @@ class TileTable:
         self.rows: list[dict] = []           # measurements per tile, by temporary id
 
     def add(self, tile: Tile, found: Sequence[Found], kept: Sequence[Pasted]) -> None:
-        """Measure the nuclei of ``found`` that the stitcher kept, on a canvas of the box
-        around them (:func:`nucleus.formats.nuclei_table.measure_regions`)."""
+        """Measure the nuclei of ``found`` that the stitcher kept with ``regionprops_table``, on
+        a canvas of the box around them: regionprops measures each label on its own box, so
+        a nucleus gets the numbers it gets in the whole label image (the centroid up to the
+        rounding of the canvas's offset)."""
         if not kept:
             return
         boxes = np.array([found[index].instance.box for _, index, _ in kept], np.int64)
@@ -92,7 +95,7 @@ class TileTable:
             y0, x0, y1, x1 = box - (cy0, cx0, cy0, cx0)
             labels[y0:y1, x0:x1][free] = k
             intensity[y0:y1, x0:x1][free] = found[index].intensity[free]
-        props = measure_regions(labels, intensity)
+        props = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
         props["label"] = np.array([tid for tid, _, _ in kept], np.int64)[props["label"] - 1]
         for key, off in (("centroid-0", cy0), ("centroid-1", cx0), ("bbox-0", cy0),
                          ("bbox-1", cx0), ("bbox-2", cy0), ("bbox-3", cx0)):
