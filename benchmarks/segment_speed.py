@@ -16,7 +16,7 @@ multiply-accumulates counted from TensorFlow's graph at 1024 x 1024) over the ma
     python benchmarks/segment_speed.py --dataset ~/.cache/dsb2018 --sizes 2048 4096 \\
         --args "--tile 512" --json before.json
 
-Run it on an otherwise idle machine: every figure is wall time.
+Run it on an otherwise idle machine: every figure but the CPU seconds is wall time.
 """
 from __future__ import annotations
 
@@ -33,11 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_ROOT))
+
+from mrcnn.files import atomic_path  # noqa: E402
+from nucleus.formats.image_io import read_image  # noqa: E402
+from nucleus.kinds import image_kind  # noqa: E402
 
 MOSAIC_SEED = 0
 FLOOR_SIZE = 1024
@@ -45,9 +50,6 @@ FLOOR_SIZE = 1024
 
 def fluorescence_images(dataset: Path) -> list[np.ndarray]:
     """The grey planes of the stage-1 test images of the fluorescence kind, in name order."""
-    from nucleus.formats.image_io import read_image
-    from nucleus.kinds import image_kind
-
     folder = Path(dataset).expanduser() / "stage1_test"
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not found; unpack stage1_test_images there")
@@ -85,11 +87,7 @@ def mosaic(planes: list[np.ndarray], size: int, seed: int = MOSAIC_SEED) -> np.n
 
 def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
     """The mosaic of ``size`` as a tiled TIFF under ``work``, made on first use."""
-    import tifffile
-
     path = work / f"fluorescence_mosaic_{size}.tif"
-    from mrcnn.files import atomic_path
-
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".tmp.tif") as tmp:
@@ -128,6 +126,8 @@ def run_segment(path: Path, extra: list[str]) -> dict:
 def floor_seconds_per_mp(weights: str | None) -> dict:
     """GMAC per megapixel of the model's backbone, FPN and RPN, and the machine's bfloat16 and
     float32 3x3 convolution throughput (``benchmarks/speed.py``'s yardstick)."""
+    # here: these load TensorFlow and Keras (about 1 GB and several seconds), which --no-floor
+    # exists to skip; the measured runs are child processes either way
     from benchmarks.speed import conv_throughput, graph_gmacs
     from mrcnn.network import MaskRCNNNet
     from nucleus.inference.nucleus_model import NucleusModel
