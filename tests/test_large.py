@@ -13,7 +13,7 @@ from nucleus.formats import lazy_io
 from nucleus.inference.detectors import Detector
 from nucleus.inference.large import (Found, LabelStore, is_large, segment_large_here,
                                      stitch_found)
-from nucleus.inference.tiling import Instance, owned, plan_tiles, stitch
+from nucleus.inference.tiling import BandStitcher, Instance, owned, plan_tiles, stitch
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 from nucleus.segment import COLUMNS, TABLE_NAME, collect_files, measure, segment_files
 
@@ -98,6 +98,31 @@ def test_stitched_in_bands_and_measured_by_tile_is_stitch_and_measure(shape, til
         np.testing.assert_array_equal(table[column], whole[column], err_msg=column)
     for column in ("centroid_y", "centroid_x", "perimeter", "eccentricity", "mean_intensity"):
         np.testing.assert_allclose(table[column], whole[column], rtol=1e-9, err_msg=column)
+
+
+def test_the_band_holds_one_tile_row_and_is_reused():
+    """Memory that grows with the image's width is one tile row of labels: the band's buffer
+    is never taller than a tile, and the rows handed to the sink (copied there) are still the
+    whole image's labels although the buffer is reused."""
+    shape, tile, overlap = (1000, 600), 256, 64
+    rng = np.random.default_rng(7)
+    tiles = plan_tiles(shape, tile, overlap)
+    per_tile = random_found(shape, tiles, rng, rng.random(shape))
+    want, _ = stitch(shape, [f.instance for found in per_tile for f in found])
+    got = np.zeros(shape, np.uint32)
+    buffers = set()
+
+    def sink(y0, rows):
+        got[y0:y0 + len(rows)] = rows
+
+    stitcher = BandStitcher(shape, sink)
+    for t, found in zip(tiles, per_tile):
+        stitcher.add_tile(t, [f.instance for f in found])
+        assert stitcher.band.shape[0] <= t.box[2] - t.box[0]
+        buffers.add(id(stitcher.band))
+    stitcher.finish()
+    np.testing.assert_array_equal(got, want)
+    assert len(buffers) == 1                                  # one buffer for every tile row
 
 
 def test_label_files_past_65535_nuclei_are_uint32(tmp_path):

@@ -151,12 +151,13 @@ class LabelStore:
         self.array[y0:y0 + len(rows)] = rows
 
     def _tiles(self, dtype) -> Iterator[np.ndarray]:
+        """The TIFF's tiles in its order, each read from the one chunk of the store it is (not
+        a band of the image's width, which would grow with the image)."""
         height, width = self.array.shape
         for y in range(0, height, TIFF_TILE):
-            band = self.array[y:y + TIFF_TILE]
             for x in range(0, width, TIFF_TILE):
                 tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype)
-                part = band[:, x:x + TIFF_TILE]
+                part = self.array[y:y + TIFF_TILE, x:x + TIFF_TILE]
                 tile[:part.shape[0], :part.shape[1]] = part
                 yield tile
 

@@ -198,15 +198,17 @@ class BandStitcher:
     Labels are numbered in raster order of each kept nucleus's first pixel. Tiles must come in
     :func:`plan_tiles` order: a tile row's nuclei lie inside its tiles, which start at or below
     the row's first pixel row, so every row above it is final once that tile row begins; those
-    rows are numbered and go to ``sink(y0, rows)`` (uint32 labels, never written again by the
-    stitcher, so the sink may keep them). :func:`stitch` is this over a single band.
+    rows are numbered and go to ``sink(y0, rows)`` (uint32 labels, a view of the band that the
+    next tile row reuses: the sink copies what it keeps, except after :meth:`finish`, which
+    leaves the last rows as they are). :func:`stitch` is this over a single band.
     """
 
     def __init__(self, shape: Sequence[int], sink: Callable[[int, np.ndarray], None]):
         self.height, self.width = int(shape[0]), int(shape[1])
         self.sink = sink
         self.y0 = 0                                            # first row of the band
-        self.band = np.zeros((0, self.width), np.uint32)
+        self.band = np.zeros((0, self.width), np.uint32)      # rows y0.. (its first `rows`)
+        self.rows = 0
         self.keys: list[int] = []        # per kept nucleus (temporary id - 1): first pixel
         self.scores: list[float] = []    # per kept nucleus (temporary id - 1)
         self.rank = np.zeros(1, np.uint32)   # temporary id -> final label (0 -> 0)
@@ -214,12 +216,19 @@ class BandStitcher:
         self.pending: list[int] = []         # temporary ids not numbered yet
 
     def _advance(self, y0: int, y1: int) -> None:
-        """Start a tile row covering rows y0..y1: rows above y0 are final."""
+        """Start a tile row covering rows y0..y1: rows above y0 are final. The band's buffer
+        is reused from tile row to tile row (the rows kept move to its top), so the stitcher
+        holds one tile row's height of labels, not two while a grown copy is made."""
         if y0 > self.y0:
             self._flush(y0)
-        if y1 > self.y0 + len(self.band):
-            grow = np.zeros((y1 - self.y0 - len(self.band), self.width), np.uint32)
-            self.band = np.concatenate([self.band, grow]) if len(self.band) else grow
+        need = y1 - self.y0
+        if need > len(self.band):
+            grown = np.empty((need, self.width), np.uint32)
+            grown[:self.rows] = self.band[:self.rows]
+            self.band = grown
+        if need > self.rows:
+            self.band[self.rows:need] = 0
+            self.rows = need
 
     def _flush(self, limit: int) -> None:
         """Number the nuclei that start above row ``limit``, send the rows above it."""
@@ -232,14 +241,17 @@ class BandStitcher:
             self.ranked += len(ready)
             taken = set(ready)
             self.pending = [k for k in self.pending if k not in taken]
-        n = min(limit, self.height) - self.y0
+        n = min(limit, self.height, self.y0 + self.rows) - self.y0
         if n > 0:
             rows = self.band[:n]
             step = max(1, RELABEL_PIXELS // max(1, self.width))
             for a in range(0, n, step):      # in place: temporary ids -> final labels
                 rows[a:a + step] = self.rank[rows[a:a + step]]
             self.sink(self.y0, rows)
-            self.band = self.band[n:]
+            left = self.rows - n
+            if left:                         # the rows still open move to the top
+                self.band[:left] = self.band[n:self.rows]
+            self.rows = left
             self.y0 += n
 
     def add_tile(self, tile: Tile, instances: Iterable[Instance]) -> list[Pasted]:
