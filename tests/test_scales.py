@@ -71,6 +71,26 @@ def test_restore_masks_drops_masks_that_vanish():
     assert not restored[..., 0].any() and restored[..., 1].any()
 
 
+@pytest.mark.parametrize("shape", [(250, 333), (61, 40), (13, 7)])
+def test_restore_masks_equals_resizing_each_whole_mask(shape):
+    # crop-by-crop restoring must give the pixels of skimage's resize on each whole mask,
+    # shrinking and enlarging, masks touching the edges and corners included
+    from skimage.transform import resize
+    rng = np.random.default_rng(sum(shape))
+    small = np.zeros((60, 80, 12), bool)
+    for k in range(10):
+        rr, cc = disk((rng.integers(0, 60), rng.integers(0, 80)), rng.integers(1, 9),
+                      shape=(60, 80))
+        small[rr, cc, k] = True
+    small[:3, :2, 10] = True
+    small[-1, -4:, 11] = True
+    expected = np.stack([resize(small[..., k].astype(np.float32), shape, order=1,
+                                anti_aliasing=False) >= 0.5 for k in range(12)], axis=-1)
+    restored = scales.restore_masks(small, shape)
+    assert restored.shape == shape + (12,)
+    assert np.array_equal(restored, expected)
+
+
 def test_choose_scale():
     target = scales.TRAINING_DIAMETER
     assert scales.choose_scale(None) == 1.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy import ndimage
 from skimage.transform import resize
 
 from mrcnn.utils import median_diameter
@@ -47,15 +48,50 @@ def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
 
 
 def restore_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Masks [h, w, N] of a rescaled image, resized back to ``shape`` (H, W); empty ones dropped
-    (a mask smaller than a pixel at the original size)."""
-    if masks.shape[:2] == tuple(shape):
+    """Masks [h, w, N] of a rescaled image, resized back to ``shape`` (H, W) by bilinear
+    interpolation and a 0.5 threshold, each mask computed only around its own pixels.
+
+    The pixels are those of ``skimage.transform.resize(mask, shape, order=1) >= 0.5`` on each
+    whole mask (SciPy's ``zoom`` with ``grid_mode``: output pixel centres mapped onto input pixel
+    centres, mirrored at the edges), but the work follows the nuclei's areas, not the image's
+    area times their number: resizing 112 masks of a 260 x 174 image back to 520 x 348 took
+    1.9 s whole and 0.03 s crop by crop. A mask empty at the original size stays empty (callers
+    drop those)."""
+    height, width, count = masks.shape
+    if (height, width) == tuple(shape):
         return masks.astype(bool)
-    out = np.zeros(tuple(shape) + (masks.shape[-1],), bool)
-    for k in range(masks.shape[-1]):
-        out[..., k] = resize(masks[..., k].astype(np.float32), shape, order=1,
-                             anti_aliasing=False) >= 0.5
-    return out
+    out_height, out_width = shape
+    step_y, step_x = height / out_height, width / out_width
+    margin_y, margin_x = int(np.ceil(step_y)) + 3, int(np.ceil(step_x)) + 3
+    stack = np.ascontiguousarray(np.moveaxis(masks, -1, 0))
+    out = np.zeros((count, out_height, out_width), bool)
+    for k in range(count):
+        rows = np.flatnonzero(stack[k].any(axis=1))
+        if not len(rows):
+            continue
+        cols = np.flatnonzero(stack[k].any(axis=0))
+        y0, y1 = _support(rows[0], rows[-1] + 1, step_y, out_height)
+        x0, x1 = _support(cols[0], cols[-1] + 1, step_x, out_width)
+        # the input crop: the mask's box and a margin, so that every output pixel in
+        # [y0, y1) x [x0, x1) interpolates between pixels inside it, mirrored only where the
+        # crop reaches the image's edge, as the whole image is
+        top, left = max(0, rows[0] - margin_y), max(0, cols[0] - margin_x)
+        crop = stack[k, top:min(height, rows[-1] + 1 + margin_y),
+                     left:min(width, cols[-1] + 1 + margin_x)]
+        part = ndimage.affine_transform(
+            crop.astype(np.float32), [step_y, step_x],
+            offset=[(y0 + 0.5) * step_y - 0.5 - top, (x0 + 0.5) * step_x - 0.5 - left],
+            output_shape=(y1 - y0, x1 - x0), order=1, mode="mirror")
+        out[k, y0:y1, x0:x1] = part >= 0.5
+    return np.moveaxis(out, 0, -1)
+
+
+def _support(first: int, end: int, step: float, size: int) -> tuple[int, int]:
+    """Output pixels [start, stop) whose centre maps within a pixel of input pixels
+    [first, end) (``(i + 0.5) * step - 0.5``), with a pixel to spare on each side."""
+    start = int(np.floor((first - 2 + 0.5) / step - 0.5))
+    stop = int(np.ceil((end + 1 + 0.5) / step - 0.5)) + 1
+    return max(0, start), min(size, stop)
 
 
 def detect_at_scale(detect: Detect, image: np.ndarray,
