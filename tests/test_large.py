@@ -179,3 +179,24 @@ def test_a_zarr_store_is_one_image_read_window_by_window(tmp_path):
                   progress=False)
     labels, _ = segment(image, make_threshold_detector(), tile=256, overlap=64)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "slide_labels.tif"), labels)
+
+
+def test_shipped_model_window_by_window_equals_in_memory(tmp_path):
+    """The shipped Mask R-CNN (crop-sized masks: tiles detected two threads at a time, one
+    network call at a time) gives the in-memory run's labels and table."""
+    from nucleus.inference.nucleus_model import make_detector
+
+    image = sample_mosaic(1024)[:900, :1000]
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb")
+    detector = make_detector()
+    assert detector.crop_sized
+    labels, table = segment(image, detector, tile=512, overlap=128, name="mosaic")
+    got_table = segment_large_here(path, "mosaic", tmp_path / "labels.tif", detector,
+                                   tile=512, overlap=128)
+    assert len(plan_tiles(image.shape, 512, 128)) == 9 and labels.max() > 100
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
+    np.testing.assert_array_equal(got_table["label"], table["label"])
+    for column in COLUMNS[2:]:
+        np.testing.assert_allclose(got_table[column].to_numpy(float),
+                                   table[column].to_numpy(float), rtol=1e-9, err_msg=column)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,24 +179,33 @@ class LabelStore:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+DETECT_AHEAD = 2
+"""Tiles the Mask R-CNN's crop-sized path (:attr:`Detector.crop_sized`) detects at once in
+:func:`serial_tiles`, each in its own thread. The network runs one call at a time
+(``MaskRCNN.infer_molded`` holds a lock), so the second thread adds no network memory: it
+reads, prepares and molds its tile, and unmolds and pastes its masks, while the other tile is
+in the network, taking that work off the network's path. Other detectors (the FCN-8s, test
+detectors) keep one thread: nothing says they may be called from two."""
+
+
 def serial_tiles(path: str, channel: int | None, prep: Preparation, tiles: Sequence[Tile],
                  detector: Detector) -> Iterator[list[Found]]:
-    """Each tile's nuclei in turn, detected in this process: one tile ahead, in a thread, so
-    that reading, detecting and pasting the next tile run while the caller stitches, measures
-    and writes this one (the model's kernels release the GIL)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
-        ahead = None
+    """Each tile's nuclei in turn, detected in this process, in threads working ahead
+    (:data:`DETECT_AHEAD`), so that reading, detecting and pasting the next tiles run while
+    the caller stitches, measures and writes this one (the model's kernels release the GIL)."""
+    workers = DETECT_AHEAD if getattr(detector, "crop_sized", False) else 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+        ahead: deque = deque()
         try:
             for tile in tiles:
-                future = pool.submit(detect_file_tile, path, channel, prep, tile, detector)
-                if ahead is not None:
-                    yield ahead.result()
-                ahead = future
-            if ahead is not None:
-                yield ahead.result()
+                ahead.append(pool.submit(detect_file_tile, path, channel, prep, tile, detector))
+                if len(ahead) > workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for future in ahead:
+                future.cancel()
 
 
 def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
