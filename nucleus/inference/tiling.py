@@ -38,8 +38,8 @@ R-CNN at scale 1 without TTA, :attr:`nucleus.inference.detectors.Detector.crop_s
 (docs/segment_speed.md): the overlap is computed twice, so the bigger the tile the fewer pixels
 are computed per output pixel (1.27 on an 8,192 mosaic, 1.72 at 512), and a tile's cost follows
 its area; but the network's memory does too: 1,280-px tiles took an 8,192 mosaic's peak to
-1.99 GB, 1,024-px ones keep it under 1.8. The CPU profile allows 1,000 detections a call per
-1,024 x 1,024 pixels (``INFERENCE_CAP_PIXELS``)."""
+1.75-1.99 GB in three runs, 1,024-px ones to 1.5-1.7 GB. The CPU profile allows 1,000
+detections a call per 1,024 x 1,024 pixels (``INFERENCE_CAP_PIXELS``)."""
 FULL_MASK_TILE = 512
 """Tile side for detectors that return full-size mask stacks (the FCN-8s, TTA, other scales):
 their time per pixel grows with the tile (a [1024, 1024, N] stack is 4x the pixels times about
