@@ -6,7 +6,8 @@ the stage-1 test images of the fluorescence kind (grey, random order, seeded; wr
 tiled TIFFs under ``--work``), runs the real command line (``python -m nucleus segment MOSAIC
 --out DIR`` plus any ``--args``) on each in its own process, and prints per mosaic: seconds,
 megapixels a second (whole: pixels / seconds; marginal: the extra pixels over the previous
-size / the extra seconds, which leaves out the start-up), the process's peak resident memory,
+size / the extra seconds, which leaves out the start-up), the CPU seconds of the process (all
+threads; steadier than wall time on a shared machine), the process's peak resident memory,
 the nuclei found, and the fraction of the FLOP floor: the seconds the backbone, FPN and RPN of
 the model need at the machine's own bfloat16 convolution throughput (both measured here, the
 multiply-accumulates counted from TensorFlow's graph at 1024 x 1024) over the marginal seconds.
@@ -15,7 +16,7 @@ multiply-accumulates counted from TensorFlow's graph at 1024 x 1024) over the ma
     python benchmarks/segment_speed.py --dataset ~/.cache/dsb2018 --sizes 2048 4096 \\
         --args "--tile 512" --json before.json
 
-Run it on an otherwise idle machine: every figure is wall time.
+Run it on an otherwise idle machine: every figure but the CPU seconds is wall time.
 """
 from __future__ import annotations
 
@@ -32,11 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_ROOT))
+
+from mrcnn.files import atomic_path  # noqa: E402
+from nucleus.formats.image_io import read_image  # noqa: E402
+from nucleus.kinds import image_kind  # noqa: E402
 
 MOSAIC_SEED = 0
 FLOOR_SIZE = 1024
@@ -44,9 +50,6 @@ FLOOR_SIZE = 1024
 
 def fluorescence_images(dataset: Path) -> list[np.ndarray]:
     """The grey planes of the stage-1 test images of the fluorescence kind, in name order."""
-    from nucleus.formats.image_io import read_image
-    from nucleus.kinds import image_kind
-
     folder = Path(dataset).expanduser() / "stage1_test"
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not found; unpack stage1_test_images there")
@@ -84,11 +87,7 @@ def mosaic(planes: list[np.ndarray], size: int, seed: int = MOSAIC_SEED) -> np.n
 
 def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
     """The mosaic of ``size`` as a tiled TIFF under ``work``, made on first use."""
-    import tifffile
-
     path = work / f"fluorescence_mosaic_{size}.tif"
-    from mrcnn.files import atomic_path
-
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".tmp.tif") as tmp:
@@ -98,7 +97,9 @@ def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
 
 
 def run_segment(path: Path, extra: list[str]) -> dict:
-    """``nucleus segment`` on one file in a child process: seconds, peak RSS, nuclei."""
+    """``nucleus segment`` on one file in a child process: seconds, CPU seconds (user + system,
+    all its threads: steadier than wall time when other jobs share the cores), peak RSS,
+    nuclei."""
     out = Path(tempfile.mkdtemp(prefix="segment-speed-"))
     try:
         command = [sys.executable, "-m", "nucleus", "segment", str(path), "--out", str(out),
@@ -116,7 +117,8 @@ def run_segment(path: Path, extra: list[str]) -> dict:
                              f"{stderr[-3000:]}")
         with open(out / "nuclei.csv", newline="") as f:
             nuclei = sum(1 for _ in csv.DictReader(f))
-        return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
+        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -124,6 +126,8 @@ def run_segment(path: Path, extra: list[str]) -> dict:
 def floor_seconds_per_mp(weights: str | None) -> dict:
     """GMAC per megapixel of the model's backbone, FPN and RPN, and the machine's bfloat16 and
     float32 3x3 convolution throughput (``benchmarks/speed.py``'s yardstick)."""
+    # here: these load TensorFlow and Keras (about 1 GB and several seconds), which --no-floor
+    # exists to skip; the measured runs are child processes either way
     from benchmarks.speed import conv_throughput, graph_gmacs
     from mrcnn.network import MaskRCNNNet
     from nucleus.inference.nucleus_model import NucleusModel
@@ -143,8 +147,9 @@ def floor_seconds_per_mp(weights: str | None) -> dict:
 
 
 def report(rows: list[dict], floor: dict | None) -> str:
-    lines = ["| mosaic | megapixels | seconds | MP/s whole | MP/s marginal | peak memory (GB) "
-             "| nuclei | FLOP floor / marginal time |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mosaic | megapixels | seconds | MP/s whole | MP/s marginal | CPU seconds "
+             "| peak memory (GB) | nuclei | FLOP floor / marginal time |",
+             "|---|---|---|---|---|---|---|---|---|"]
     previous = None
     for row in rows:
         mp = row["size"] ** 2 / 1e6
@@ -156,9 +161,10 @@ def report(rows: list[dict], floor: dict | None) -> str:
             marginal = f"{rate:.2f}"
             if floor:
                 fraction = f"{floor['floor_s_per_mp'] * rate:.0%}"
+        cpu = f"{row['cpu_seconds']:.1f}" if "cpu_seconds" in row else ""
         lines.append(f"| {row['size']} x {row['size']} | {mp:.1f} | {row['seconds']:.1f} | "
-                     f"{mp / row['seconds']:.2f} | {marginal} | {row['peak_rss_mb'] / 1024:.2f} "
-                     f"| {row['nuclei']} | {fraction} |")
+                     f"{mp / row['seconds']:.2f} | {marginal} | {cpu} | "
+                     f"{row['peak_rss_mb'] / 1024:.2f} | {row['nuclei']} | {fraction} |")
         previous = row
     if floor:
         lines.append("")

@@ -74,6 +74,15 @@ class Config:
     MAX_GT_INSTANCES = 100            # ground-truth instances kept per image
     BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])  # scale of head box deltas
     DETECTION_MAX_INSTANCES = 100     # detections kept per image
+    INFERENCE_CAP_PIXELS = None       # None: PRE_NMS_LIMIT, POST_NMS_ROIS_INFERENCE and
+                                      # DETECTION_MAX_INSTANCES are per image. A number: they
+                                      # are per this many pixels of the network's input, an
+                                      # image of more pixels getting them times pixels / this,
+                                      # rounded up to a quarter (so a big tile keeps the
+                                      # proposals and detections per pixel of a small one)
+    DETECTION_MASK_BATCH = 128        # inference: the mask head runs on at most this many
+                                      # detections at a time (its memory, 0.5 MB a detection,
+                                      # stays flat however many an image has)
     DETECTION_MIN_CONFIDENCE = 0.7    # detections below this score are dropped
     DETECTION_NMS_THRESHOLD = 0.3     # per-class NMS IoU of detections
     DETECTION_MASK_OVERLAP = "keep"   # "keep": detections' masks may share pixels (matterport);

@@ -1,14 +1,14 @@
 """``MaskRCNN``: matterport's public facade (train, detect, load_weights, find_last) on Keras 3."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import re
+import threading
 from collections import OrderedDict
 from typing import Any, Iterable
-
-import contextlib
 
 import keras
 import numpy as np
@@ -254,6 +254,9 @@ class MaskRCNN:
         finally:
             keras.mixed_precision.set_global_policy(previous)
         self._anchor_cache: dict[tuple, np.ndarray] = {}
+        # one network call at a time: threads may mold and unmold beside it (the tiles of a
+        # large image, nucleus.inference.large.serial_tiles) without a second call's memory
+        self._network_lock = threading.Lock()
         self.set_log_dir()
 
     # ------------------------------------------------------------------ files
@@ -432,7 +435,8 @@ class MaskRCNN:
             shape = execution.image_bucket(*shape, step=self.config.INFERENCE_SHAPE_STEP)
             molded = execution.pad_to(molded, *shape, -np.asarray(self.config.MEAN_PIXEL))
         norm_window = utils.norm_boxes(np.array(window, np.float32), shape)
-        out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
+        with self._network_lock:
+            out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
         # the (height, width) the network ran on: the molded image's, or its bucket's
         out["molded_shape"] = np.asarray(shape, np.int32)
         if shape != original:

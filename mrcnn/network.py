@@ -4,10 +4,13 @@ The forward pass calls the pipeline's stages (``mrcnn.proposals``, ``targets``, 
 ``heads``, ``detection``, ``losses``), all written in ``keras.ops`` with static shapes. Training
 is Keras's own: :meth:`MaskRCNNNet.call` on a training batch returns the five losses (and the
 weight decay), :meth:`compute_loss` weighs them, and each backend's trainer (TensorFlow's tape,
-JAX's ``value_and_grad``) does the rest. Inference runs as one ``tf.function`` under TensorFlow
-and as two jitted functions under JAX (see :meth:`MaskRCNNNet.infer`).
+JAX's ``value_and_grad``) does the rest. Inference runs as two compiled functions, the detection
+stage and the mask head (see :meth:`MaskRCNNNet.infer`).
 """
 from __future__ import annotations
+
+import copy
+import math
 
 import keras
 import numpy as np
@@ -31,6 +34,37 @@ def anchors_for_shape(config, image_shape) -> np.ndarray:
     return utils.generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
                                           shapes, config.BACKBONE_STRIDES,
                                           config.RPN_ANCHOR_STRIDE)
+
+
+CAP_NAMES = ("PRE_NMS_LIMIT", "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES")
+"""The inference caps that ``INFERENCE_CAP_PIXELS`` sizes to the input's area."""
+
+
+CAP_STEPS = 4
+""":func:`cap_factor` is rounded up to a multiple of 1 / CAP_STEPS, so that images of many
+sizes share a few traced graphs (one per factor)."""
+
+
+def cap_factor(config, height: int, width: int) -> float:
+    """How many times :data:`CAP_NAMES` an input of ``height`` x ``width`` gets: its pixels
+    over ``INFERENCE_CAP_PIXELS``, rounded up to a quarter, at least 1; always 1 when that is
+    None."""
+    per = config.INFERENCE_CAP_PIXELS
+    if not per:
+        return 1.0
+    return max(1.0, -(-CAP_STEPS * int(height) * int(width) // int(per)) / CAP_STEPS)
+
+
+def scaled_caps(config, height: int, width: int):
+    """``config`` with :data:`CAP_NAMES` times :func:`cap_factor` (``config`` itself when 1),
+    so that a tile of twice the area keeps as many proposals and detections per pixel."""
+    factor = cap_factor(config, height, width)
+    if factor == 1:
+        return config
+    scaled = copy.copy(config)
+    for name in CAP_NAMES:
+        setattr(scaled, name, int(math.ceil(int(getattr(config, name)) * factor)))
+    return scaled
 
 
 def conv_of_batch_norm(name: str) -> str:
@@ -225,12 +259,13 @@ class MaskRCNNNet(keras.Model):
         return execution.step_outputs_for_workers(results)
 
     # ------------------------------------------------------------------ inference
-    def detection_stage(self, images, anchors, window) -> dict:
+    def detection_stage(self, images, anchors, window, config=None) -> dict:
         """One molded image [1, H, W, 3]; anchors [A, 4] and window [4] normalised ->
         every intermediate result by name up to the detections (zero padded to
         DETECTION_MAX_INSTANCES rows, ``detection_count`` of them real) and the pyramid
-        maps the mask head crops from (``head_maps``)."""
-        config = self.config
+        maps the mask head crops from (``head_maps``). ``config``: the configuration whose
+        caps apply (:func:`scaled_caps`; default the model's own)."""
+        config = config or self.config
         images = ops.cast(images, self.compute_dtype)
         feature_maps = self.features(images, False)
         rpn_logits, rpn_probs, rpn_deltas = self.rpn(feature_maps)
@@ -281,39 +316,83 @@ class MaskRCNNNet(keras.Model):
     def infer(self, images, anchors, window) -> dict:
         """Compiled :meth:`inference` on numpy inputs -> numpy outputs.
 
-        TensorFlow traces one graph for every image size. JAX compiles per shape, so the
-        caller pads images to a few bucket sizes (:func:`mrcnn.execution.image_bucket`) and the mask
-        head runs on the detections padded to a power of two: a handful of compilations
-        instead of one per image.
+        TensorFlow traces one graph for every image size (one per set of caps), then
+        runs the mask head on ``DETECTION_MASK_BATCH`` detections at a time, so that its
+        memory stays flat however many nuclei a big tile holds. JAX compiles per shape, so
+        the caller pads images to a few bucket sizes (:func:`mrcnn.execution.image_bucket`)
+        and the mask head runs on the detections padded to a power of two: a handful of
+        compilations instead of one per image (in batches of ``DETECTION_MASK_BATCH`` beyond
+        it).
         """
         images = np.asarray(images, np.float32)
         anchors = np.asarray(anchors, np.float32)
         window = np.asarray(window, np.float32)
         if backend_ops.uses_fused_kernels():
-            fn = self._infer_fns.get("tf")
-            if fn is None:
-                import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
-
-                spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT],
-                                      tf.float32),
-                        tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
-                fn = self._infer_fns["tf"] = tf.function(self.inference, input_signature=spec,
-                                                         reduce_retracing=True)
-            return {k: np.asarray(v) for k, v in fn(images, anchors, window).items()}
+            return self._infer_tf(images, anchors, window)
         return self._infer_static(images, anchors, window)
+
+    def _infer_tf(self, images, anchors, window) -> dict:
+        """The detection stage as one ``tf.function``, then the mask head in batches."""
+        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
+
+        config = scaled_caps(self.config, *images.shape[1:3])
+        key = ("tf",) + tuple(int(getattr(config, name)) for name in CAP_NAMES)
+        detect = self._infer_fns.get(key)
+        if detect is None:
+            spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT], tf.float32),
+                    tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
+            detect = self._infer_fns[key] = tf.function(
+                lambda i, a, w: self.detection_stage(i, a, w, config), input_signature=spec,
+                reduce_retracing=True)
+        out = detect(images, anchors, window)
+        maps, shape = out.pop("head_maps"), out.pop("image_shape")
+        count = int(out["detection_count"])
+        detections = out["detections"][:count]
+        masks = self._masks_tf(maps, shape, detections)
+        result = {k: np.asarray(v) for k, v in out.items()}
+        result["detections"] = np.asarray(detections)
+        result["mrcnn_mask"] = masks
+        return result
+
+    def _masks_tf(self, maps, image_shape, detections) -> np.ndarray:
+        """:meth:`mask_stage` on ``DETECTION_MASK_BATCH`` detections at a time (compiled once;
+        each detection's mask is computed on its own crop, so the batches change nothing)."""
+        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
+
+        image_shape = tf.cast(tf.stack(list(image_shape)), tf.int32)   # (height, width)
+        fn = self._infer_fns.get("tf_masks")
+        if fn is None:
+            spec = [[tf.TensorSpec([1, None, None, m.shape[-1]], m.dtype) for m in maps],
+                    tf.TensorSpec([2], tf.int32), tf.TensorSpec([None, 6], tf.float32)]
+            fn = self._infer_fns["tf_masks"] = tf.function(self.mask_stage, input_signature=spec,
+                                                           reduce_retracing=True)
+        count = int(detections.shape[0])
+        batch = int(self.config.DETECTION_MASK_BATCH or count) or 1
+        parts = [np.asarray(fn(maps, image_shape, detections[i:i + batch]))
+                 for i in range(0, max(count, 1), batch)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _infer_static(self, images, anchors, window) -> dict:
         """Two compiled functions (detection stage, mask head on a bucket of detections)."""
         if "detect" not in self._infer_fns:
             self._infer_fns["detect"] = execution.compile_stateless(
-                self, lambda i, a, w: self.detection_stage(i, a, w))
+                self, lambda i, a, w: self.detection_stage(
+                    i, a, w, scaled_caps(self.config, *i.shape[1:3])))
             self._infer_fns["masks"] = execution.compile_stateless(
                 self, lambda maps, shape, dets: self.mask_stage(maps, shape, dets))
         out = self._infer_fns["detect"](images, anchors, window)
         count = int(out.pop("detection_count"))
-        rows = detection_bucket(count, self.config.DETECTION_MAX_INSTANCES)
-        masks = self._infer_fns["masks"](out.pop("head_maps"), out.pop("image_shape"),
-                                         out["detections"][:rows])
+        limit = scaled_caps(self.config, *images.shape[1:3]).DETECTION_MAX_INSTANCES
+        rows = detection_bucket(count, limit)
+        maps, shape = out.pop("head_maps"), out.pop("image_shape")
+        batch = int(self.config.DETECTION_MASK_BATCH or rows)
+        if rows <= batch:
+            masks = self._infer_fns["masks"](maps, shape, out["detections"][:rows])
+        else:   # batches of one bucket size: one more compilation, flat memory
+            masks = np.concatenate([
+                ops.convert_to_numpy(self._infer_fns["masks"](
+                    maps, shape, out["detections"][i:i + batch]))
+                for i in range(0, count, batch)])
         result = {k: ops.convert_to_numpy(v) for k, v in out.items()}
         # as TensorFlow's path: only the proposals NMS kept, only the real detections
         kept = int(np.sum(np.any(result["proposals"] != 0, axis=1)))

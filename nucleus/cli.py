@@ -244,9 +244,9 @@ def _add_segment(sub) -> None:
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="channel (or page) of the nuclear stain in multi-channel images, from 0")
     p.add_argument("--tile", type=int, default=None,
-                   help=f"images wider or taller than this are detected in tiles of this side "
-                        f"(default {DEFAULT_TILE} for Mask R-CNN at scale 1 without TTA, "
-                        f"else {FULL_MASK_TILE})")
+                   help=f"images wider or taller than this are detected in tiles of at most "
+                        f"this side, spread evenly (default {DEFAULT_TILE} for Mask R-CNN at "
+                        f"scale 1 without TTA, else {FULL_MASK_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"overlap of neighbouring tiles in pixels; must exceed the largest "
                         f"nucleus (default {DEFAULT_OVERLAP})")

@@ -99,6 +99,10 @@ class NucleusCPUInferenceConfig(NucleusCPUConfig):
     DETECTION_NMS_THRESHOLD = 0.2     # chosen on 60 training images: 0.461 vs 0.452 at 0.3;
                                       # touching nuclei barely overlap, duplicates do
     DETECTION_MAX_INSTANCES = 1000    # a 1024-px tile of a dense slide holds more than 400
+    INFERENCE_CAP_PIXELS = 1024 * 1024  # the caps above (and PRE_NMS_LIMIT, proposals) are
+                                      # per 1024 x 1024 pixels: a bigger tile or image gets
+                                      # them times its pixels / that (rounded up to a
+                                      # quarter), never fewer
     DETECTION_MASK_OVERLAP = "confidence"  # shared pixels to the most confident nucleus: val
                                       # 0.5473 -> 0.5521, 120 train images 0.5254 -> 0.5339
                                       # against the study's "biggest mask keeps them" (README)

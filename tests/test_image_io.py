@@ -11,8 +11,8 @@ from PIL import Image
 
 from mrcnn.utils import to_rgb_uint8
 from nucleus.errors import InputError
-from nucleus.formats.image_io import (expand_path, grey_intensity, normalize_image, prepare_image,
-                                      read_image, unique_names)
+from nucleus.formats.image_io import (apply_stretch, expand_path, grey_intensity, normalize_image,
+                                      prepare_image, read_image, stretch_table, unique_names)
 
 H, W = 40, 50
 RNG = np.random.default_rng(7)
@@ -160,6 +160,32 @@ def test_stretch_inverts_light_backgrounds_with_one_map_for_all_channels():
     np.testing.assert_array_equal(normalize_image(flat, "stretch"), flat)
     with pytest.raises(ValueError, match="IMAGE_NORMALIZATION"):
         normalize_image(flat, "zscore")
+
+
+@pytest.mark.parametrize("invert, lo, hi", [(False, 3.2, 200.7), (True, 17.25, 18.5),
+                                             (False, -4.0, 300.0), (True, 10.0, 10.5),
+                                             (False, 0.0, 255.0)])
+def test_the_stretch_looked_up_is_the_stretch_computed(invert, lo, hi):
+    """The per-level table gives, pixel for pixel, the float32 arithmetic on every pixel
+    (rounding, clipping, the flat-image case), for RGB and grey images."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 30, 3)).astype(np.uint8)
+    rgb[0, :3] = [[0, 1, 2], [127, 128, 254], [255, 255, 255]]
+
+    def computed(image):
+        out = image.astype(np.float32)
+        out = 255.0 - out if invert else out
+        if hi - lo < 1.0:
+            return np.clip(out, 0, 255).astype(np.uint8)
+        out = (out - np.float64(lo)) * (255.0 / (np.float64(hi) - np.float64(lo)))
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    for image in (rgb, rgb[..., 1]):
+        got = apply_stretch(image, invert, lo, hi)
+        assert got.dtype == np.uint8 and got.shape == image.shape
+        np.testing.assert_array_equal(got, computed(image))
+    np.testing.assert_array_equal(stretch_table(invert, lo, hi),
+                                  computed(np.arange(256, dtype=np.uint8)))
 
 
 def test_prepare_image_converts_then_normalises():

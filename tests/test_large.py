@@ -13,7 +13,7 @@ from nucleus.formats import lazy_io
 from nucleus.inference.detectors import Detector
 from nucleus.inference.large import (Found, LabelStore, is_large, segment_large_here,
                                      stitch_found)
-from nucleus.inference.tiling import Instance, owned, plan_tiles, stitch
+from nucleus.inference.tiling import BandStitcher, Instance, owned, plan_tiles, stitch
 from nucleus.sample_data import make_threshold_detector, sample_mosaic, threshold_detector
 from nucleus.segment import COLUMNS, TABLE_NAME, collect_files, measure, segment_files
 
@@ -100,6 +100,31 @@ def test_stitched_in_bands_and_measured_by_tile_is_stitch_and_measure(shape, til
         np.testing.assert_allclose(table[column], whole[column], rtol=1e-9, err_msg=column)
 
 
+def test_the_band_holds_one_tile_row_and_is_reused():
+    """Memory that grows with the image's width is one tile row of labels: the band's buffer
+    is never taller than a tile, and the rows handed to the sink (copied there) are still the
+    whole image's labels although the buffer is reused."""
+    shape, tile, overlap = (1000, 600), 256, 64
+    rng = np.random.default_rng(7)
+    tiles = plan_tiles(shape, tile, overlap)
+    per_tile = random_found(shape, tiles, rng, rng.random(shape))
+    want, _ = stitch(shape, [f.instance for found in per_tile for f in found])
+    got = np.zeros(shape, np.uint32)
+    buffers = set()
+
+    def sink(y0, rows):
+        got[y0:y0 + len(rows)] = rows
+
+    stitcher = BandStitcher(shape, sink)
+    for t, found in zip(tiles, per_tile):
+        stitcher.add_tile(t, [f.instance for f in found])
+        assert stitcher.band.shape[0] <= t.box[2] - t.box[0]
+        buffers.add(id(stitcher.band))
+    stitcher.finish()
+    np.testing.assert_array_equal(got, want)
+    assert len(buffers) == 1                                  # one buffer for every tile row
+
+
 def test_label_files_past_65535_nuclei_are_uint32(tmp_path):
     store = LabelStore(tmp_path / "many.tif", (600, 700))
     rows = np.arange(600 * 700, dtype=np.uint32).reshape(600, 700)
@@ -154,3 +179,24 @@ def test_a_zarr_store_is_one_image_read_window_by_window(tmp_path):
                   progress=False)
     labels, _ = segment(image, make_threshold_detector(), tile=256, overlap=64)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "slide_labels.tif"), labels)
+
+
+def test_shipped_model_window_by_window_equals_in_memory(tmp_path):
+    """The shipped Mask R-CNN (crop-sized masks: tiles detected two threads at a time, one
+    network call at a time) gives the in-memory run's labels and table."""
+    from nucleus.inference.nucleus_model import make_detector
+
+    image = sample_mosaic(1024)[:900, :1000]
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb")
+    detector = make_detector()
+    assert detector.crop_sized
+    labels, table = segment(image, detector, tile=512, overlap=128, name="mosaic")
+    got_table = segment_large_here(path, "mosaic", tmp_path / "labels.tif", detector,
+                                   tile=512, overlap=128)
+    assert len(plan_tiles(image.shape, 512, 128)) == 9 and labels.max() > 100
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
+    np.testing.assert_array_equal(got_table["label"], table["label"])
+    for column in COLUMNS[2:]:
+        np.testing.assert_allclose(got_table[column].to_numpy(float),
+                                   table[column].to_numpy(float), rtol=1e-9, err_msg=column)

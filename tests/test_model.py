@@ -506,6 +506,44 @@ def test_run_graph_gives_matterports_outputs_by_name(confident):
         confident.run_graph([image], [("nms", confident.ancestor(pillar, "ROI/nothing:0"))])
 
 
+@pytest.mark.backends
+def test_caps_grow_with_the_image_area(confident, monkeypatch):
+    """With INFERENCE_CAP_PIXELS the proposal and detection caps are per that many pixels
+    (rounded up to a quarter, never below the configured ones); without it, per image."""
+    from mrcnn.network import CAP_NAMES, cap_factor, scaled_caps
+
+    config = confident.config
+    assert config.INFERENCE_CAP_PIXELS is None and cap_factor(config, 4000, 4000) == 1
+    assert scaled_caps(config, 4000, 4000) is config
+    monkeypatch.setattr(config, "INFERENCE_CAP_PIXELS", 64 * 64)
+    monkeypatch.setattr(config, "POST_NMS_ROIS_INFERENCE", 10)
+    monkeypatch.setattr(confident.keras_model, "_infer_fns", {})   # compiled with other caps
+    assert [cap_factor(config, *shape) for shape in [(32, 32), (64, 64), (64, 65), (96, 96),
+                                                     (128, 128)]] == [1, 1, 1.25, 2.25, 4]
+    scaled = scaled_caps(config, 96, 96)
+    assert [getattr(scaled, n) for n in CAP_NAMES] == [
+        int(np.ceil(getattr(config, n) * 2.25)) for n in CAP_NAMES]
+    assert config.POST_NMS_ROIS_INFERENCE == 10           # the model's own left as it was
+    image = np.random.default_rng(4).integers(0, 255, (128, 128, 3)).astype(np.uint8)
+    small, _ = confident.run_stages(image[:64, :64])
+    big, _ = confident.run_stages(image)
+    assert len(small["proposals"]) == 10 and len(big["proposals"]) == 40
+
+
+@pytest.mark.backends
+def test_the_mask_head_in_batches_gives_the_same_masks(confident, monkeypatch):
+    """Detections go through the mask head DETECTION_MASK_BATCH at a time (memory flat
+    however many there are): each mask is its own crop's, so the batches change nothing."""
+    image, _ = ellipse_image(np.random.default_rng(2), size=128)
+    whole, _ = confident.run_stages(image)
+    count = len(whole["detections"])
+    assert count > 5 and whole["mrcnn_mask"].shape == (count, 28, 28)
+    monkeypatch.setattr(confident.config, "DETECTION_MASK_BATCH", 3)
+    batched, _ = confident.run_stages(image)
+    np.testing.assert_array_equal(batched["detections"], whole["detections"])
+    np.testing.assert_allclose(batched["mrcnn_mask"], whole["mrcnn_mask"], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- folding
 @pytest.mark.backends
 def test_folded_batch_norms_detect_the_same(tmp_path):

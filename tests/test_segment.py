@@ -224,8 +224,8 @@ def test_an_interrupted_run_keeps_the_table_of_the_images_done(tmp_path):
 
 # ----------------------------------------------------------------------------- the real model
 def test_shipped_model_tiled_finds_what_it_finds_whole():
-    """On a 520x696 sample image, tiles of 384 (2 x 3 of them) find the nuclei the whole-image run
-    finds, with the same outlines."""
+    """On a 520x696 sample image, tiles of at most 384 (2 x 3 of them, 384 x 320 px) find the
+    nuclei the whole-image run finds, with the same outlines."""
     from nucleus.scoring.metric import iou_matrix
 
     path = next(Path(SAMPLE_DIR).glob("stage1_train/2abc40c1*/images/*.png"))

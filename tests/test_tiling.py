@@ -7,7 +7,7 @@ import pytest
 import skimage.measure
 
 from nucleus.inference.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
-                                      owned, plan_tiles, predict_tiled, stitch)
+                                      owned, plan_tiles, predict_tiled, stitch, tile_side)
 from nucleus.sample_data import sample_mosaic, threshold_detector
 
 
@@ -18,10 +18,13 @@ from nucleus.sample_data import sample_mosaic, threshold_detector
 def test_tile_cores_partition_the_image(shape, tile, overlap):
     tiles = plan_tiles(shape, tile, overlap)
     owners = np.zeros(shape, np.int32)
+    sides = {(t.box[2] - t.box[0], t.box[3] - t.box[1]) for t in tiles}
+    assert len(sides) == 1                                  # one shape: one traced graph
+    (side_y, side_x), = sides
+    assert side_y <= min(tile, shape[0]) and side_x <= min(tile, shape[1])
     for t in tiles:
         y0, x0, y1, x1 = t.box
         assert 0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]
-        assert (y1 - y0, x1 - x0) == (min(tile, shape[0]), min(tile, shape[1]))  # one shape
         cy0, cx0, cy1, cx1 = t.core
         assert y0 <= cy0 < cy1 <= y1 and x0 <= cx0 < cx1 <= x1
         ys = np.arange(shape[0]) + 0.5                   # pixel centres
@@ -37,6 +40,30 @@ def test_tile_cores_partition_the_image(shape, tile, overlap):
             assert edge == limit or core_edge - edge >= overlap / 2
         for edge, core_edge, limit in ((y1, cy1, shape[0]), (x1, cx1, shape[1])):
             assert edge == limit or edge - core_edge >= overlap / 2
+
+
+@pytest.mark.parametrize("length, tile, overlap, side, count", [
+    (4096, 1024, 128, 960, 5),       # full tiles: 5 of 1,024 with the last moved back
+    (8192, 1024, 128, 1024, 9),      # 9 x 1,024 - 8 x 128 is 8,192: nothing to save
+    (8192, 1280, 128, 1280, 7),
+    (3000, 1024, 128, 896, 4),
+    (2048, 1280, 128, 1088, 2),
+    (1100, 1024, 128, 640, 2),
+    (160, 100, 40, 100, 2),          # a side that is no multiple of 64 stays at most the tile
+    (1000, 1000, 100, 1000, 1)])
+def test_tiles_are_spread_evenly_in_multiples_of_64(length, tile, overlap, side, count):
+    """As many tiles as full ``tile``s would need, each as small as covers the side with the
+    overlap, rounded up to 64 (the network's padding); starts evenly spread, the last at the
+    end, neighbours overlapping by at least ``overlap``."""
+    assert tile_side(length, tile, overlap) == side
+    tiles = plan_tiles((length, 50), tile, overlap)
+    starts = [t.box[0] for t in tiles]
+    assert len(starts) == count and starts[0] == 0 and starts[-1] + side == length
+    steps = np.diff(starts)
+    assert (side - steps >= overlap).all()
+    assert count == 1 or steps.max() - steps.min() <= 1
+    full = -(-(length - tile) // (tile - overlap)) + 1 if length > tile else 1
+    assert count == full                      # as many tiles as full-size tiles need
 
 
 def test_small_images_are_one_tile_and_bad_settings_are_refused():

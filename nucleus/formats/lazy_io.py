@@ -183,25 +183,27 @@ class Preparation:
     hi: float = 0.0
 
 
-def _to_uint8(window: np.ndarray, prep: Preparation) -> np.ndarray:
-    """:func:`mrcnn.utils.to_rgb_uint8` of a window, with the whole image's stretch."""
+def _uint8_plane(window: np.ndarray, prep: Preparation) -> np.ndarray:
+    """A window as uint8 with the whole image's stretch, grey left grey (2-D)."""
     if window.dtype == bool:
         window = window.astype(np.uint8) * 255
     if window.dtype != np.uint8:
         window = (np.zeros(window.shape, np.uint8) if prep.zeros
                   else scale_to_uint8(window, *prep.stretch))
-    if window.ndim == 2:
-        window = np.repeat(window[..., None], 3, axis=-1)
     return window
 
 
 def prepare_window(window: np.ndarray, prep: Preparation) -> np.ndarray:
     """The detector's prepared image (uint8 RGB) over ``window``, a window of the raw plane:
-    equal to the same window of ``detector.prepare(whole image)``."""
-    image = _to_uint8(window, prep)
-    if not prep.normalize:
-        return image
-    return apply_stretch(image, prep.invert, prep.lo, prep.hi)
+    equal to the same window of ``detector.prepare(whole image)``
+    (:func:`mrcnn.utils.to_rgb_uint8`, then the normalisation). A grey window is mapped before
+    it is made RGB: the map is per level, so a third of the work gives the same pixels."""
+    image = _uint8_plane(window, prep)
+    if prep.normalize:
+        image = apply_stretch(image, prep.invert, prep.lo, prep.hi)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return image
 
 
 def plan_preparation(image: LazyImage | np.ndarray, normalization: str | None) -> Preparation:
@@ -223,8 +225,11 @@ def plan_preparation(image: LazyImage | np.ndarray, normalization: str | None) -
     step = 2 if height * width > 65536 else 1
     counts = np.zeros(766, np.int64)              # sums of three uint8 channels: 0..765
     for y0 in range(0, height, _BAND):
-        rgb = _to_uint8(window(y0, 0, min(y0 + _BAND, height), width), prep)
-        sums = rgb[::step, ::step].sum(axis=-1, dtype=np.int64)
+        plane = _uint8_plane(window(y0, 0, min(y0 + _BAND, height), width), prep)
+        plane = plane[::step, ::step]
+        # the sum of R, G and B of the RGB image a grey one becomes is three times its level
+        sums = (plane.astype(np.int64) * 3 if plane.ndim == 2
+                else plane.sum(axis=-1, dtype=np.int64))
         counts += np.bincount(sums.ravel(), minlength=766)
     grey = np.arange(766, dtype=np.float64) / 3   # what ndarray.mean(axis=-1) gives
     median = _quantile_from_counts(grey, counts, 0.5, median=True)

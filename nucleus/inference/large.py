@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,24 +77,29 @@ class TileTable:
 
     def __init__(self, name: str = "image"):
         self.name = name
-        self.rows: list[dict] = []           # regionprops per tile, by temporary id
+        self.rows: list[dict] = []           # measurements per tile, by temporary id
 
     def add(self, tile: Tile, found: Sequence[Found], kept: Sequence[Pasted]) -> None:
-        """Measure the nuclei of ``found`` that the stitcher kept, on a canvas of the tile's
-        box."""
+        """Measure the nuclei of ``found`` that the stitcher kept with ``regionprops_table``, on
+        a canvas of the box around them: regionprops measures each label on its own box, so
+        a nucleus gets the numbers it gets in the whole label image (the centroid up to the
+        rounding of the canvas's offset)."""
         if not kept:
             return
-        ty0, tx0, ty1, tx1 = tile.box
-        labels = np.zeros((ty1 - ty0, tx1 - tx0), np.int64)
-        intensity = np.zeros(labels.shape, np.float64)
-        for tid, index, free in kept:
-            y0, x0, y1, x1 = found[index].instance.box
-            labels[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = tid
-            intensity[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0][free] = found[index].intensity[free]
+        boxes = np.array([found[index].instance.box for _, index, _ in kept], np.int64)
+        cy0, cx0 = boxes[:, 0].min(), boxes[:, 1].min()
+        cy1, cx1 = boxes[:, 2].max(), boxes[:, 3].max()
+        labels = np.zeros((cy1 - cy0, cx1 - cx0), np.int32)
+        dtype = np.result_type(*(found[index].intensity.dtype for _, index, _ in kept))
+        intensity = np.zeros(labels.shape, dtype)
+        for k, (box, (_, index, free)) in enumerate(zip(boxes, kept), start=1):
+            y0, x0, y1, x1 = box - (cy0, cx0, cy0, cx0)
+            labels[y0:y1, x0:x1][free] = k
+            intensity[y0:y1, x0:x1][free] = found[index].intensity[free]
         props = regionprops_table(labels, intensity_image=intensity, properties=PROPERTIES)
-        props["centroid-0"] = props["centroid-0"] + ty0
-        props["centroid-1"] = props["centroid-1"] + tx0
-        for key, off in (("bbox-0", ty0), ("bbox-1", tx0), ("bbox-2", ty0), ("bbox-3", tx0)):
+        props["label"] = np.array([tid for tid, _, _ in kept], np.int64)[props["label"] - 1]
+        for key, off in (("centroid-0", cy0), ("centroid-1", cx0), ("bbox-0", cy0),
+                         ("bbox-1", cx0), ("bbox-2", cy0), ("bbox-3", cx0)):
             props[key] = props[key] + off
         self.rows.append(props)
 
@@ -146,12 +152,13 @@ class LabelStore:
         self.array[y0:y0 + len(rows)] = rows
 
     def _tiles(self, dtype) -> Iterator[np.ndarray]:
+        """The TIFF's tiles in its order, each read from the one chunk of the store it is (not
+        a band of the image's width, which would grow with the image)."""
         height, width = self.array.shape
         for y in range(0, height, TIFF_TILE):
-            band = self.array[y:y + TIFF_TILE]
             for x in range(0, width, TIFF_TILE):
                 tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype)
-                part = band[:, x:x + TIFF_TILE]
+                part = self.array[y:y + TIFF_TILE, x:x + TIFF_TILE]
                 tile[:part.shape[0], :part.shape[1]] = part
                 yield tile
 
@@ -172,24 +179,33 @@ class LabelStore:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+DETECT_AHEAD = 2
+"""Tiles the Mask R-CNN's crop-sized path (:attr:`Detector.crop_sized`) detects at once in
+:func:`serial_tiles`, each in its own thread. The network runs one call at a time
+(``MaskRCNN.infer_molded`` holds a lock), so the second thread adds no network memory: it
+reads, prepares and molds its tile, and unmolds and pastes its masks, while the other tile is
+in the network, taking that work off the network's path. Other detectors (the FCN-8s, test
+detectors) keep one thread: nothing says they may be called from two."""
+
+
 def serial_tiles(path: str, channel: int | None, prep: Preparation, tiles: Sequence[Tile],
                  detector: Detector) -> Iterator[list[Found]]:
-    """Each tile's nuclei in turn, detected in this process: one tile ahead, in a thread, so
-    that reading, detecting and pasting the next tile run while the caller stitches, measures
-    and writes this one (the model's kernels release the GIL)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
-        ahead = None
+    """Each tile's nuclei in turn, detected in this process, in threads working ahead
+    (:data:`DETECT_AHEAD`), so that reading, detecting and pasting the next tiles run while
+    the caller stitches, measures and writes this one (the model's kernels release the GIL)."""
+    workers = DETECT_AHEAD if getattr(detector, "crop_sized", False) else 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+        ahead: deque = deque()
         try:
             for tile in tiles:
-                future = pool.submit(detect_file_tile, path, channel, prep, tile, detector)
-                if ahead is not None:
-                    yield ahead.result()
-                ahead = future
-            if ahead is not None:
-                yield ahead.result()
+                ahead.append(pool.submit(detect_file_tile, path, channel, prep, tile, detector))
+                if len(ahead) > workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for future in ahead:
+                future.cancel()
 
 
 def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,

@@ -5,8 +5,9 @@ fit a 24 GB machine) and finds at most ``DETECTION_MAX_INSTANCES`` nuclei an ima
 image is cut into overlapping square tiles, each tile is detected on its own, and the results
 are pasted into one label image:
 
-- consecutive tiles overlap by at least ``overlap`` pixels; the border between two tiles is the
-  middle of their overlap, so the tiles' *cores* partition the image;
+- the tiles are spread evenly, consecutive ones overlapping by at least ``overlap`` pixels; the
+  border between two tiles is the middle of their overlap, so the tiles' *cores* partition the
+  image;
 - a tile keeps only the nuclei whose bounding-box centre lies in its core. A nucleus smaller
   than the overlap lies wholly inside the tile that owns it, and every other tile that sees it
   (whole or cut by its edge) computes a centre outside its own core, so it is found once and
@@ -32,11 +33,13 @@ import numpy as np
 from tqdm import tqdm
 
 DEFAULT_TILE = 1024
-"""Tile side in pixels for detectors that return crop-sized masks (the shipped Mask R-CNN at
-scale 1 without TTA, :attr:`nucleus.inference.detectors.Detector.crop_sized`), the fastest measured
+"""Largest tile side in pixels for detectors that return crop-sized masks (the shipped Mask
+R-CNN at scale 1 without TTA, :attr:`nucleus.inference.detectors.Detector.crop_sized`)
 (docs/segment_speed.md): the overlap is computed twice, so the bigger the tile the fewer pixels
 are computed per output pixel (1.27 on an 8,192 mosaic, 1.72 at 512), and a tile's cost follows
-its area. The CPU profile allows 1,000 detections a call for it."""
+its area; but the network's memory does too: 1,280-px tiles took an 8,192 mosaic's peak to
+1.75-1.99 GB in three runs, 1,024-px ones to 1.5-1.7 GB. The CPU profile allows 1,000
+detections a call per 1,024 x 1,024 pixels (``INFERENCE_CAP_PIXELS``)."""
 FULL_MASK_TILE = 512
 """Tile side for detectors that return full-size mask stacks (the FCN-8s, TTA, other scales):
 their time per pixel grows with the tile (a [1024, 1024, N] stack is 4x the pixels times about
@@ -66,12 +69,30 @@ class Instance:
     score: float
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
+TILE_ALIGN = 64
+"""Tile sides are chosen in multiples of this (where the tile allows): the network pads its
+input to a multiple of 64, so a side between two multiples would cost the next one anyway."""
+
+
+def tile_side(length: int, tile: int, overlap: int) -> int:
+    """The side of the tiles along an axis of ``length`` pixels: the whole axis when it fits
+    one ``tile``; else the smallest side (in :data:`TILE_ALIGN` steps, at most ``tile``) that
+    covers it with as few tiles as ``tile`` itself would need, each overlapping the next by at
+    least ``overlap``. Spreading the tiles evenly so computes fewer pixels than full tiles
+    with the last one moved back (a 4,096-px side: 5 tiles of 960 instead of 1,024)."""
     if length <= tile:
+        return length
+    n = -(-(length - overlap) // (tile - overlap))
+    need = -(-(length + (n - 1) * overlap) // n)
+    return min(tile, -(-need // TILE_ALIGN) * TILE_ALIGN)
+
+
+def _starts(length: int, side: int, overlap: int) -> list[int]:
+    """Starts of the tiles of ``side`` along an axis, spread evenly from 0 to the end."""
+    if length <= side:
         return [0]
-    step = tile - overlap
-    n = -(-(length - tile) // step) + 1
-    return [min(i * step, length - tile) for i in range(n)]
+    n = -(-(length - overlap) // (side - overlap))
+    return [i * (length - side) // (n - 1) for i in range(n)]
 
 
 def _cores(starts: Sequence[int], tile: int, length: int) -> list[tuple[float, float]]:
@@ -84,21 +105,23 @@ def plan_tiles(shape: Sequence[int], tile: int = DEFAULT_TILE,
                overlap: int = DEFAULT_OVERLAP) -> list[Tile]:
     """The tiles of an image of ``shape`` (H, W, ...), row by row.
 
-    Every tile is ``tile`` x ``tile`` (the image's own side where it is smaller), so a compiled
-    model traces one shape; the last tile of a row or column is moved back to end at the image
-    edge, which only widens its overlap.
+    ``tile`` is the largest side. All tiles of an image have one shape (:func:`tile_side` of
+    each axis; the image's own side where it fits one tile), so a compiled model traces it
+    once, and they are spread evenly over the image, each overlapping the next by at least
+    ``overlap`` pixels.
     """
     if tile < 1 or overlap < 0:
         raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}")
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     height, width = int(shape[0]), int(shape[1])
-    ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
-    y_cores, x_cores = _cores(ys, tile, height), _cores(xs, tile, width)
+    th, tw = tile_side(height, tile, overlap), tile_side(width, tile, overlap)
+    ys, xs = _starts(height, th, overlap), _starts(width, tw, overlap)
+    y_cores, x_cores = _cores(ys, th, height), _cores(xs, tw, width)
     tiles = []
     for y, (cy0, cy1) in zip(ys, y_cores):
         for x, (cx0, cx1) in zip(xs, x_cores):
-            tiles.append(Tile(len(tiles), (y, x, min(y + tile, height), min(x + tile, width)),
+            tiles.append(Tile(len(tiles), (y, x, min(y + th, height), min(x + tw, width)),
                               (cy0, cx0, cy1, cx1)))
     return tiles
 
@@ -175,15 +198,17 @@ class BandStitcher:
     Labels are numbered in raster order of each kept nucleus's first pixel. Tiles must come in
     :func:`plan_tiles` order: a tile row's nuclei lie inside its tiles, which start at or below
     the row's first pixel row, so every row above it is final once that tile row begins; those
-    rows are numbered and go to ``sink(y0, rows)`` (uint32 labels, never written again by the
-    stitcher, so the sink may keep them). :func:`stitch` is this over a single band.
+    rows are numbered and go to ``sink(y0, rows)`` (uint32 labels, a view of the band that the
+    next tile row reuses: the sink copies what it keeps, except after :meth:`finish`, which
+    leaves the last rows as they are). :func:`stitch` is this over a single band.
     """
 
     def __init__(self, shape: Sequence[int], sink: Callable[[int, np.ndarray], None]):
         self.height, self.width = int(shape[0]), int(shape[1])
         self.sink = sink
         self.y0 = 0                                            # first row of the band
-        self.band = np.zeros((0, self.width), np.uint32)
+        self.band = np.zeros((0, self.width), np.uint32)      # rows y0.. (its first `rows`)
+        self.rows = 0
         self.keys: list[int] = []        # per kept nucleus (temporary id - 1): first pixel
         self.scores: list[float] = []    # per kept nucleus (temporary id - 1)
         self.rank = np.zeros(1, np.uint32)   # temporary id -> final label (0 -> 0)
@@ -191,12 +216,19 @@ class BandStitcher:
         self.pending: list[int] = []         # temporary ids not numbered yet
 
     def _advance(self, y0: int, y1: int) -> None:
-        """Start a tile row covering rows y0..y1: rows above y0 are final."""
+        """Start a tile row covering rows y0..y1: rows above y0 are final. The band's buffer
+        is reused from tile row to tile row (the rows kept move to its top), so the stitcher
+        holds one tile row's height of labels, not two while a grown copy is made."""
         if y0 > self.y0:
             self._flush(y0)
-        if y1 > self.y0 + len(self.band):
-            grow = np.zeros((y1 - self.y0 - len(self.band), self.width), np.uint32)
-            self.band = np.concatenate([self.band, grow]) if len(self.band) else grow
+        need = y1 - self.y0
+        if need > len(self.band):
+            grown = np.empty((need, self.width), np.uint32)
+            grown[:self.rows] = self.band[:self.rows]
+            self.band = grown
+        if need > self.rows:
+            self.band[self.rows:need] = 0
+            self.rows = need
 
     def _flush(self, limit: int) -> None:
         """Number the nuclei that start above row ``limit``, send the rows above it."""
@@ -209,14 +241,17 @@ class BandStitcher:
             self.ranked += len(ready)
             taken = set(ready)
             self.pending = [k for k in self.pending if k not in taken]
-        n = min(limit, self.height) - self.y0
+        n = min(limit, self.height, self.y0 + self.rows) - self.y0
         if n > 0:
             rows = self.band[:n]
             step = max(1, RELABEL_PIXELS // max(1, self.width))
             for a in range(0, n, step):      # in place: temporary ids -> final labels
                 rows[a:a + step] = self.rank[rows[a:a + step]]
             self.sink(self.y0, rows)
-            self.band = self.band[n:]
+            left = self.rows - n
+            if left:                         # the rows still open move to the top
+                self.band[:left] = self.band[n:self.rows]
+            self.rows = left
             self.y0 += n
 
     def add_tile(self, tile: Tile, instances: Iterable[Instance]) -> list[Pasted]:
