@@ -200,12 +200,12 @@ def test_the_client_reads_the_weights_file_once(monkeypatch, tmp_path):
     travels to the workers carries no model."""
     import pickle
 
-    from mrcnn import weights as weights_io
+    from mrcnn import weights_file
     from nucleus.inference.nucleus_model import SHIPPED_WEIGHTS
 
     reads = []
-    real = weights_io.read_attrs
-    monkeypatch.setattr(weights_io, "read_attrs", lambda path: reads.append(path) or real(path))
+    real = weights_file.read_attrs
+    monkeypatch.setattr(weights_file, "read_attrs", lambda path: reads.append(path) or real(path))
     spec = DetectorSpec(kwargs={"model": "mrcnn", "weights": SHIPPED_WEIGHTS})
     assert tile_for(spec) == DEFAULT_TILE and spec.crop_sized
     assert spec.normalization == "stretch"
