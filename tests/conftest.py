@@ -7,6 +7,7 @@ folder) set what they rely on themselves.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,6 +20,17 @@ for _path in (os.path.dirname(_HERE), _HERE):  # the repository (mrcnn, nucleus)
 import pytest  # noqa: E402
 
 from mrcnn.config import Config  # noqa: E402
+
+
+def run_fresh_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``code`` run by a new interpreter from the repository, this checkout first on its path:
+    what a module imports by itself, which this test process (having imported everything)
+    cannot tell."""
+    repo = os.path.dirname(_HERE)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def pytest_configure(config) -> None:

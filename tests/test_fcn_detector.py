@@ -2,18 +2,14 @@
 loads no training code. (FCNDetector on a trained network: tests/test_fcn_train.py.)"""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_fresh_python
 
 from nucleus.fcn import detector
 from nucleus.fcn.detector import FCNDetector, find_last
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _two_nuclei() -> np.ndarray:
@@ -85,10 +81,7 @@ def test_inference_loads_no_training_code(tmp_path):
         "assert found.weights.endswith('fcn_0001.weights.h5') and found.epoch == 1\n"
         "print(sorted(m for m in ('nucleus.training.train', 'nucleus.fcn.train',\n"
         "                         'nucleus.fcn.crossval') if m in sys.modules))\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = run_fresh_python(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
 

@@ -12,13 +12,11 @@ import datetime
 import json
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import run_fresh_python
 
 from mrcnn import weights as weights_io
 from mrcnn import weights_file as attrs_io
@@ -32,7 +30,6 @@ from nucleus.inference.nucleus_model import (NETWORK_SHAPE_KEYS, SHIPPED_WEIGHTS
                                              config_from_weights, make_detector,
                                              run_inference_config)
 
-REPO = Path(__file__).resolve().parents[1]
 
 # The network of the smallest model a detector is built from (seconds, not minutes), trained
 # at one nucleus size and under a NAME that is not a profile's.
@@ -85,10 +82,7 @@ def test_reading_a_model_imports_no_keras():
             "model = NucleusModel.load()\n"
             "print(model.config.NAME, model.epoch, sorted(m for m in ('keras', 'tensorflow',\n"
             "      'jax', 'mrcnn.weights') if m in sys.modules))\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = run_fresh_python(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[2:] == ["[]"], done.stdout
     assert done.stdout.split()[:2] == [NucleusModel.load().config.NAME,
