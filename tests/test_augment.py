@@ -136,6 +136,30 @@ def test_scale_step_rescales_image_and_masks_together():
     assert all(20 <= a <= 600 for a in areas)
 
 
+def test_aspect_step_stretches_one_axis_and_masks_follow():
+    from nucleus.training.augment import aspect_step
+
+    ia.seed(4)
+    aug = iaa.Sequential([aspect_step(1.5, probability=1.0)])
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64, 1), bool)
+    mask[24:40, 24:40, 0] = True                   # 16 x 16 square at the centre
+    image[mask[..., 0]] = 200
+    widths = set()
+    for _ in range(30):
+        image_aug, mask_aug = apply_augmentation(aug, image, mask)
+        rows, cols = np.nonzero(mask_aug[..., 0])
+        assert rows.max() - rows.min() + 1 == 16   # y untouched
+        width = cols.max() - cols.min() + 1
+        assert 16 / 1.5 - 1.5 <= width <= 16 * 1.5 + 1.5
+        widths.add(int(width))
+        bright = image_aug[..., 0] > 100
+        assert np.count_nonzero(bright ^ mask_aug[..., 0]) <= 0.25 * bright.sum()
+    assert min(widths) < 14 and max(widths) > 18    # narrower and wider both drawn
+    with pytest.raises(ValueError, match="aspect"):
+        build_augmentation(aspect=0.8)
+
+
 def test_scale_range_is_checked():
     with pytest.raises(ValueError, match="scale"):
         build_augmentation(scale=(2.0, 1.0))

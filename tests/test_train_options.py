@@ -23,6 +23,7 @@ NOT_DEFAULT = {
     "lr_drop": (["--lr-drop", "4"], 4),
     "appearance": (["--appearance"], True),
     "scale": (["--scale-jitter", "0.6,1.7"], (0.6, 1.7)),
+    "aspect": (["--aspect-jitter", "1.4"], 1.4),
     "dim": (["--dim-nuclei", "0.3"], 0.3),
     "defocus": (["--defocus-nuclei", "2"], 2.0),
     "oversample_kinds": (["--oversample", "colour=3", "--oversample", "brightfield=2"],

@@ -136,7 +136,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         callbacks.append(MapCallback(model, validation, val_ds, every=options.eval_every,
                                      first=options.eval_first, limit=options.eval_limit))
     augmentation = (build_augmentation(rotate90=options.rotate90, appearance=options.appearance,
-                                       scale=options.scale, dim=options.dim,
+                                       scale=options.scale, aspect=options.aspect,
+                                       dim=options.dim,
                                        defocus=options.defocus)
                     if options.augment else None)
     for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, options.lr_drop):

@@ -142,6 +142,10 @@ class TrainOptions:
         "--scale-jitter", "Mask R-CNN: rescale half the training crops by a factor in this "
                           "range, e.g. 0.6,1.7 (for unseen magnifications)", float_pair,
         "LOW,HIGH"), Sweepable("SCALE", _is_pair, "None or (LOW, HIGH)"))
+    aspect: float | None = _option(None, Flag(
+        "--aspect-jitter", "Mask R-CNN: stretch half the training crops along one axis by a "
+                           "factor in 1/RATIO-RATIO, e.g. 1.4 (nuclei wider or narrower)",
+        float, "RATIO"))
     dim: float = _option(0.0, Flag(
         "--dim-nuclei", "Mask R-CNN: in this share of the training crops, dim three nuclei "
                         "in ten to 0.15-0.7 of their brightness (for faint, out-of-focus "
