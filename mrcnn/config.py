@@ -88,6 +88,8 @@ class Config:
     DETECTION_MASK_OVERLAP = "keep"   # "keep": detections' masks may share pixels (matterport);
                                       # "confidence": a shared pixel goes to the detection with
                                       # the highest score x mask probability there
+    DETECTION_MASK_THRESHOLD = 0.5    # a pixel is in a detection's mask where the mask head's
+                                      # probability, stretched over its box, is at least this
     MASK_HEAD_POSITIVE_ONLY = True    # training: run the mask head on positive ROIs only
                                       # (the only ones in the mask loss; same loss, ~3x cheaper)
 

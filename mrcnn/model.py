@@ -527,9 +527,10 @@ class MaskRCNN:
             best = np.zeros(original_image_shape[:2], np.float64)
             owner = np.full(original_image_shape[:2], -1, np.int64)
         pasted = []
+        threshold = self.config.DETECTION_MASK_THRESHOLD
         for i, j in enumerate(keep):
             where, values = utils.box_mask(masks[i], exact[j], original_image_shape)
-            on = values >= 0.5
+            on = values >= threshold
             if owned:
                 wins = on & (values * scores[i] > best[where])
                 best[where] = np.where(wins, values * scores[i], best[where])
