@@ -80,6 +80,9 @@ class Config:
                                       # image of more pixels getting them times pixels / this,
                                       # rounded up to a quarter (so a big tile keeps the
                                       # proposals and detections per pixel of a small one)
+    INFERENCE_CAP_FLOOR = None        # None: an image of fewer pixels keeps the full caps. A
+                                      # share (a multiple of 1/4): its caps shrink with its
+                                      # area too, to no fewer than this share of them
     DETECTION_MASK_BATCH = 128        # inference: the mask head runs on at most this many
                                       # detections at a time (its memory, 0.5 MB a detection,
                                       # stays flat however many an image has)

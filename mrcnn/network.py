@@ -47,12 +47,19 @@ sizes share a few traced graphs (one per factor)."""
 
 def cap_factor(config, height: int, width: int) -> float:
     """How many times :data:`CAP_NAMES` an input of ``height`` x ``width`` gets: its pixels
-    over ``INFERENCE_CAP_PIXELS``, rounded up to a quarter, at least 1; always 1 when that is
-    None."""
+    over ``INFERENCE_CAP_PIXELS``, rounded up to a quarter, at least ``INFERENCE_CAP_FLOOR``
+    (1 when that is None: a smaller input keeps the full caps); always 1 when
+    ``INFERENCE_CAP_PIXELS`` is None.
+
+    A floor below 1 lets a small image run fewer proposals through the box head, whose cost
+    is then mostly this fixed number, not the image's size (a half-size pass of ``--scale
+    probe`` cost 60% of the native one with the full caps)."""
     per = config.INFERENCE_CAP_PIXELS
     if not per:
         return 1.0
-    return max(1.0, -(-CAP_STEPS * int(height) * int(width) // int(per)) / CAP_STEPS)
+    floor = getattr(config, "INFERENCE_CAP_FLOOR", None)
+    floor = 1.0 if floor is None else float(floor)
+    return max(floor, -(-CAP_STEPS * int(height) * int(width) // int(per)) / CAP_STEPS)
 
 
 def scaled_caps(config, height: int, width: int):

@@ -528,6 +528,14 @@ def test_caps_grow_with_the_image_area(confident, monkeypatch):
     small, _ = confident.run_stages(image[:64, :64])
     big, _ = confident.run_stages(image)
     assert len(small["proposals"]) == 10 and len(big["proposals"]) == 40
+    # with a floor, a smaller input gets fewer, down to that share (rounded up to a quarter)
+    monkeypatch.setattr(config, "INFERENCE_CAP_FLOOR", 0.5)
+    assert [cap_factor(config, *shape) for shape in [(16, 16), (32, 32), (48, 48), (64, 64),
+                                                     (96, 96)]] == [0.5, 0.5, 0.75, 1, 2.25]
+    assert scaled_caps(config, 32, 32).POST_NMS_ROIS_INFERENCE == 5
+    monkeypatch.setattr(config, "INFERENCE_CAP_PIXELS", 128 * 128)  # 64 x 64: a quarter
+    tiny, _ = confident.run_stages(image[:64, :64])
+    assert len(tiny["proposals"]) == 5
 
 
 @pytest.mark.backends
