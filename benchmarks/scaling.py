@@ -68,7 +68,7 @@ def _detector(name: str):
         return make_threshold_detector()
     from nucleus.inference.nucleus_model import make_detector
 
-    return make_detector("mrcnn")
+    return make_detector("mrcnn", tiled=True)
 
 
 def one_large(path: str, detector: str) -> dict:

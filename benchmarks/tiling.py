@@ -45,7 +45,7 @@ def _one_speed_run(size: int, tile: int, overlap: int, weights: str | None) -> d
     from nucleus.sample_data import sample_mosaic
 
     image = sample_mosaic(size)
-    detector = make_detector("mrcnn", weights)
+    detector = make_detector("mrcnn", weights, tiled=True)
     detector(image[:256, :256])                               # trace the graph once
     before = _peak_mb()
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def accuracy(args) -> None:
     from nucleus.scoring.evaluation import evaluate_dataset
 
     ds = load_dataset(args.dataset, args.subset, args.limit)
-    detector = make_detector("mrcnn", args.weights)
+    detector = make_detector("mrcnn", args.weights, tiled=True)
     rows = []
     settings = [(0, 0)] + [(t, o) for t in args.tiles for o in args.overlap if o < t]
     for tile, overlap in settings:

@@ -89,9 +89,10 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
                         "the nuclei a first pass finds to the size the model was trained at; probe: "
                         "by whichever of 1, 0.5 and 0.25 gives the most confident nuclei, not "
                         "shrinking those found below 8.5 px (for nuclei far bigger than the "
-                        "training set's; about 1.4 times the time) "
+                        "training set's) "
                         "(default: auto for a model trained at one nucleus size, OBJECT_DIAMETER; "
-                        "else 1, as for the shipped model)")
+                        "else the profile's INFERENCE_SCALE for whole images, probe for the "
+                        "shipped model, and 1 for segment's tiles)")
     p.add_argument("--tta-scales", type=_scale_list, default=None, metavar="S1,S2,...",
                    help="detect at each of these scales and keep the nuclei most agree on")
 
@@ -317,7 +318,8 @@ def _detector_kwargs(args) -> dict[str, Any]:
     return dict(model=args.model, weights=args.weights, tta=getattr(args, "tta", False),
                 radius=getattr(args, "radius", None), profile=getattr(args, "profile", None),
                 overrides=overrides_from_args(args), logs=getattr(args, "logs", "logs"),
-                scale=getattr(args, "scale", None), scales=getattr(args, "tta_scales", None))
+                scale=getattr(args, "scale", None), scales=getattr(args, "tta_scales", None),
+                tiled=getattr(args, "command", None) == "segment")
 
 
 def _detector_spec(args):

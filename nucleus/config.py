@@ -33,6 +33,8 @@ class NucleusConfig(Config):
     IMAGE_MAX_DIM = 512
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
     IMAGE_NORMALIZATION = None        # the study feeds images as they are
+    INFERENCE_SCALE = 1.0             # the scale whole images are detected at when the caller
+                                      # names none (``--scale``; 1: native resolution)
     RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
     RPN_ANCHOR_RATIOS = [0.5, 1, 2]
     RPN_NMS_THRESHOLD = 0.7
@@ -107,6 +109,9 @@ class NucleusCPUInferenceConfig(NucleusCPUConfig):
                                       # (1,000 proposals): val 0.5656 -> 0.5658, dev half
                                       # 0.4532 -> 0.4530 with 1,000 for every image; a
                                       # quarter lost nuclei (docs/test_like_evaluation.md)
+    INFERENCE_SCALE = "probe"         # whole images (not segment's tiles) at whichever of 1, 0.5
+                                      # and 0.25 the model is most confident at: val 0.5656 ->
+                                      # 0.566, test-like dev half 0.453 -> 0.481 (README)
     DETECTION_MASK_OVERLAP = "confidence"  # shared pixels to the most confident nucleus: val
                                       # 0.5473 -> 0.5521, 120 train images 0.5254 -> 0.5339
                                       # against the study's "biggest mask keeps them" (README)

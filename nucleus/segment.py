@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` s
 
 @functools.lru_cache(maxsize=2)
 def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
-    return make_detector(model, weights, tta)
+    return make_detector(model, weights, tta, tiled=True)
 
 
 def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = None, *,

@@ -146,7 +146,7 @@ def test_evaluate_with_tta_votes_over_four_flips(capsys, trained, monkeypatch):
 
     monkeypatch.setattr(tta, "detect_with_flips", counting)
     code, out, _ = run(capsys, "evaluate", "--weights", trained["weights"], "--subset", "val",
-                       "--limit", "2", "--tta", *FAST_INFERENCE)
+                       "--limit", "2", "--tta", "--scale", "1", *FAST_INFERENCE)
     assert code == 0
     assert re.fullmatch(r"mAP: (\d\.\d{4})", out.strip().splitlines()[-1])
     assert len(calls) == 2 and all(len(seen) == 4 for seen in calls)

@@ -106,7 +106,8 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
 
 def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp_path):
     """A weights file whose configuration holds OBJECT_DIAMETER gets "auto" scale towards that
-    diameter unless the caller picks a scale; a file without it runs at native resolution."""
+    diameter unless the caller picks a scale; a file without it runs whole images at its
+    profile's INFERENCE_SCALE ("probe" for the CPU profile) and tiles at native resolution."""
     import json
     import shutil
 
@@ -126,19 +127,26 @@ def test_a_model_trained_at_one_nucleus_size_detects_at_its_scale_by_default(tmp
     detector = make_detector("mrcnn", str(sized), logs=tmp_path)
     assert detector.scale == "auto" and detector.diameter == 24.0
     assert make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0).scale == 1.0
-    native = make_detector("mrcnn", str(plain), logs=tmp_path)
+    whole = make_detector("mrcnn", str(plain), logs=tmp_path)
+    assert whole.scale == "probe" and whole.diameter is None
+    native = make_detector("mrcnn", str(plain), logs=tmp_path, tiled=True)
     assert native.scale == 1.0 and native.diameter is None
+    # a one-size model keeps "auto" for tiles too; the study profile runs whole images at 1
+    assert make_detector("mrcnn", str(sized), logs=tmp_path, tiled=True).scale == "auto"
+    assert NucleusModel.load(str(plain), profile="study").default_scale() == 1.0
     # the model object tells, without a network, what these detectors say (crop-sized masks
     # only at scale 1); "last" is looked up under the logs given, as make_detector does.
     at_one = make_detector("mrcnn", str(sized), logs=tmp_path, scale=1.0)
-    assert (detector.crop_sized, at_one.crop_sized, native.crop_sized) == (False, True, True)
+    assert (detector.crop_sized, at_one.crop_sized, native.crop_sized, whole.crop_sized) == (
+        False, True, True, False)
     assert NucleusModel.load(str(sized)).crop_sized() is False
     assert NucleusModel.load(str(sized)).crop_sized(scale=1.0) is True
-    assert NucleusModel.load(str(plain)).crop_sized() is True
+    assert NucleusModel.load(str(plain)).crop_sized() is False
+    assert NucleusModel.load(str(plain)).crop_sized(tiled=True) is True
     run = tmp_path / "runs" / "nucleus20260101T1200"
     run.mkdir(parents=True)
     shutil.copy(plain, run / "mask_rcnn_nucleus_0001.h5")
-    assert NucleusModel.load("last", logs=tmp_path / "runs").crop_sized() is True
+    assert NucleusModel.load("last", logs=tmp_path / "runs").crop_sized(tiled=True) is True
     # the auto factor aims at the model's diameter and is reported
     image = load_subset(None, "val", limit=1).load_image(0)
     detector(image)

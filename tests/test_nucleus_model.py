@@ -120,7 +120,8 @@ def test_the_shipped_file_gives_the_configuration_it_gave_before_the_model_objec
         "DETECTION_MAX_INSTANCES": 1000, "DETECTION_MASK_OVERLAP": "confidence",
         "POST_NMS_ROIS_INFERENCE": 2000, "PRE_NMS_LIMIT": 4000,
         "MIXED_PRECISION": "mixed_bfloat16", "BATCH_SIZE": 1}
-    assert model.crop_sized() and not model.crop_sized(tta=True)
+    assert model.crop_sized(tiled=True) and not model.crop_sized(tta=True, tiled=True)
+    assert model.default_scale() == "probe" and not model.crop_sized()
     assert len(count_reads) == 1                     # everything above came from one read
     study = NucleusModel.load(profile="study", overrides={"DETECTION_MIN_CONFIDENCE": 0.5})
     assert isinstance(study.config, NucleusInferenceConfig)

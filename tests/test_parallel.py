@@ -183,7 +183,9 @@ def test_a_spec_knows_its_detectors_default_tile_without_building_it():
     from nucleus.inference.parallel import _DETECTORS
 
     built = dict(_DETECTORS)
-    assert DetectorSpec(kwargs={"model": "mrcnn", "weights": None}).crop_sized
+    # segment's specs are tiled (native resolution); a whole-image one runs "probe"
+    assert DetectorSpec(kwargs={"model": "mrcnn", "weights": None, "tiled": True}).crop_sized
+    assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None}).crop_sized
     assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None, "tta": True}).crop_sized
     assert not DetectorSpec(kwargs={"model": "mrcnn", "weights": None,
                                     "scale": 0.5}).crop_sized
@@ -206,7 +208,7 @@ def test_the_client_reads_the_weights_file_once(monkeypatch, tmp_path):
     reads = []
     real = weights_file.read_attrs
     monkeypatch.setattr(weights_file, "read_attrs", lambda path: reads.append(path) or real(path))
-    spec = DetectorSpec(kwargs={"model": "mrcnn", "weights": SHIPPED_WEIGHTS})
+    spec = DetectorSpec(kwargs={"model": "mrcnn", "weights": SHIPPED_WEIGHTS, "tiled": True})
     assert tile_for(spec) == DEFAULT_TILE and spec.crop_sized
     assert spec.normalization == "stretch"
     assert reads == [SHIPPED_WEIGHTS]

@@ -55,7 +55,7 @@ def make(out: Path) -> Path:
     from nucleus.segment import segment
 
     image = sample_mosaic(SIZE)
-    detector = make_detector()
+    detector = make_detector(tiled=True)
     labels, _ = segment(image, detector, tile=TILE, overlap=OVERLAP)
     borders = core_borders(SIZE, TILE, OVERLAP)
     picture = dashed(overlay(detector.prepare(image), labels), borders, borders)[:CROP, :CROP]

@@ -170,12 +170,13 @@ def has_sparse_call(config) -> bool:
 
 
 def detector_scale(scale: float | str | None, scales: tuple[float, ...] | None,
-                   diameter: float | None) -> float | str:
+                   diameter: float | None, default: float | str = 1.0) -> float | str:
     """The scale a Mask R-CNN detector runs at: ``scale``, or, when None, the model's own
-    (:func:`model_scale`) without a vote over scales and 1 with one."""
+    (:func:`model_scale`, ``default`` for a model trained at every size) without a vote over
+    scales and 1 with one."""
     if scale is not None:
         return scale
-    return model_scale(diameter) if scales is None else 1.0
+    return model_scale(diameter, default) if scales is None else 1.0
 
 
 def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +185,8 @@ def raw_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return result["masks"], np.asarray(result["scores"])
 
 
-def model_scale(diameter: float | None) -> float | str:
+def model_scale(diameter: float | None, default: float | str = 1.0) -> float | str:
     """A Mask R-CNN's own scale: "auto" when it was trained at one nucleus size
-    (``OBJECT_DIAMETER``), else 1 (native resolution)."""
-    return "auto" if diameter else 1.0
+    (``OBJECT_DIAMETER``), else ``default`` (its profile's ``INFERENCE_SCALE`` for whole
+    images, 1, native resolution, for tiles)."""
+    return "auto" if diameter else default

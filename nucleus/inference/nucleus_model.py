@@ -280,14 +280,26 @@ class NucleusModel:
         "stretch", :func:`nucleus.formats.image_io.normalize_image`); the FCN's is None."""
         return None if self.config is None else self.config.IMAGE_NORMALIZATION
 
+    def default_scale(self, tiled: bool = False) -> float | str:
+        """The scale a Mask R-CNN detector of this model runs at when the caller names none
+        (no vote over scales), before ``OBJECT_DIAMETER``'s "auto": the profile's
+        ``INFERENCE_SCALE`` for whole images ("probe" for the CPU profile: it wins on `val`
+        and on the test-like dev half, README), 1 for the ``tiled`` detectors of large images
+        (``segment``): tiles of one slide share one magnification, and at 1 the masks stay
+        crop-sized (the fast path)."""
+        if tiled or self.config is None:
+            return 1.0
+        return getattr(self.config, "INFERENCE_SCALE", 1.0)
+
     def crop_sized(self, tta: bool = False, scale: float | str | None = None,
-                   scales: tuple[float, ...] | None = None) -> bool:
-        """What ``self.detector(tta, scale=scale, scales=scales).crop_sized`` says, without
-        building the network."""
+                   scales: tuple[float, ...] | None = None, tiled: bool = False) -> bool:
+        """What ``self.detector(tta, scale=scale, scales=scales, tiled=tiled).crop_sized``
+        says, without building the network."""
         if self.config is None:
             return False
         return returns_crop_sized(has_sparse_call(self.config), tta,
-                                  detector_scale(scale, scales, self.config.OBJECT_DIAMETER),
+                                  detector_scale(scale, scales, self.config.OBJECT_DIAMETER,
+                                                 self.default_scale(tiled)),
                                   scales)
 
     def network(self) -> MaskRCNN:
@@ -304,7 +316,8 @@ class NucleusModel:
 
     def detector_of(self, network: MaskRCNN | keras.Model, tta: bool = False, *,
                     scale: float | str | None = None, scales: tuple[float, ...] | None = None,
-                    radius: int | None = None, min_size: int | None = None) -> Detector:
+                    radius: int | None = None, min_size: int | None = None,
+                    tiled: bool = False) -> Detector:
         """The detector around ``network``, a network that holds this model's weights: loaded
         from its file (:meth:`detector`), or put there by training (the validation models,
         :meth:`of_training`, :meth:`of_fcn_training`). Mask R-CNN: a network :meth:`network`
@@ -312,7 +325,8 @@ class NucleusModel:
         by opening of ``radius`` that drops fragments under ``min_size`` pixels (None: the
         defaults of :class:`nucleus.fcn.detector.FCNDetector`). The image preparation, scale,
         labelling and overlap rule are the same for both ways, so validation scores a model
-        as ``evaluate`` does."""
+        as ``evaluate`` does. ``tiled``: the detector runs on tiles of large images
+        (:meth:`default_scale`)."""
         if self.kind == "fcn":
             from nucleus.fcn.detector import FCNDetector   # here: Keras, for FCN models only
 
@@ -323,8 +337,9 @@ class NucleusModel:
         diameter = self.config.OBJECT_DIAMETER
         sparse = network.detect_instances if has_sparse_call(self.config) else None
         return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
-                        "Mask R-CNN", detector_scale(scale, scales, diameter), scales, diameter,
-                        detect_sparse=sparse)
+                        "Mask R-CNN", detector_scale(scale, scales, diameter,
+                                                     self.default_scale(tiled)),
+                        scales, diameter, detect_sparse=sparse)
 
     def loaded_network(self) -> MaskRCNN | keras.Model:
         """The network of this model holding its file's weights, ready for inference (Mask
@@ -343,14 +358,16 @@ class NucleusModel:
         return network
 
     def detector(self, tta: bool = False, *, scale: float | str | None = None,
-                 scales: tuple[float, ...] | None = None, radius: int | None = None) -> Detector:
+                 scales: tuple[float, ...] | None = None, radius: int | None = None,
+                 tiled: bool = False) -> Detector:
         """The detector of this model (:meth:`loaded_network`, :meth:`detector_of`), voting
         over flips when ``tta``; ``scale`` and ``scales`` as
         :class:`nucleus.inference.detectors.Detector` takes them, ``scale`` None being the
         model's own: "auto" for a Mask R-CNN trained at one nucleus size (``OBJECT_DIAMETER``),
-        else 1. ``radius``: the erosion radius of the FCN's instance split."""
+        else :meth:`default_scale` (``tiled``: for tiles of large images). ``radius``: the
+        erosion radius of the FCN's instance split."""
         return self.detector_of(self.loaded_network(), tta, scale=scale, scales=scales,
-                                radius=radius)
+                                radius=radius, tiled=tiled)
 
 
 # ----------------------------------------------------------------------------- the commands' way
@@ -366,10 +383,11 @@ def model_of(model: str = "mrcnn", weights: str | os.PathLike | None = None, tta
 def make_detector(model: str = "mrcnn", weights: str | os.PathLike | None = None,
                   tta: bool = False, *, radius: int | None = None, profile: str | None = None,
                   overrides: dict | None = None, logs: str | os.PathLike = "logs",
-                  scale: float | str | None = None, scales: tuple[float, ...] | None = None
-                  ) -> Detector:
+                  scale: float | str | None = None, scales: tuple[float, ...] | None = None,
+                  tiled: bool = False) -> Detector:
     """The detector of ``model`` ("mrcnn" or "fcn") from ``weights``
     (:meth:`NucleusModel.load`, then :meth:`NucleusModel.detector`): the one place where the
-    command line and scripts get a detector."""
+    command line and scripts get a detector. ``tiled``: for tiles of large images
+    (``segment``; :meth:`NucleusModel.default_scale`)."""
     return model_of(model, weights, profile=profile, overrides=overrides, logs=logs).detector(
-        tta, scale=scale, scales=scales, radius=radius)
+        tta, scale=scale, scales=scales, radius=radius, tiled=tiled)

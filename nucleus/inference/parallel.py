@@ -84,7 +84,7 @@ class DetectorSpec:
         if kwargs.get("model", "mrcnn") == "fcn" or not returns_crop_sized(
                 True, tta, 1.0 if scale is None else scale, scales):
             return False
-        return self.model.crop_sized(tta, scale, scales)
+        return self.model.crop_sized(tta, scale, scales, kwargs.get("tiled", False))
 
     @property
     def normalization(self) -> str | None:

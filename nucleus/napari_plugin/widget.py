@@ -69,7 +69,7 @@ def build_detector(settings: Settings) -> Detector:
         if key not in _DETECTORS:
             try:
                 _DETECTORS[key] = make_detector(
-                    "mrcnn", settings.weights, settings.tta, scale=settings.scale,
+                    "mrcnn", settings.weights, settings.tta, scale=settings.scale, tiled=True,
                     overrides={"DETECTION_MIN_CONFIDENCE": settings.min_confidence})
             except InputError:
                 raise
