@@ -528,13 +528,14 @@ class MaskRCNN:
             owner = np.full(original_image_shape[:2], -1, np.int64)
         pasted = []
         threshold = self.config.DETECTION_MASK_THRESHOLD
-        for i, j in enumerate(keep):
-            where, values = utils.box_mask(masks[i], exact[j], original_image_shape)
+        for i, (where, values) in enumerate(utils.box_masks(masks, exact[keep],
+                                                             original_image_shape)):
             on = values >= threshold
-            if owned:
-                wins = on & (values * scores[i] > best[where])
-                best[where] = np.where(wins, values * scores[i], best[where])
-                owner[where] = np.where(wins, i, owner[where])
+            if owned:   # in place on the box's views of the canvases
+                claim = values * scores[i]
+                wins = on & (claim > best[where])
+                best[where][wins] = claim[wins]
+                owner[where][wins] = i
             pasted.append((where, on))
         if owned:
             pasted = [(where, owner[where] == i) for i, (where, _) in enumerate(pasted)]

@@ -447,6 +447,56 @@ def box_mask(mask: np.ndarray, box, image_shape) -> tuple[tuple[slice, slice], n
     return (slice(top, bottom), slice(left, right)), rows @ mask @ cols.T
 
 
+def box_masks(masks: np.ndarray, boxes: np.ndarray,
+              image_shape) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """:func:`box_mask` of each ``masks[i]`` [N, h, w] over ``boxes[i]`` [N, 4]: the same
+    slices and values, bit for bit, with the interpolation weights of all boxes computed in
+    one pass of array operations instead of about ten small ones per box and axis (a tile
+    of the 8,192 mosaic with 332 masks: 20 -> 6 ms)."""
+    masks = np.asarray(masks, np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    height, width = int(image_shape[0]), int(image_shape[1])
+    y1, x1, y2, x2 = boxes.T
+    top = np.maximum(np.ceil(y1 - 0.5), 0).astype(np.int64)
+    left = np.maximum(np.ceil(x1 - 0.5), 0).astype(np.int64)
+    bottom = np.minimum(np.ceil(y2 - 0.5), height).astype(np.int64)
+    right = np.minimum(np.ceil(x2 - 0.5), width).astype(np.int64)
+    valid = (y2 > y1) & (x2 > x1) & (bottom > top) & (right > left)
+    rows = _spans_samples(top, bottom, y1, y2, masks.shape[1], valid)
+    cols = _spans_samples(left, right, x1, x2, masks.shape[2], valid)
+    out = []
+    for i in range(len(boxes)):
+        if not valid[i]:
+            out.append(((slice(0, 0), slice(0, 0)), np.zeros((0, 0))))
+            continue
+        out.append(((slice(int(top[i]), int(bottom[i])), slice(int(left[i]), int(right[i]))),
+                    rows[i] @ masks[i] @ cols[i].T))
+    return out
+
+
+def _spans_samples(start: np.ndarray, stop: np.ndarray, low: np.ndarray, high: np.ndarray,
+                   size: int, valid: np.ndarray) -> list[np.ndarray | None]:
+    """:func:`_box_samples` of each valid span (None for the others), the pixels of all spans
+    concatenated so that each step is one array operation; the arithmetic is the same per
+    element, so the weights are equal bit for bit."""
+    lengths = np.where(valid, stop - start, 0)
+    ends = np.cumsum(lengths)
+    firsts = ends - lengths
+    total = int(ends[-1]) if len(ends) else 0
+    pixel = np.arange(total) - np.repeat(firsts - start, lengths)
+    scale = np.repeat(size / np.where(valid, high - low, 1.0), lengths)
+    where = (pixel + 0.5 - np.repeat(low, lengths)) * scale - 0.5
+    where = np.clip(where, 0, size - 1)
+    below = np.floor(where).astype(np.int64)
+    above = np.minimum(below + 1, size - 1)
+    frac = where - below
+    weights = np.zeros((total, size), np.float64)
+    index = np.arange(total)
+    weights[index, below] = 1.0 - frac
+    weights[index, above] += frac      # once per row: the same sums as np.add.at
+    return [weights[a:b] if ok else None for a, b, ok in zip(firsts, ends, valid)]
+
+
 def paste_mask(mask: np.ndarray, box, image_shape, threshold: float = 0.5) -> np.ndarray:
     """:func:`box_mask` on a full-size boolean canvas, thresholded."""
     full = np.zeros(tuple(image_shape[:2]), dtype=bool)

@@ -140,6 +140,18 @@ def test_mold_and_unmold_image(tiny_config):
     np.testing.assert_array_equal(data.unmold_image(molded, config), image)
 
 
+def test_mold_image_equals_converting_then_subtracting(tiny_config):
+    """Molding in one pass gives the float32 values of ``astype(float32) - mean`` exactly,
+    for uint8 images and for the float images augmentation may produce."""
+    rng = np.random.default_rng(1)
+    mean = np.asarray(tiny_config.MEAN_PIXEL, np.float32)
+    for image in (rng.integers(0, 256, (2, 9, 7, 3)).astype(np.uint8),
+                  rng.uniform(0, 255, (9, 7, 3))):
+        molded = data.mold_image(image, tiny_config)
+        assert molded.dtype == np.float32
+        np.testing.assert_array_equal(molded, image.astype(np.float32) - mean)
+
+
 class SparseEllipses(EllipseDataset):
     """Even images have no objects: the generator must replace them."""
 

@@ -137,6 +137,44 @@ def test_label_files_past_65535_nuclei_are_uint32(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["many.tif"]
 
 
+@pytest.mark.parametrize("heights", [[250, 350], [100] * 6, [512, 88], [37, 600 - 37],
+                                     [600]])
+def test_label_store_writes_whole_rows_of_chunks_once(tmp_path, monkeypatch, heights):
+    """Rows of any heights reach the store as whole rows of chunks (the last part at the
+    end), each written once, so zarr never reads a chunk back to merge; the TIFF holds the
+    rows as given."""
+    store = LabelStore(tmp_path / "rows.tif", (600, 700))
+    writes = []
+    array_type = type(store.array)
+    original = array_type.__setitem__
+
+    def record(self, key, value):
+        writes.append((key[0] if isinstance(key, tuple) else key))
+        return original(self, key, value)
+
+    monkeypatch.setattr(array_type, "__setitem__", record)
+    rows = np.random.default_rng(2).integers(0, 5000, (600, 700)).astype(np.uint32)
+    y = 0
+    for h in heights:
+        store.write_rows(y, rows[y:y + h])
+        y += h
+    store.close(int(rows.max()))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "rows.tif"), rows)
+    starts = [s.start for s in writes]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert all(s.start % 512 == 0 for s in writes)
+    assert all((s.stop - s.start) % 512 == 0 for s in writes[:-1])
+    assert writes[-1].stop == 600
+
+
+def test_label_store_refuses_rows_out_of_order(tmp_path):
+    store = LabelStore(tmp_path / "rows.tif", (600, 700))
+    store.write_rows(0, np.zeros((100, 700), np.uint32))
+    with pytest.raises(ValueError, match="expected row 100, got 150"):
+        store.write_rows(150, np.zeros((10, 700), np.uint32))
+    store.discard()
+
+
 def test_a_failing_run_leaves_nothing(section, tmp_path):
     path, _ = section
     calls = []

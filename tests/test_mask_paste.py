@@ -177,3 +177,23 @@ def test_unmold_instances_needs_disjoint_masks(inference_model):
         inference_model.unmold_instances(np.zeros((0, 6), np.float32),
                                          np.zeros((0, 28, 28), np.float32), IMAGE + (3,),
                                          (64, 128, 3), (0, 0, 40, 70))
+
+
+def test_box_masks_equal_box_mask_bit_for_bit():
+    """The batched paste (one pass of array operations for all boxes) gives each box the
+    slices and values of box_mask: fractional, integer, tiny, empty, and partly or wholly
+    outside boxes, on a canvas that is not square."""
+    rng = np.random.default_rng(5)
+    masks = rng.uniform(0, 1, (60, 28, 28)).astype(np.float32)
+    corners = rng.uniform(-30, 90, (60, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(0.1, 60, (60, 2))], axis=1)
+    boxes[:6] = [[10, 20, 30, 60], [10.0, 20.0, 10.0, 30.0], [10.2, 20.0, 10.4, 30.0],
+                 [-9.0, 0.0, -1.0, 10.0], [38.7, 65.2, 52.0, 90.0], [5.3, 7.1, 5.9, 7.4]]
+    batch = utils.box_masks(masks, boxes, IMAGE)
+    assert len(batch) == len(boxes)
+    for mask, box, (where, values) in zip(masks, boxes, batch):
+        want_where, want = utils.box_mask(mask, box, IMAGE)
+        assert where == want_where
+        assert values.shape == want.shape and values.dtype == want.dtype
+        np.testing.assert_array_equal(values, want)
+    assert utils.box_masks(np.zeros((0, 28, 28), np.float32), np.zeros((0, 4)), IMAGE) == []
