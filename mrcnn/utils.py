@@ -407,21 +407,6 @@ def unmold_mask(mask: np.ndarray, bbox: np.ndarray, image_shape) -> np.ndarray:
     return paste_mask(mask, bbox, image_shape)
 
 
-def _box_samples(start: int, stop: int, low: float, high: float, size: int) -> np.ndarray:
-    """Linear-interpolation weights [stop - start, size]: pixel ``p`` of ``start..stop-1``
-    reads the mask at ``(p + 0.5 - low) * size / (high - low) - 0.5`` (clamped to the mask)."""
-    where = (np.arange(start, stop) + 0.5 - low) * (size / (high - low)) - 0.5
-    where = np.clip(where, 0, size - 1)
-    below = np.floor(where).astype(np.int64)
-    above = np.minimum(below + 1, size - 1)
-    frac = where - below
-    weights = np.zeros((stop - start, size), np.float64)
-    rows = np.arange(stop - start)
-    np.add.at(weights, (rows, below), 1.0 - frac)
-    np.add.at(weights, (rows, above), frac)
-    return weights
-
-
 def box_mask(mask: np.ndarray, box, image_shape) -> tuple[tuple[slice, slice], np.ndarray]:
     """A [h, w] soft mask (28x28) stretched over ``box`` on an ``image_shape`` canvas:
     ``(rows, columns)`` slices of the canvas and the mask's values there.
@@ -435,24 +420,16 @@ def box_mask(mask: np.ndarray, box, image_shape) -> tuple[tuple[slice, slice], n
     interpolation. Parts of the box outside the canvas are dropped (empty slices when nothing
     is left).
     """
-    mask = np.asarray(mask, np.float64)
-    y1, x1, y2, x2 = (float(v) for v in box[:4])
-    height, width = int(image_shape[0]), int(image_shape[1])
-    top, left = max(int(np.ceil(y1 - 0.5)), 0), max(int(np.ceil(x1 - 0.5)), 0)
-    bottom, right = min(int(np.ceil(y2 - 0.5)), height), min(int(np.ceil(x2 - 0.5)), width)
-    if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
-        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0))
-    rows = _box_samples(top, bottom, y1, y2, mask.shape[0])
-    cols = _box_samples(left, right, x1, x2, mask.shape[1])
-    return (slice(top, bottom), slice(left, right)), rows @ mask @ cols.T
+    return box_masks(np.asarray(mask)[None], np.asarray(box, np.float64)[None, :4],
+                     image_shape)[0]
 
 
 def box_masks(masks: np.ndarray, boxes: np.ndarray,
               image_shape) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """:func:`box_mask` of each ``masks[i]`` [N, h, w] over ``boxes[i]`` [N, 4]: the same
-    slices and values, bit for bit, with the interpolation weights of all boxes computed in
-    one pass of array operations instead of about ten small ones per box and axis (a tile
-    of the 8,192 mosaic with 332 masks: 20 -> 6 ms)."""
+    """:func:`box_mask` of each ``masks[i]`` [N, h, w] over ``boxes[i]`` [N, 4], with the
+    interpolation weights of all boxes computed in one pass of array operations instead of
+    about ten small ones per box and axis (a tile of the 8,192 mosaic with 332 masks: 20 ->
+    6 ms)."""
     masks = np.asarray(masks, np.float64)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     height, width = int(image_shape[0]), int(image_shape[1])
@@ -476,9 +453,10 @@ def box_masks(masks: np.ndarray, boxes: np.ndarray,
 
 def _spans_samples(start: np.ndarray, stop: np.ndarray, low: np.ndarray, high: np.ndarray,
                    size: int, valid: np.ndarray) -> list[np.ndarray | None]:
-    """:func:`_box_samples` of each valid span (None for the others), the pixels of all spans
-    concatenated so that each step is one array operation; the arithmetic is the same per
-    element, so the weights are equal bit for bit."""
+    """Linear-interpolation weights [stop - start, size] of each valid span (None for the
+    others): pixel ``p`` of ``start..stop-1`` reads the mask at ``(p + 0.5 - low) * size /
+    (high - low) - 0.5`` (clamped to the mask). The pixels of all spans are concatenated, so
+    that each step is one array operation."""
     lengths = np.where(valid, stop - start, 0)
     ends = np.cumsum(lengths)
     firsts = ends - lengths

@@ -179,10 +179,11 @@ def test_unmold_instances_needs_disjoint_masks(inference_model):
                                          (64, 128, 3), (0, 0, 40, 70))
 
 
-def test_box_masks_equal_box_mask_bit_for_bit():
+def test_box_masks_gives_each_box_what_it_gets_alone():
     """The batched paste (one pass of array operations for all boxes) gives each box the
-    slices and values of box_mask: fractional, integer, tiny, empty, and partly or wholly
-    outside boxes, on a canvas that is not square."""
+    slices and values box_mask gives it on its own, bit for bit (no box's pixels leak into
+    another's): fractional, integer, tiny, empty, and partly or wholly outside boxes, on a
+    canvas that is not square."""
     rng = np.random.default_rng(5)
     masks = rng.uniform(0, 1, (60, 28, 28)).astype(np.float32)
     corners = rng.uniform(-30, 90, (60, 2))
