@@ -227,7 +227,7 @@ def test_shipped_model_window_by_window_equals_in_memory(tmp_path):
     image = sample_mosaic(1024)[:900, :1000]
     path = tmp_path / "mosaic.tif"
     tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb")
-    detector = make_detector()
+    detector = make_detector(tiled=True)          # as segment builds it: native resolution
     assert detector.crop_sized
     labels, table = segment(image, detector, tile=512, overlap=128, name="mosaic")
     got_table = segment_large_here(path, "mosaic", tmp_path / "labels.tif", detector,
