@@ -534,6 +534,7 @@ def test_caps_grow_with_the_image_area(confident, monkeypatch):
                                                      (96, 96)]] == [0.5, 0.5, 0.75, 1, 2.25]
     assert scaled_caps(config, 32, 32).POST_NMS_ROIS_INFERENCE == 5
     monkeypatch.setattr(config, "INFERENCE_CAP_PIXELS", 128 * 128)  # 64 x 64: a quarter
+    monkeypatch.setattr(confident.keras_model, "_infer_fns", {})   # JAX: traced per shape
     tiny, _ = confident.run_stages(image[:64, :64])
     assert len(tiny["proposals"]) == 5
 
