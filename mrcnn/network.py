@@ -57,8 +57,7 @@ def cap_factor(config, height: int, width: int) -> float:
     per = config.INFERENCE_CAP_PIXELS
     if not per:
         return 1.0
-    floor = getattr(config, "INFERENCE_CAP_FLOOR", None)
-    floor = 1.0 if floor is None else float(floor)
+    floor = 1.0 if config.INFERENCE_CAP_FLOOR is None else float(config.INFERENCE_CAP_FLOOR)
     return max(floor, -(-CAP_STEPS * int(height) * int(width) // int(per)) / CAP_STEPS)
 
 

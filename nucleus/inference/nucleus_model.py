@@ -298,9 +298,14 @@ class NucleusModel:
         if self.config is None:
             return False
         return returns_crop_sized(has_sparse_call(self.config), tta,
-                                  detector_scale(scale, scales, self.config.OBJECT_DIAMETER,
-                                                 self.default_scale(tiled)),
-                                  scales)
+                                  self._scale_of(scale, scales, tiled), scales)
+
+    def _scale_of(self, scale: float | str | None, scales: tuple[float, ...] | None,
+                  tiled: bool) -> float | str:
+        """The scale a Mask R-CNN detector of this model runs at (``scale`` None: the
+        model's own, :meth:`default_scale`)."""
+        return detector_scale(scale, scales, self.config.OBJECT_DIAMETER,
+                              self.default_scale(tiled))
 
     def network(self) -> MaskRCNN:
         """The Mask R-CNN inference network of this configuration, without weights. The detector
@@ -337,9 +342,8 @@ class NucleusModel:
         diameter = self.config.OBJECT_DIAMETER
         sparse = network.detect_instances if has_sparse_call(self.config) else None
         return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
-                        "Mask R-CNN", detector_scale(scale, scales, diameter,
-                                                     self.default_scale(tiled)),
-                        scales, diameter, detect_sparse=sparse)
+                        "Mask R-CNN", self._scale_of(scale, scales, tiled), scales, diameter,
+                        detect_sparse=sparse)
 
     def loaded_network(self) -> MaskRCNN | keras.Model:
         """The network of this model holding its file's weights, ready for inference (Mask
