@@ -22,7 +22,8 @@ from nucleus.formats.io_utils import atomic_path
 from nucleus.formats.submission import SubmissionWriter, check_submission
 from nucleus.inference.nucleus_model import NucleusModel
 from nucleus.inference.nucleus_model import make_detector as model_detector
-from nucleus.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE
+from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE,
+                                      MIN_OVERLAP, OVERLAP_MARGIN, PILOT_SIDE)
 from nucleus.scoring import metric
 from nucleus.scoring.submission_score import score_submission
 from nucleus.segment import TABLE_NAME, collect_files, segment_files
@@ -248,9 +249,11 @@ def _add_segment(sub) -> None:
                    help=f"images wider or taller than this are detected in tiles of at most "
                         f"this side, spread evenly (default {DEFAULT_TILE} for Mask R-CNN at "
                         f"scale 1 without TTA, else {FULL_MASK_TILE})")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"overlap of neighbouring tiles in pixels; must exceed the largest "
-                        f"nucleus (default {DEFAULT_OVERLAP})")
+    p.add_argument("--overlap", type=_overlap, default=None, metavar="PIXELS",
+                   help=f"overlap of neighbouring tiles in pixels, or auto; must exceed the "
+                        f"largest nucleus. Default auto: {OVERLAP_MARGIN:g} times the largest nucleus "
+                        f"found in a {PILOT_SIDE} px window at the image's centre, at least "
+                        f"{MIN_OVERLAP} ({DEFAULT_OVERLAP} if it finds none)")
     p.add_argument("--weights", default=None,
                    help="weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--model", choices=MODELS, default="mrcnn",
@@ -528,9 +531,20 @@ def cmd_curves(args) -> int:
     return 0
 
 
+def _overlap(text: str) -> int | None:
+    """``--overlap``: pixels, or ``auto`` (None: :func:`nucleus.inference.tiling.overlap_for`)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") \
+            from None
+
+
 def cmd_segment(args) -> int:
     smallest = args.tile if args.tile is not None else FULL_MASK_TILE
-    if smallest < 1 or not 0 <= args.overlap < smallest:
+    if smallest < 1 or (args.overlap is not None and not 0 <= args.overlap < smallest):
         raise InputError(f"--tile {args.tile} --overlap {args.overlap}: the overlap must be at "
                          "least 0 and smaller than the tile")
 

@@ -25,7 +25,7 @@ from nucleus.formats.segment_outputs import (LABELS_SUFFIX, OVERLAY_SUFFIX, Outp
                                              overlay_png)
 from nucleus.inference.detectors import Detector
 from nucleus.inference.nucleus_model import make_detector
-from nucleus.inference.tiling import DEFAULT_OVERLAP, predict_tiled
+from nucleus.inference.tiling import predict_tiled
 
 if TYPE_CHECKING:  # pandas is imported when a table is made: `import nucleus` stays cheap
     import pandas as pd
@@ -39,7 +39,7 @@ def _default_detector(model: str, weights: str | None, tta: bool) -> Detector:
 def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = None, *,
             model: str = "mrcnn", weights: str | None = None, tta: bool = False,
             channel: int | None = None, tile: int | None = None,
-            overlap: int = DEFAULT_OVERLAP, name: str | None = None,
+            overlap: int | None = None, name: str | None = None,
             progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
     """Nuclei of one image: ``(labels, table)``.
 
@@ -47,7 +47,8 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
     ``channel`` picks one channel of a multi-channel image or file (the nuclear stain).
     Without ``detector`` the one of ``model`` / ``weights`` / ``tta`` is built and kept for the
     next call (the shipped Mask R-CNN by default). ``tile`` None: the detector's own
-    (:func:`nucleus.inference.tiling.tile_for`). ``labels`` is uint16 [H, W] (uint32 past
+    (:func:`nucleus.inference.tiling.tile_for`); ``overlap`` None: from the size of the nuclei
+    at the image's centre (:func:`nucleus.inference.tiling.overlap_for`). ``labels`` is uint16 [H, W] (uint32 past
     65535 nuclei), 0 the background; ``table`` has one row per label (:data:`COLUMNS`).
     """
     if isinstance(image, (str, os.PathLike)):
@@ -67,7 +68,7 @@ def segment(image: np.ndarray | str | os.PathLike, detector: Detector | None = N
     return labels, table
 
 
-def _segment_array(raw: np.ndarray, detector: Detector, tile: int | None, overlap: int,
+def _segment_array(raw: np.ndarray, detector: Detector, tile: int | None, overlap: int | None,
                    name: str,
                    progress: bool) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Labels, table and the prepared (normalised uint8 RGB) image the detector saw."""
@@ -83,7 +84,7 @@ def _segment_array(raw: np.ndarray, detector: Detector, tile: int | None, overla
 
 def segment_file(path: str | os.PathLike, name: str, detector: Detector, *,
                  channel: int | None = None, tile: int | None = None,
-                 overlap: int = DEFAULT_OVERLAP,
+                 overlap: int | None = None,
                  progress: bool = False) -> tuple[np.ndarray, pd.DataFrame, bytes]:
     """One image file read whole: its labels, table and overlay PNG, what
     :meth:`nucleus.formats.segment_outputs.OutputFolder.add_image` writes (the serial run and
@@ -119,7 +120,7 @@ def collect_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 
 def segment_files(files: Sequence[Path], out_dir: str | os.PathLike, detector: Detector, *,
                   channel: int | None = None, tile: int | None = None,
-                  overlap: int = DEFAULT_OVERLAP, progress: bool = True,
+                  overlap: int | None = None, progress: bool = True,
                   on_error: Callable[[str], None] = print, rois: bool = False,
                   geojson: bool = False) -> Summary:
     """Segment each file into ``out_dir``: ``<name>_labels.tif``, ``<name>_overlay.png`` and,

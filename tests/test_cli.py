@@ -304,6 +304,10 @@ def test_segment_refuses_bad_tiles_and_missing_files_before_loading_a_model(caps
     code, _, err = run(capsys, "segment", tmp_path, "--out", tmp_path, "--tile", "64",
                        "--overlap", "64")
     assert code == 2 and "overlap must be" in err
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(tmp_path), "--out", str(tmp_path), "--overlap", "wide"])
+    assert info.value.code == 2
+    assert "expected a number of pixels or auto, got 'wide'" in capsys.readouterr().err
     code, _, err = run(capsys, "segment", tmp_path / "none.tif", "--out", tmp_path / "o")
     assert code == 2 and err.startswith(f"error: {tmp_path / 'none.tif'}: file not found")
 

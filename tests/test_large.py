@@ -48,6 +48,20 @@ def test_window_by_window_equals_in_memory(section, tmp_path, normalization):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
 
 
+def test_automatic_overlap_window_by_window_equals_in_memory(section, tmp_path):
+    """``overlap=None`` picks the same overlap from the same pilot window in both paths (the
+    sample's nuclei are small: 64 px), and the labels are the whole image's."""
+    path, image = section
+    detector = Detector(threshold_detector(), normalization="stretch")
+    labels, table = segment(image, detector, tile=512, name="section")
+    got_table = segment_large_here(path, "section", tmp_path / "labels.tif", detector, tile=512,
+                                   overlap=None)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
+    np.testing.assert_array_equal(got_table["area"], table["area"])
+    fixed, _ = segment(image, detector, tile=512, overlap=64, name="section")
+    np.testing.assert_array_equal(fixed, labels)
+
+
 def random_found(shape, tiles, rng, intensity):
     """Per tile, owned blobs of many sizes that overlap each other (even across tiles), with
     the intensities of ``intensity`` under their boxes."""

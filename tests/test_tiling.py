@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import skimage.measure
 
-from nucleus.inference.tiling import (Instance, Tile, detect_tile, instances_of, labels_from_masks,
-                                      owned, plan_tiles, predict_tiled, stitch, tile_side)
+from nucleus.inference.tiling import (DEFAULT_OVERLAP, MIN_OVERLAP, Instance, Tile, detect_tile,
+                                      instances_of, labels_from_masks, overlap_for, owned,
+                                      pilot_tile, plan_tiles, predict_tiled, stitch, tile_side)
 from nucleus.sample_data import sample_mosaic, threshold_detector
 
 
@@ -114,6 +115,45 @@ def test_a_3000_pixel_mosaic_of_the_sample_tiled_equals_direct():
     means = skimage.measure.regionprops_table(expected, image[..., 0],
                                               properties=("intensity_mean",))
     np.testing.assert_allclose(scores, means["intensity_mean"] / 255, rtol=1e-5)
+
+
+def _boxed(*sides) -> list[Instance]:
+    return [Instance((10, 10, 10 + h, 10 + w), np.ones((h, w), bool), 1.0) for h, w in sides]
+
+
+def test_the_overlap_follows_the_largest_nucleus_the_pilot_finds():
+    assert pilot_tile((3000, 200)).box == (1244, 0, 1756, 200)      # centred, clipped to the image
+    assert pilot_tile((3000, 200)).index == -1                      # no planned tile's index
+    assert pilot_tile((3000, 200)).core == (1244.0, 0.0, 1756.0, 200.0)
+    assert overlap_for([], 1024) == DEFAULT_OVERLAP                 # nothing to go by
+    assert overlap_for([], 200) == 100                              # at most half the tile
+    assert overlap_for(_boxed((20, 30), (12, 12)), 1024) == MIN_OVERLAP
+    assert overlap_for(_boxed((20, 30), (90, 40)), 1024) == 128      # 1.25 x 90 = 112.5 -> 128
+    assert overlap_for(_boxed((20, 30), (40, 101)), 1024) == 128     # 126.25 -> 128
+    assert overlap_for(_boxed((20, 30), (40, 103)), 1024) == 144     # 128.75 -> 144
+    assert overlap_for(_boxed((600, 600)), 1024) == 512
+
+
+def test_automatic_overlap_is_measured_on_the_centre_and_keeps_every_nucleus():
+    rng = np.random.default_rng(5)
+    centres = [(rng.integers(12, 1188), rng.integers(12, 1388)) for _ in range(400)]
+    image = _blobs((1200, 1400), centres, radius=9)
+    detect = threshold_detector()
+    direct = labels_from_masks(*detect(image))
+    calls = []
+
+    def counted(crop):
+        calls.append(crop.shape[:2])
+        return detect(crop)
+    labels, scores = predict_tiled(image, counted, tile=512, overlap=None)
+    assert calls[0] == (512, 512)                                    # the pilot first
+    # blobs (and merged pairs) are under 52 px: 64 px of overlap, so 3 x 3 tiles, not 3 x 4
+    assert len(calls) == 1 + len(plan_tiles(image.shape, 512, MIN_OVERLAP)) == 10
+    np.testing.assert_array_equal(labels, direct[0])
+    np.testing.assert_array_equal(scores, direct[1])
+    calls.clear()
+    predict_tiled(image[:400, :500], counted, tile=512, overlap=None)
+    assert calls == [(400, 500)]                                     # one tile: no pilot
 
 
 def test_a_nucleus_on_a_seam_is_found_once_and_whole():

@@ -31,7 +31,8 @@ from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_l
                                      plan_preparation, prepare_window)
 from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
-                                      Pasted, Tile, owned, plan_tiles, tile_for, tile_instances)
+                                      Pasted, Tile, needs_tiles, overlap_for, owned,
+                                      pilot_tile, plan_tiles, tile_for, tile_instances)
 
 if TYPE_CHECKING:
     from nucleus.inference.detectors import Detector
@@ -246,20 +247,28 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
                   detect_tiles: Callable[[str, int | None, Preparation, list[Tile]],
                                          Iterable[list[Found]]],
                   *, channel: int | None = None, tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP,
+                  overlap: int | None = DEFAULT_OVERLAP,
                   progress: bool = False) -> pd.DataFrame:
     """Segment one lazily readable image into the label TIFF ``labels_path``; its table.
 
     ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
     tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.inference.parallel`).
+    ``overlap`` None: from the nuclei ``detect_tiles`` finds in the image's
+    :func:`nucleus.inference.tiling.pilot_tile` first (:func:`~nucleus.inference.tiling.overlap_for`).
     """
     path = str(path)
     image = cached_open(path, channel)
     prep = plan_preparation(image, normalization)
+    if overlap is None:
+        overlap = DEFAULT_OVERLAP
+        if needs_tiles(image.shape, tile):
+            (pilot,) = list(detect_tiles(path, channel, prep, [pilot_tile(image.shape)]))
+            overlap = overlap_for([f.instance for f in pilot], tile)
     tiles = plan_tiles(image.shape, tile, overlap)
     store = LabelStore(Path(labels_path), image.shape)
     try:
-        bar = tqdm(detect_tiles(path, channel, prep, tiles), total=len(tiles), desc="tiles",
+        bar = tqdm(detect_tiles(path, channel, prep, tiles), total=len(tiles),
+                   desc=f"tiles (overlap {overlap})",
                    unit="tile", leave=False, disable=not progress)
         count, table = stitch_found(image.shape, zip(tiles, bar), store.write_rows, name)
     except BaseException:
@@ -285,7 +294,8 @@ def is_large(path: str | os.PathLike, channel: int | None = None,
 def segment_large_here(path: str | os.PathLike, name: str, labels_path: str | os.PathLike,
                        detector: Detector, *, channel: int | None = None,
                        tile: int | None = None,
-                       overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> pd.DataFrame:
+                       overlap: int | None = DEFAULT_OVERLAP,
+                       progress: bool = False) -> pd.DataFrame:
     """:func:`segment_large` with every tile detected in this process."""
     def detect_tiles(path, channel, prep, tiles):
         return serial_tiles(path, channel, prep, tiles, detector)

@@ -32,7 +32,7 @@ from nucleus.formats.segment_outputs import OutputFolder, Summary
 from nucleus.inference.detectors import Detector, returns_crop_sized
 from nucleus.inference.large import Found, detect_file_tile, is_large, segment_large
 from nucleus.inference.nucleus_model import NucleusModel, model_of
-from nucleus.inference.tiling import DEFAULT_OVERLAP, Tile, tile_for
+from nucleus.inference.tiling import Tile, tile_for
 from nucleus.segment import segment_file
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def detector_builds() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- tasks
 def segment_file_task(path: str, name: str, spec: DetectorSpec, channel: int | None,
-                      tile: int, overlap: int) -> dict:
+                      tile: int, overlap: int | None) -> dict:
     """One image on a worker: its labels, overlay PNG bytes and table
     (:func:`nucleus.segment.segment_file`), or its error."""
     try:
@@ -181,7 +181,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
 def segment_files_dask(files: Sequence[Path], out_dir: str | os.PathLike, spec: DetectorSpec,
                        client: Client, *, channel: int | None = None,
                        tile: int | None = None,
-                       overlap: int = DEFAULT_OVERLAP, large_pixels: int | None = None,
+                       overlap: int | None = None, large_pixels: int | None = None,
                        progress: bool = True, on_error: Callable[[str], None] = print,
                        written: list | None = None, rois: bool = False,
                        geojson: bool = False) -> Summary:

@@ -47,7 +47,17 @@ their time per pixel grows with the tile (a [1024, 1024, N] stack is 4x the pixe
 mosaic in 1,024-px tiles, against about 92 s expected at 512."""
 DEFAULT_OVERLAP = 128
 """Overlap of neighbouring tiles: must exceed the largest nucleus (139 px in DSB stage-1 train,
-99.9% of them under 103 px)."""
+99.9% of them under 103 px). What ``overlap=None`` (``segment``'s default, "auto") falls back
+to when the pilot window finds no nucleus."""
+MIN_OVERLAP = 64
+"""The least overlap ``overlap=None`` picks: at 64 px around 1,024-px tiles an 8,192 mosaic
+computes 1.13 pixels per output pixel instead of 1.27 at 128 (docs/segment_speed.md)."""
+PILOT_SIDE = 512
+"""Side of the window at the image's centre that ``overlap=None`` detects first, to see how big
+its nuclei are (:func:`pilot_tile`, :func:`overlap_for`)."""
+OVERLAP_MARGIN = 1.25
+"""``overlap=None`` makes the overlap this many times the largest nucleus the pilot found: the
+pilot sees a sample of the image, so a bigger nucleus may lie elsewhere."""
 
 Detect = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -124,6 +134,33 @@ def plan_tiles(shape: Sequence[int], tile: int = DEFAULT_TILE,
             tiles.append(Tile(len(tiles), (y, x, min(y + th, height), min(x + tw, width)),
                               (cy0, cx0, cy1, cx1)))
     return tiles
+
+
+def pilot_tile(shape: Sequence[int], side: int = PILOT_SIDE) -> Tile:
+    """The window of at most ``side`` x ``side`` at the centre of an image of ``shape``, as a
+    tile that owns all it finds (its core is its box). Its index, -1, is no planned tile's, so
+    a result keyed by index (Dask's tasks) is never taken for tile 0's."""
+    height, width = int(shape[0]), int(shape[1])
+    h, w = min(side, height), min(side, width)
+    y, x = (height - h) // 2, (width - w) // 2
+    return Tile(-1, (y, x, y + h, x + w), (float(y), float(x), float(y + h), float(x + w)))
+
+
+def overlap_for(instances: Sequence[Instance], tile: int) -> int:
+    """The tile overlap for an image whose pilot window (:func:`pilot_tile`) held ``instances``:
+    :data:`OVERLAP_MARGIN` times the largest bounding-box side among them, rounded up to 16 px,
+    at least :data:`MIN_OVERLAP` and at most half the ``tile``; :data:`DEFAULT_OVERLAP` (at most
+    half the tile) when the pilot found nothing to go by.
+
+    A nucleus no bigger than the overlap lies wholly inside the tile that owns it (module
+    docstring), so the overlap follows the nuclei the image holds instead of the largest any
+    image may hold: smaller overlaps compute fewer pixels twice."""
+    most = max(1, int(tile) // 2)
+    if not instances:
+        return min(DEFAULT_OVERLAP, most)
+    largest = max(max(i.box[2] - i.box[0], i.box[3] - i.box[1]) for i in instances)
+    need = -(-int(np.ceil(OVERLAP_MARGIN * largest)) // 16) * 16
+    return int(min(max(MIN_OVERLAP, need), most))
 
 
 def instances_of(masks: np.ndarray, scores: Sequence[float],
@@ -325,13 +362,24 @@ def tile_for(detect) -> int:
     return DEFAULT_TILE if getattr(detect, "crop_sized", False) else FULL_MASK_TILE
 
 
+def needs_tiles(shape: Sequence[int], tile: int) -> bool:
+    """Whether an image of ``shape`` is detected in more than one ``tile``."""
+    return int(shape[0]) > tile or int(shape[1]) > tile
+
+
 def predict_tiled(image, detect: Detect, tile: int | None = None,
-                  overlap: int = DEFAULT_OVERLAP,
+                  overlap: int | None = DEFAULT_OVERLAP,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Label image and scores of ``image`` ([H, W, ...], prepared for the detector), detected
     tile by tile when it is bigger than ``tile`` (in one piece otherwise); ``detect`` as
-    :func:`detect_tile` takes it; ``tile`` None: :func:`tile_for` the detector."""
-    tiles = plan_tiles(np.shape(image), tile or tile_for(detect), overlap)
+    :func:`detect_tile` takes it; ``tile`` None: :func:`tile_for` the detector; ``overlap``
+    None: :func:`overlap_for` the nuclei of the image's :func:`pilot_tile`."""
+    tile = tile or tile_for(detect)
+    if overlap is None:
+        overlap = DEFAULT_OVERLAP
+        if needs_tiles(np.shape(image), tile):
+            overlap = overlap_for(detect_tile(image, pilot_tile(np.shape(image)), detect), tile)
+    tiles = plan_tiles(np.shape(image), tile, overlap)
     found: list[Instance] = []
     for t in tqdm(tiles, desc="tiles", unit="tile", leave=False,
                   disable=not progress or len(tiles) == 1):
