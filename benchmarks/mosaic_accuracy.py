@@ -23,11 +23,7 @@ import argparse
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +34,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_ROOT))
 
+from benchmarks.segment_speed import run_segment  # noqa: E402
 from mrcnn.files import atomic_path  # noqa: E402
 from nucleus.formats.image_io import read_image  # noqa: E402
 from nucleus.kinds import image_kind  # noqa: E402
@@ -133,24 +130,6 @@ def mosaic_files(work: Path, name: str, pairs_of, size: int) -> tuple[Path, Path
     return image_path, labels_path
 
 
-def segment_labels(path: Path, extra: list[str]) -> tuple[np.ndarray, float]:
-    """``nucleus segment`` on ``path`` in a child process: its label image and the seconds."""
-    out = Path(tempfile.mkdtemp(prefix="mosaic-accuracy-"))
-    try:
-        command = [sys.executable, "-m", "nucleus", "segment", str(path), "--out", str(out),
-                   *extra]
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=_ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n"
-                             f"{proc.stderr[-3000:]}")
-        return tifffile.imread(out / f"{path.stem}_labels.tif"), seconds
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="~/.cache/dsb2018",
@@ -182,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--subset {opts.subset}: give --solution to label it (or use val)")
     image_path, labels_path = mosaic_files(work, name, pairs_of, opts.size)
     truth = np.load(labels_path)
-    found, seconds = segment_labels(image_path, shlex.split(opts.args))
+    run = run_segment(image_path, shlex.split(opts.args), labels=True)
+    found, seconds = run["labels"], run["seconds"]
     score = image_score(truth, found)
     row = {"mosaic": name, "size": opts.size, "args": opts.args, "map": float(score.score),
            "precisions": [round(float(p), 4) for p in score.precisions],

@@ -96,10 +96,10 @@ def mosaic_file(work: Path, dataset: Path, size: int) -> Path:
     return path
 
 
-def run_segment(path: Path, extra: list[str]) -> dict:
+def run_segment(path: Path, extra: list[str], labels: bool = False) -> dict:
     """``nucleus segment`` on one file in a child process: seconds, CPU seconds (user + system,
     all its threads: steadier than wall time when other jobs share the cores), peak RSS,
-    nuclei."""
+    nuclei; with ``labels`` also the label image it wrote (``"labels"``)."""
     out = Path(tempfile.mkdtemp(prefix="segment-speed-"))
     try:
         command = [sys.executable, "-m", "nucleus", "segment", str(path), "--out", str(out),
@@ -117,8 +117,11 @@ def run_segment(path: Path, extra: list[str]) -> dict:
                              f"{stderr[-3000:]}")
         with open(out / "nuclei.csv", newline="") as f:
             nuclei = sum(1 for _ in csv.DictReader(f))
-        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
+        result = {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "nuclei": nuclei}
+        if labels:
+            result["labels"] = tifffile.imread(out / f"{path.stem}_labels.tif")
+        return result
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
