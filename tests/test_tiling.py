@@ -85,12 +85,19 @@ def _blobs(shape, centres, radius=6) -> np.ndarray:
     return image
 
 
-def test_tiled_equals_whole_image_on_a_small_image():
-    rng = np.random.default_rng(3)
-    centres = [(rng.integers(8, 292), rng.integers(8, 392)) for _ in range(60)]
-    image = _blobs((300, 400), centres, radius=5)
+def _scattered(seed: int, shape: tuple[int, int], count: int, radius: int):
+    """Blobs at random centres, the threshold detector, and what it finds on the whole image."""
+    rng = np.random.default_rng(seed)
+    margin = radius + 3
+    centres = [(rng.integers(margin, shape[0] - margin), rng.integers(margin, shape[1] - margin))
+               for _ in range(count)]
+    image = _blobs(shape, centres, radius=radius)
     detect = threshold_detector()
-    direct = labels_from_masks(*detect(image))
+    return image, detect, labels_from_masks(*detect(image))
+
+
+def test_tiled_equals_whole_image_on_a_small_image():
+    image, detect, direct = _scattered(3, (300, 400), 60, radius=5)
     whole = predict_tiled(image, detect, tile=512, overlap=64)          # one tile
     tiled = predict_tiled(image, detect, tile=96, overlap=40)           # 5 x 7 tiles
     assert len(plan_tiles(image.shape, 96, 40)) == 35
@@ -135,11 +142,7 @@ def test_the_overlap_follows_the_largest_nucleus_the_pilot_finds():
 
 
 def test_automatic_overlap_is_measured_on_the_centre_and_keeps_every_nucleus():
-    rng = np.random.default_rng(5)
-    centres = [(rng.integers(12, 1188), rng.integers(12, 1388)) for _ in range(400)]
-    image = _blobs((1200, 1400), centres, radius=9)
-    detect = threshold_detector()
-    direct = labels_from_masks(*detect(image))
+    image, detect, direct = _scattered(5, (1200, 1400), 400, radius=9)
     calls = []
 
     def counted(crop):
