@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset, work = Path(opts.dataset).expanduser(), Path(opts.work).expanduser()
     if opts.solution:
         solution = Path(opts.solution).expanduser()
-        name = f"{opts.subset}_{solution.stem}"
+        name = solution.stem
         pairs_of = lambda: solution_pairs(dataset, opts.subset, solution)  # noqa: E731
     elif opts.subset == "val":
         name, pairs_of = "val", lambda: val_pairs(dataset)  # noqa: E731

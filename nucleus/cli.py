@@ -23,7 +23,7 @@ from nucleus.formats.submission import SubmissionWriter, check_submission
 from nucleus.inference.nucleus_model import NucleusModel
 from nucleus.inference.nucleus_model import make_detector as model_detector
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE,
-                                      MIN_OVERLAP, OVERLAP_MARGIN, PILOT_SIDE)
+                                      MIN_OVERLAP, OVERLAP_MARGIN)
 from nucleus.scoring import metric
 from nucleus.scoring.submission_score import score_submission
 from nucleus.segment import TABLE_NAME, collect_files, segment_files
@@ -251,9 +251,9 @@ def _add_segment(sub) -> None:
                         f"scale 1 without TTA, else {FULL_MASK_TILE})")
     p.add_argument("--overlap", type=_overlap, default=None, metavar="PIXELS",
                    help=f"overlap of neighbouring tiles in pixels, or auto; must exceed the "
-                        f"largest nucleus. Default auto: {OVERLAP_MARGIN:g} times the largest nucleus "
-                        f"found in a {PILOT_SIDE} px window at the image's centre, at least "
-                        f"{MIN_OVERLAP} ({DEFAULT_OVERLAP} if it finds none)")
+                        f"largest nucleus. Default auto: {OVERLAP_MARGIN:g} times the largest "
+                        f"nucleus in the tile at the image's centre (detected first), at least "
+                        f"{MIN_OVERLAP} ({DEFAULT_OVERLAP} if it holds none)")
     p.add_argument("--weights", default=None,
                    help="weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--model", choices=MODELS, default="mrcnn",

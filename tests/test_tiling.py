@@ -8,7 +8,7 @@ import skimage.measure
 
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, MIN_OVERLAP, Instance, Tile, detect_tile,
                                       instances_of, labels_from_masks, overlap_for, owned,
-                                      pilot_tile, plan_tiles, predict_tiled, stitch, tile_side)
+                                      centre_tile, plan_tiles, predict_tiled, stitch, tile_side)
 from nucleus.sample_data import sample_mosaic, threshold_detector
 
 
@@ -129,9 +129,8 @@ def _boxed(*sides) -> list[Instance]:
 
 
 def test_the_overlap_follows_the_largest_nucleus_the_pilot_finds():
-    assert pilot_tile((3000, 200)).box == (1244, 0, 1756, 200)      # centred, clipped to the image
-    assert pilot_tile((3000, 200)).index == -1                      # no planned tile's index
-    assert pilot_tile((3000, 200)).core == (1244.0, 0.0, 1756.0, 200.0)
+    tiles = plan_tiles((3000, 200), 512, 64)
+    assert centre_tile(tiles, (3000, 200)) == tiles[3]              # 7 tiles: the 4th, at 1244
     assert overlap_for([], 1024) == DEFAULT_OVERLAP                 # nothing to go by
     assert overlap_for([], 200) == 100                              # at most half the tile
     assert overlap_for(_boxed((20, 30), (12, 12)), 1024) == MIN_OVERLAP
@@ -149,14 +148,32 @@ def test_automatic_overlap_is_measured_on_the_centre_and_keeps_every_nucleus():
         calls.append(crop.shape[:2])
         return detect(crop)
     labels, scores = predict_tiled(image, counted, tile=512, overlap=None)
-    assert calls[0] == (512, 512)                                    # the pilot first
-    # blobs (and merged pairs) are under 52 px: 64 px of overlap, so 3 x 3 tiles, not 3 x 4
-    assert len(calls) == 1 + len(plan_tiles(image.shape, 512, MIN_OVERLAP)) == 10
+    # blobs (and merged pairs) are under 52 px: 64 px of overlap, so 3 x 3 tiles (3 x 4 at 128),
+    # the centre one detected first and not again
+    tiles = plan_tiles(image.shape, 512, MIN_OVERLAP)
+    assert len(tiles) == 9 and len(calls) == 9
+    assert calls[0] == tuple(np.subtract(tiles[4].box[2:], tiles[4].box[:2]))
     np.testing.assert_array_equal(labels, direct[0])
     np.testing.assert_array_equal(scores, direct[1])
     calls.clear()
     predict_tiled(image[:400, :500], counted, tile=512, overlap=None)
     assert calls == [(400, 500)]                                     # one tile: no pilot
+
+
+def test_big_nuclei_at_the_centre_plan_the_image_again():
+    image, detect, direct = _scattered(6, (1200, 1400), 60, radius=9)
+    yy, xx = np.mgrid[:1200, :1400]
+    image[(yy - 600) ** 2 + (xx - 700) ** 2 <= 45 ** 2] = 200       # a 91-px nucleus at the centre
+    direct = labels_from_masks(*detect(image))
+    calls = []
+
+    def counted(crop):
+        calls.append(crop.shape[:2])
+        return detect(crop)
+    labels, _ = predict_tiled(image, counted, tile=512, overlap=None)
+    tiles = plan_tiles(image.shape, 512, 128)                        # 1.25 x 91 -> 128
+    assert len(calls) == 1 + len(tiles) == 13                        # the pilot, then all again
+    np.testing.assert_array_equal(labels, direct[0])
 
 
 def test_a_nucleus_on_a_seam_is_found_once_and_whole():

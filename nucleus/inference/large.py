@@ -31,8 +31,8 @@ from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_l
                                      plan_preparation, prepare_window)
 from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
-                                      Pasted, Tile, needs_tiles, overlap_for, owned,
-                                      pilot_tile, plan_tiles, tile_for, tile_instances)
+                                      Pasted, Tile, auto_plan, owned, plan_tiles, tile_for,
+                                      tile_instances)
 
 if TYPE_CHECKING:
     from nucleus.inference.detectors import Detector
@@ -253,21 +253,26 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
 
     ``detect_tiles(path, channel, prep, tiles)`` yields each tile's :class:`Found` nuclei in
     tile order (:func:`serial_tiles` here; Dask workers in :mod:`nucleus.inference.parallel`).
-    ``overlap`` None: from the nuclei ``detect_tiles`` finds in the image's
-    :func:`nucleus.inference.tiling.pilot_tile` first (:func:`~nucleus.inference.tiling.overlap_for`).
+    ``overlap`` None: from the nuclei ``detect_tiles`` finds in the tile at the image's centre,
+    detected first (:func:`nucleus.inference.tiling.auto_plan`).
     """
     path = str(path)
     image = cached_open(path, channel)
     prep = plan_preparation(image, normalization)
+    known = None
     if overlap is None:
-        overlap = DEFAULT_OVERLAP
-        if needs_tiles(image.shape, tile):
-            (pilot,) = list(detect_tiles(path, channel, prep, [pilot_tile(image.shape)]))
-            overlap = overlap_for([f.instance for f in pilot], tile)
-    tiles = plan_tiles(image.shape, tile, overlap)
+        def pilot(t: Tile) -> tuple[list[Found], list[Instance]]:
+            (found,) = list(detect_tiles(path, channel, prep, [t]))
+            return found, [f.instance for f in found]
+        tiles, overlap, known = auto_plan(image.shape, tile, pilot)
+    else:
+        tiles = plan_tiles(image.shape, tile, overlap)
     store = LabelStore(Path(labels_path), image.shape)
     try:
-        bar = tqdm(detect_tiles(path, channel, prep, tiles), total=len(tiles),
+        found = _with_known(detect_tiles(path, channel, prep,
+                                         [t for t in tiles if not known or t.index != known[0]]),
+                            tiles, known)
+        bar = tqdm(found, total=len(tiles),
                    desc=f"tiles (overlap {overlap})",
                    unit="tile", leave=False, disable=not progress)
         count, table = stitch_found(image.shape, zip(tiles, bar), store.write_rows, name)
@@ -276,6 +281,20 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
         raise
     store.close(count)
     return table
+
+
+def _with_known(results: Iterable[list[Found]], tiles: Sequence[Tile],
+                known: tuple[int, list[Found]] | None) -> Iterator[list[Found]]:
+    """Each tile's nuclei in tile order: ``known``'s (index, nuclei) for its tile, the next of
+    ``results`` (the other tiles' in order) for every other."""
+    results = iter(results)
+    try:
+        for t in tiles:
+            yield known[1] if known and known[0] == t.index else next(results)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def is_large(path: str | os.PathLike, channel: int | None = None,

@@ -139,8 +139,10 @@ def dask_tiles(client: Client, spec: DetectorSpec):
     the workers and yields their results in tile order."""
     def detect_tiles(path: str, channel: int | None, prep: Preparation,
                      tiles: Sequence[Tile]) -> Iterator[list[Found]]:
+        # keyed by the box too: a pilot tile planned again (auto overlap) is another task
+        keys = [f"tile-{Path(path).name}-{t.index}-" + "-".join(map(str, t.box)) for t in tiles]
         futures = client.map(functools.partial(tile_task, path, channel, prep, spec), tiles,
-                             key=[f"tile-{Path(path).name}-{t.index}" for t in tiles])
+                             key=keys)
         try:
             for k in range(len(futures)):
                 yield futures[k].result()

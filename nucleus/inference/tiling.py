@@ -27,7 +27,7 @@ as they are finished.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -48,16 +48,13 @@ mosaic in 1,024-px tiles, against about 92 s expected at 512."""
 DEFAULT_OVERLAP = 128
 """Overlap of neighbouring tiles: must exceed the largest nucleus (139 px in DSB stage-1 train,
 99.9% of them under 103 px). What ``overlap=None`` (``segment``'s default, "auto") falls back
-to when the pilot window finds no nucleus."""
+to when the pilot tile finds no nucleus (:func:`auto_plan`)."""
 MIN_OVERLAP = 64
 """The least overlap ``overlap=None`` picks: at 64 px around 1,024-px tiles an 8,192 mosaic
 computes 1.13 pixels per output pixel instead of 1.27 at 128 (docs/segment_speed.md)."""
-PILOT_SIDE = 512
-"""Side of the window at the image's centre that ``overlap=None`` detects first, to see how big
-its nuclei are (:func:`pilot_tile`, :func:`overlap_for`)."""
 OVERLAP_MARGIN = 1.25
-"""``overlap=None`` makes the overlap this many times the largest nucleus the pilot found: the
-pilot sees a sample of the image, so a bigger nucleus may lie elsewhere."""
+"""``overlap=None`` makes the overlap this many times the largest nucleus the pilot tile found
+(:func:`auto_plan`): it sees a sample of the image, so a bigger nucleus may lie elsewhere."""
 
 Detect = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -136,18 +133,41 @@ def plan_tiles(shape: Sequence[int], tile: int = DEFAULT_TILE,
     return tiles
 
 
-def pilot_tile(shape: Sequence[int], side: int = PILOT_SIDE) -> Tile:
-    """The window of at most ``side`` x ``side`` at the centre of an image of ``shape``, as a
-    tile that owns all it finds (its core is its box). Its index, -1, is no planned tile's, so
-    a result keyed by index (Dask's tasks) is never taken for tile 0's."""
-    height, width = int(shape[0]), int(shape[1])
-    h, w = min(side, height), min(side, width)
-    y, x = (height - h) // 2, (width - w) // 2
-    return Tile(-1, (y, x, y + h, x + w), (float(y), float(x), float(y + h), float(x + w)))
+def centre_tile(tiles: Sequence[Tile], shape: Sequence[int]) -> Tile:
+    """The tile of ``tiles`` whose box centre is nearest the centre of an image of ``shape``."""
+    cy, cx = int(shape[0]) / 2, int(shape[1]) / 2
+    return min(tiles, key=lambda t: ((t.box[0] + t.box[2]) / 2 - cy) ** 2
+               + ((t.box[1] + t.box[3]) / 2 - cx) ** 2)
+
+
+def auto_plan(shape: Sequence[int], tile: int,
+              detect_pilot: Callable[[Tile], tuple[Any, Sequence[Instance]]]
+              ) -> tuple[list[Tile], int, tuple[int, Any] | None]:
+    """The tiles for ``overlap=None``: ``(tiles, overlap, known)``.
+
+    The image is planned with :data:`MIN_OVERLAP` and the tile nearest its centre detected
+    first, ``detect_pilot(tile) -> (result, instances it owns)``; the overlap is then
+    :func:`overlap_for` those instances. Where that is :data:`MIN_OVERLAP` (or half a small
+    tile) the plan stands and
+    ``known`` is ``(the pilot's index, its result)``, to be used instead of detecting it again;
+    else the image is planned again with the bigger overlap and ``known`` is None. The pilot is
+    a tile of the plan, so it costs no extra network call and no new tile shape (which a
+    compiled model would trace again) where the nuclei are small. An image of one tile has no
+    pilot."""
+    least = min(MIN_OVERLAP, max(1, int(tile) // 2))
+    tiles = plan_tiles(shape, tile, least)
+    if len(tiles) == 1:
+        return tiles, least, None
+    pilot = centre_tile(tiles, shape)
+    result, instances = detect_pilot(pilot)
+    overlap = overlap_for(instances, tile)
+    if overlap == least:
+        return tiles, overlap, (pilot.index, result)
+    return plan_tiles(shape, tile, overlap), overlap, None
 
 
 def overlap_for(instances: Sequence[Instance], tile: int) -> int:
-    """The tile overlap for an image whose pilot window (:func:`pilot_tile`) held ``instances``:
+    """The tile overlap for an image whose pilot tile (:func:`auto_plan`) held ``instances``:
     :data:`OVERLAP_MARGIN` times the largest bounding-box side among them, rounded up to 16 px,
     at least :data:`MIN_OVERLAP` and at most half the ``tile``; :data:`DEFAULT_OVERLAP` (at most
     half the tile) when the pilot found nothing to go by.
@@ -362,26 +382,24 @@ def tile_for(detect) -> int:
     return DEFAULT_TILE if getattr(detect, "crop_sized", False) else FULL_MASK_TILE
 
 
-def needs_tiles(shape: Sequence[int], tile: int) -> bool:
-    """Whether an image of ``shape`` is detected in more than one ``tile``."""
-    return int(shape[0]) > tile or int(shape[1]) > tile
-
-
 def predict_tiled(image, detect: Detect, tile: int | None = None,
                   overlap: int | None = DEFAULT_OVERLAP,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Label image and scores of ``image`` ([H, W, ...], prepared for the detector), detected
     tile by tile when it is bigger than ``tile`` (in one piece otherwise); ``detect`` as
     :func:`detect_tile` takes it; ``tile`` None: :func:`tile_for` the detector; ``overlap``
-    None: :func:`overlap_for` the nuclei of the image's :func:`pilot_tile`."""
+    None: from the nuclei of the tile at the image's centre (:func:`auto_plan`)."""
     tile = tile or tile_for(detect)
+    known = None
     if overlap is None:
-        overlap = DEFAULT_OVERLAP
-        if needs_tiles(np.shape(image), tile):
-            overlap = overlap_for(detect_tile(image, pilot_tile(np.shape(image)), detect), tile)
-    tiles = plan_tiles(np.shape(image), tile, overlap)
+        def pilot(t: Tile) -> tuple[list[Instance], list[Instance]]:
+            found = detect_tile(image, t, detect)
+            return found, found
+        tiles, overlap, known = auto_plan(np.shape(image), tile, pilot)
+    else:
+        tiles = plan_tiles(np.shape(image), tile, overlap)
     found: list[Instance] = []
     for t in tqdm(tiles, desc="tiles", unit="tile", leave=False,
                   disable=not progress or len(tiles) == 1):
-        found.extend(detect_tile(image, t, detect))
+        found.extend(known[1] if known and known[0] == t.index else detect_tile(image, t, detect))
     return stitch(np.shape(image), found)
