@@ -399,7 +399,7 @@ def predict_tiled(image, detect: Detect, tile: int | None = None,
     else:
         tiles = plan_tiles(np.shape(image), tile, overlap)
     found: list[Instance] = []
-    for t in tqdm(tiles, desc="tiles", unit="tile", leave=False,
+    for t in tqdm(tiles, desc=f"tiles (overlap {overlap})", unit="tile", leave=False,
                   disable=not progress or len(tiles) == 1):
         found.extend(known[1] if known and known[0] == t.index else detect_tile(image, t, detect))
     return stitch(np.shape(image), found)
