@@ -50,8 +50,10 @@ DEFAULT_OVERLAP = 128
 99.9% of them under 103 px). What ``overlap=None`` (``segment``'s default, "auto") falls back
 to when the pilot tile finds no nucleus (:func:`auto_plan`)."""
 MIN_OVERLAP = 64
-"""The least overlap ``overlap=None`` picks: at 64 px around 1,024-px tiles an 8,192 mosaic
-computes 1.13 pixels per output pixel instead of 1.27 at 128 (docs/segment_speed.md)."""
+"""The least overlap ``overlap=None`` picks: with 1,024-px tiles a 16,384-px square computes
+1.13 pixels per output pixel at 64 px against 1.41 at 128, a 4,096-px one 1.20 against 1.37;
+where both round to the same tile side (a multiple of :data:`TILE_ALIGN`), as at 8,192 px,
+nothing changes (docs/segment_speed.md)."""
 OVERLAP_MARGIN = 1.25
 """``overlap=None`` makes the overlap this many times the largest nucleus the pilot tile found
 (:func:`auto_plan`): it sees a sample of the image, so a bigger nucleus may lie elsewhere."""
@@ -148,12 +150,11 @@ def auto_plan(shape: Sequence[int], tile: int,
     The image is planned with :data:`MIN_OVERLAP` and the tile nearest its centre detected
     first, ``detect_pilot(tile) -> (result, instances it owns)``; the overlap is then
     :func:`overlap_for` those instances. Where that is :data:`MIN_OVERLAP` (or half a small
-    tile) the plan stands and
-    ``known`` is ``(the pilot's index, its result)``, to be used instead of detecting it again;
-    else the image is planned again with the bigger overlap and ``known`` is None. The pilot is
-    a tile of the plan, so it costs no extra network call and no new tile shape (which a
-    compiled model would trace again) where the nuclei are small. An image of one tile has no
-    pilot."""
+    tile) the plan stands and ``known`` is ``(the pilot's index, its result)``, to be used
+    instead of detecting that tile again; else the image is planned again with the bigger
+    overlap, ``known`` is None and the pilot's call is spent. The pilot is a tile of the plan,
+    so where the nuclei are small it costs no extra network call and no new tile shape (which
+    a compiled model would trace again). An image of one tile has no pilot."""
     least = min(MIN_OVERLAP, max(1, int(tile) // 2))
     tiles = plan_tiles(shape, tile, least)
     if len(tiles) == 1:
