@@ -27,7 +27,7 @@ as they are finished.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -383,6 +383,30 @@ def tile_for(detect) -> int:
     return DEFAULT_TILE if getattr(detect, "crop_sized", False) else FULL_MASK_TILE
 
 
+def plan_for(image, detect: Detect, tile: int | None = None,
+             overlap: int | None = DEFAULT_OVERLAP
+             ) -> tuple[list[Tile], int, tuple[int, list[Instance]] | None]:
+    """``(tiles, overlap, known)`` for detecting ``image`` (prepared, [H, W, ...]) with
+    ``detect`` tile by tile: ``tile`` None is :func:`tile_for` the detector; ``overlap`` None
+    detects the centre tile first (:func:`auto_plan`; ``known`` is then its nuclei, or None)."""
+    tile = tile or tile_for(detect)
+    if overlap is not None:
+        return plan_tiles(np.shape(image), tile, overlap), overlap, None
+
+    def pilot(t: Tile) -> tuple[list[Instance], list[Instance]]:
+        found = detect_tile(image, t, detect)
+        return found, found
+    return auto_plan(np.shape(image), tile, pilot)
+
+
+def tile_results(image, tiles: Sequence[Tile], detect: Detect,
+                 known: tuple[int, list[Instance]] | None = None) -> Iterator[list[Instance]]:
+    """The nuclei each of ``tiles`` owns, in order (:func:`detect_tile`); the tile of
+    ``known``'s index gets ``known``'s nuclei instead of a second detection."""
+    for t in tiles:
+        yield known[1] if known and known[0] == t.index else detect_tile(image, t, detect)
+
+
 def predict_tiled(image, detect: Detect, tile: int | None = None,
                   overlap: int | None = DEFAULT_OVERLAP,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -390,17 +414,10 @@ def predict_tiled(image, detect: Detect, tile: int | None = None,
     tile by tile when it is bigger than ``tile`` (in one piece otherwise); ``detect`` as
     :func:`detect_tile` takes it; ``tile`` None: :func:`tile_for` the detector; ``overlap``
     None: from the nuclei of the tile at the image's centre (:func:`auto_plan`)."""
-    tile = tile or tile_for(detect)
-    known = None
-    if overlap is None:
-        def pilot(t: Tile) -> tuple[list[Instance], list[Instance]]:
-            found = detect_tile(image, t, detect)
-            return found, found
-        tiles, overlap, known = auto_plan(np.shape(image), tile, pilot)
-    else:
-        tiles = plan_tiles(np.shape(image), tile, overlap)
+    tiles, overlap, known = plan_for(image, detect, tile, overlap)
     found: list[Instance] = []
-    for t in tqdm(tiles, desc=f"tiles (overlap {overlap})", unit="tile", leave=False,
-                  disable=not progress or len(tiles) == 1):
-        found.extend(known[1] if known and known[0] == t.index else detect_tile(image, t, detect))
+    for owned_here in tqdm(tile_results(image, tiles, detect, known), total=len(tiles),
+                           desc=f"tiles (overlap {overlap})", unit="tile", leave=False,
+                           disable=not progress or len(tiles) == 1):
+        found.extend(owned_here)
     return stitch(np.shape(image), found)

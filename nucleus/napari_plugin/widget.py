@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 from nucleus.errors import InputError
 from nucleus.formats.image_io import grey_intensity
 from nucleus.inference.nucleus_model import NucleusModel, make_detector
-from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, FULL_MASK_TILE, detect_tile,
-                                      plan_tiles, stitch, tile_for)
+from nucleus.inference.tiling import (DEFAULT_TILE, FULL_MASK_TILE, plan_for, stitch,
+                                      tile_results)
 from nucleus.napari_plugin.reader import features_of
 from nucleus.segment import measure
 
@@ -54,7 +54,7 @@ class Settings:
     scale: float | str | None = None    # None: the model's own choice
     tta: bool = False
     tile: int | None = None             # None: the detector's own (inference.tiling.tile_for)
-    overlap: int = DEFAULT_OVERLAP
+    overlap: int | None = None         # None: from the nuclei (inference.tiling.auto_plan)
 
 
 _DETECTORS: dict[tuple, Detector] = {}
@@ -124,12 +124,11 @@ def run_segmentation(raw: np.ndarray, detector: Detector | Callable[[], Detector
         prepared = detector.prepare(raw)
     except ValueError as e:
         raise InputError(f"{name}: {e}") from e
-    tiles = plan_tiles(np.shape(prepared), settings.tile or tile_for(detector),
-                       settings.overlap)
+    tiles, _, known = plan_for(prepared, detector, settings.tile, settings.overlap)
     found = []
     yield 0, len(tiles)
-    for k, tile in enumerate(tiles):
-        found.extend(detect_tile(prepared, tile, detector))
+    for k, owned in enumerate(tile_results(prepared, tiles, detector, known)):
+        found.extend(owned)
         yield k + 1, len(tiles)
     labels, scores = stitch(np.shape(prepared), found)
     return labels, measure(labels, scores, grey_intensity(raw), name)
@@ -260,9 +259,9 @@ class SegmentWidget(QWidget):
         tile = self.tile_box.value()
         if tile == self.tile_box.minimum():
             return Settings(weights, round(self.confidence_box.value(), 4), scale,
-                            self.tta_box.isChecked(), None, DEFAULT_OVERLAP)
+                            self.tta_box.isChecked(), None, None)
         return Settings(weights, round(self.confidence_box.value(), 4), scale,
-                        self.tta_box.isChecked(), tile, min(DEFAULT_OVERLAP, tile // 2))
+                        self.tta_box.isChecked(), tile, None)
 
     # ------------------------------------------------------------------------ running
     def _fail(self, message: str) -> None:
