@@ -34,7 +34,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_ROOT))
 
-from benchmarks.segment_speed import run_segment  # noqa: E402
+from benchmarks.segment_speed import mosaic_layout, run_segment  # noqa: E402
 from mrcnn.files import atomic_path  # noqa: E402
 from nucleus.formats.image_io import read_image  # noqa: E402
 from nucleus.kinds import image_kind  # noqa: E402
@@ -98,22 +98,16 @@ def labelled_mosaic(pairs: list[tuple[np.ndarray, np.ndarray]], size: int,
 
     if not pairs:
         raise SystemExit("no labelled fluorescence images to build a mosaic from")
-    rng = np.random.default_rng(seed)
     image = np.zeros((size, size), np.uint8)
     labels = np.zeros((size, size), np.int64)
-    y, offset = 0, 0
-    while y < size:
-        x, row_height = 0, 0
-        while x < size:
-            plane, truth = pairs[int(rng.integers(len(pairs)))]
-            h, w = plane.shape
-            image[y:y + h, x:x + w] = plane[:size - y, :size - x]
-            piece = truth[:size - y, :size - x].astype(np.int64)
-            labels[y:y + h, x:x + w] = np.where(piece > 0, piece + offset, 0)
-            offset += int(truth.max())
-            x += w
-            row_height = max(row_height, h)
-        y += row_height
+    offset = 0
+    for k, y, x in mosaic_layout([plane.shape for plane, _ in pairs], size, seed):
+        plane, truth = pairs[k]
+        h, w = plane.shape
+        image[y:y + h, x:x + w] = plane[:size - y, :size - x]
+        piece = truth[:size - y, :size - x].astype(np.int64)
+        labels[y:y + h, x:x + w] = np.where(piece > 0, piece + offset, 0)
+        offset += int(truth.max())
     return image, relabel_sequential(labels)[0].astype(np.int32)
 
 

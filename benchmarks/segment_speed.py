@@ -68,20 +68,31 @@ def fluorescence_images(dataset: Path) -> list[np.ndarray]:
     return planes
 
 
-def mosaic(planes: list[np.ndarray], size: int, seed: int = MOSAIC_SEED) -> np.ndarray:
-    """A ``size`` x ``size`` uint8 mosaic: rows of randomly drawn images, cut at the edges."""
+def mosaic_layout(shapes: list[tuple[int, int]], size: int,
+                  seed: int = MOSAIC_SEED) -> list[tuple[int, int, int]]:
+    """Where the pieces of a ``size`` x ``size`` mosaic go: ``(piece index, y, x)`` for rows of
+    pieces drawn at random (seeded) from ``shapes``, left to right, each row as tall as its
+    tallest piece, the last ones cut at the edges."""
     rng = np.random.default_rng(seed)
-    out = np.zeros((size, size), np.uint8)
+    placed = []
     y = 0
     while y < size:
         x, row_height = 0, 0
         while x < size:
-            plane = planes[int(rng.integers(len(planes)))]
-            h, w = plane.shape
-            out[y:y + h, x:x + w] = plane[:size - y, :size - x]
+            k = int(rng.integers(len(shapes)))
+            placed.append((k, y, x))
+            h, w = shapes[k]
             x += w
             row_height = max(row_height, h)
         y += row_height
+    return placed
+
+
+def mosaic(planes: list[np.ndarray], size: int, seed: int = MOSAIC_SEED) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 mosaic: rows of randomly drawn images, cut at the edges."""
+    out = np.zeros((size, size), np.uint8)
+    for k, y, x in mosaic_layout([p.shape for p in planes], size, seed):
+        out[y:y + planes[k].shape[0], x:x + planes[k].shape[1]] = planes[k][:size - y, :size - x]
     return out
 
 

@@ -30,11 +30,12 @@ from nucleus.inference.nucleus_model import config_from_weights, profile_of  # n
 
 def average_into(model, loaded: list[str], others: list[str]) -> None:
     """Replace ``model``'s weights (already loaded from one checkpoint, the layers ``loaded``)
-    with their mean over that checkpoint and ``others``, loaded one at a time so memory holds
-    two copies at most. A checkpoint that lacks any of those layers is refused."""
+    with their mean over that checkpoint and ``others``, loaded one at a time (memory: the
+    float64 sum, the first checkpoint's weights and the model's). A checkpoint that lacks any
+    of those layers is refused."""
     net = model.keras_model
-    total = [np.asarray(w, np.float64) for w in net.get_weights()]
     first = net.get_weights()
+    total = [np.asarray(w, np.float64) for w in first]
     for path in others:
         missing = set(loaded) - set(model.load_weights(path, by_name=True))
         if missing:

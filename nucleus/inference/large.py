@@ -32,7 +32,7 @@ from nucleus.formats.lazy_io import (LazyImage, Preparation, cached_open, open_l
 from nucleus.formats.nuclei_table import COLUMNS, PROPERTIES, RENAME, measure
 from nucleus.inference.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, BandStitcher, Instance,
                                       Pasted, Tile, auto_plan, owned, plan_tiles, tile_for,
-                                      tile_instances)
+                                      tile_instances, with_known)
 
 if TYPE_CHECKING:
     from nucleus.inference.detectors import Detector
@@ -269,9 +269,7 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
         tiles = plan_tiles(image.shape, tile, overlap)
     store = LabelStore(Path(labels_path), image.shape)
     try:
-        found = _with_known(detect_tiles(path, channel, prep,
-                                         [t for t in tiles if not known or t.index != known[0]]),
-                            tiles, known)
+        found = with_known(tiles, known, lambda rest: detect_tiles(path, channel, prep, rest))
         bar = tqdm(found, total=len(tiles),
                    desc=f"tiles (overlap {overlap})",
                    unit="tile", leave=False, disable=not progress)
@@ -281,20 +279,6 @@ def segment_large(path: str | os.PathLike, name: str, labels_path: str | os.Path
         raise
     store.close(count)
     return table
-
-
-def _with_known(results: Iterable[list[Found]], tiles: Sequence[Tile],
-                known: tuple[int, list[Found]] | None) -> Iterator[list[Found]]:
-    """Each tile's nuclei in tile order: ``known``'s (index, nuclei) for its tile, the next of
-    ``results`` (the other tiles' in order) for every other."""
-    results = iter(results)
-    try:
-        for t in tiles:
-            yield known[1] if known and known[0] == t.index else next(results)
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()
 
 
 def is_large(path: str | os.PathLike, channel: int | None = None,

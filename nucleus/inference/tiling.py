@@ -399,12 +399,27 @@ def plan_for(image, detect: Detect, tile: int | None = None,
     return auto_plan(np.shape(image), tile, pilot)
 
 
+def with_known(tiles: Sequence[Tile], known: tuple[int, Any] | None,
+               detect_rest: Callable[[list[Tile]], Iterable[Any]]) -> Iterator[Any]:
+    """Each tile's result in tile order: ``known``'s result (its tile's index, the result)
+    for that tile, and for the others what ``detect_rest(the other tiles)`` yields, in order;
+    a generator it returns is closed at the end, so work it started ahead stops too."""
+    rest = [t for t in tiles if not known or t.index != known[0]]
+    results = iter(detect_rest(rest))
+    try:
+        for t in tiles:
+            yield known[1] if known and known[0] == t.index else next(results)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
 def tile_results(image, tiles: Sequence[Tile], detect: Detect,
                  known: tuple[int, list[Instance]] | None = None) -> Iterator[list[Instance]]:
     """The nuclei each of ``tiles`` owns, in order (:func:`detect_tile`); the tile of
     ``known``'s index gets ``known``'s nuclei instead of a second detection."""
-    for t in tiles:
-        yield known[1] if known and known[0] == t.index else detect_tile(image, t, detect)
+    return with_known(tiles, known, lambda rest: (detect_tile(image, t, detect) for t in rest))
 
 
 def predict_tiled(image, detect: Detect, tile: int | None = None,
