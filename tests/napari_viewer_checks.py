@@ -1,6 +1,6 @@
 """The napari plugin in a real napari viewer, headless (Qt's offscreen platform; the canvas
-needs an OpenGL context, which Qt's offscreen platform takes from an X server when DISPLAY is
-set: ``.ci/run`` starts Xvfb for this).
+needs an OpenGL context, which Qt's offscreen platform takes from the X server on DISPLAY:
+``tests/test_napari_plugin.py`` starts a private Xvfb for this).
 
 Not collected by ``pytest tests`` (the name does not match ``test_*.py``):
 ``tests/test_napari_plugin.py`` runs this module in a child process and ends that process with
@@ -55,9 +55,22 @@ def wait_for(widget, timeout: float = 300.0) -> None:
     QApplication.processEvents()
 
 
+def opengl_works() -> bool:
+    """Whether Qt can make an OpenGL context here (the viewer's canvas needs one; with Qt's
+    offscreen platform it comes from the X server on DISPLAY)."""
+    from qtpy.QtGui import QOpenGLContext
+
+    return QOpenGLContext().create()
+
+
 @pytest.fixture(scope="module")
 def viewer():
     viewer = napari.Viewer(show=False)
+    if not opengl_works():
+        viewer.close()
+        pytest.fail(f"no OpenGL context on DISPLAY={os.environ.get('DISPLAY')!r} (platform "
+                    f"{os.environ.get('QT_QPA_PLATFORM')!r}): is an X server with GLX running "
+                    "there? (Xvfb: xvfb-run -a)", pytrace=False)
     yield viewer
     viewer.close()
     QApplication.processEvents()

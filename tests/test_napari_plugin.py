@@ -9,17 +9,25 @@ has passed; TensorFlow loaded after the viewer's GL context even crashes. So thi
 them in a child Python that ends itself with ``os._exit`` right after pytest's summary, and
 this process never opens a viewer: the exit status of ``pytest tests`` stays the tests' own.
 
-The child needs an X display for OpenGL (``.ci/run`` starts Xvfb; by hand: ``xvfb-run -a``);
-without one it fails with a message saying so.
+The child needs an X server for OpenGL. Where ``Xvfb`` is installed the test starts its own,
+on a display number Xvfb picks as free (``-displayfd``), and gives the child that DISPLAY, so an
+inherited DISPLAY that points at no server (or at one without OpenGL) cannot fail the checks;
+without Xvfb it uses the inherited DISPLAY, and without any it fails with a message saying so.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
+import select
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +37,8 @@ CHECKS = HERE / "napari_viewer_checks.py"
 TIMEOUT = 1200
 """Seconds for the whole child run (two builds of the shipped model and a few segmentations
 take about a minute on two CPU cores)."""
+XVFB_START = 30
+"""Seconds Xvfb gets to say which display it serves."""
 
 CHILD = """\
 import os, sys, pytest
@@ -46,12 +56,78 @@ def check_names() -> list[str]:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 
 
+@contextlib.contextmanager
+def own_display() -> Iterator[str | None]:
+    """A private Xvfb's DISPLAY (``":N"``) while the block runs, or the inherited DISPLAY
+    (``None`` if unset) where Xvfb is not installed. Xvfb writes the display number it chose to
+    a pipe (``-displayfd``) once it accepts connections, so no number is guessed or raced for."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        yield os.environ.get("DISPLAY")
+        return
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(
+        [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    try:
+        number = b""
+        end = time.monotonic() + XVFB_START
+        while not number.endswith(b"\n") and time.monotonic() < end:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, end - time.monotonic()))
+            chunk = os.read(read_end, 16) if ready else b""
+            if ready and not chunk:    # Xvfb closed the pipe: it exited without a display
+                break
+            number += chunk
+        if not number.strip().isdigit():
+            server.kill()
+            _, errors = server.communicate()
+            pytest.fail(f"{xvfb} did not start a display within {XVFB_START} s (exit status "
+                        f"{server.returncode}); its output:\n{errors[-4000:]}", pytrace=False)
+        yield f":{int(number)}"
+    finally:
+        os.close(read_end)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+
+
 def test_the_plugin_in_a_headless_napari_viewer(tmp_path):
     if importlib.util.find_spec("napari") is None:
         pytest.skip("napari is not installed: pip install '.[napari]'")
+    with own_display() as display:
+        run_checks(tmp_path, display)
+
+
+def test_own_display_serves_x_clients():
+    """The private Xvfb accepts a connection on the display it reports, and is gone after."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    with own_display() as display:
+        socket_path = Path(f"/tmp/.X11-unix/X{display.lstrip(':')}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(socket_path))
+    deadline = time.monotonic() + 10
+    while socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not socket_path.exists(), "Xvfb left running after the block"
+
+
+def run_checks(tmp_path: Path, display: str | None) -> None:
+    """The checks module in a child Python on ``display``; fails with the child's output."""
     report = tmp_path / "checks.xml"
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if display is None:
+        env.pop("DISPLAY", None)
+    else:
+        env["DISPLAY"] = display
     command = [sys.executable, "-c", CHILD, str(CHECKS), "-q", "-rfE", "--disable-warnings",
                "-p", "no:cacheprovider",
                f"--basetemp={tmp_path / 'tmp'}", f"--junitxml={report}"]
