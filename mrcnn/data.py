@@ -31,13 +31,14 @@ def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:
 
 
 def load_image_gt(dataset, config, image_id: int, augment: bool = False, augmentation=None,
-                  use_mini_mask: bool | None = None):
+                  use_mini_mask: bool | None = None, rng=None):
     """Image and ground truth of one dataset image, resized (and augmented) for training.
 
     Returns ``image [H, W, 3] uint8, image_meta, class_ids [N], bbox [N, 4] (pixels),
     mask [h, w, N]`` where the mask is a mini mask when ``use_mini_mask`` (default: the
     configuration's ``USE_MINI_MASK``). ``augment`` is matterport's deprecated flag: a
-    left-right flip half of the time; ``augmentation`` is an imgaug augmenter.
+    left-right flip half of the time; ``augmentation`` is an imgaug augmenter. ``rng``: the
+    NumPy ``Generator`` of crops and flips (None: NumPy's global one).
     """
     if use_mini_mask is None:
         use_mini_mask = config.USE_MINI_MASK
@@ -45,19 +46,20 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
     mask, class_ids = dataset.load_mask(image_id)
     original_shape = image.shape
     if config.OBJECT_DIAMETER and config.IMAGE_RESIZE_MODE == "crop":
-        factor = object_scale(mask, config.OBJECT_DIAMETER, config.OBJECT_SCALE_JITTER)
-        image, mask, window, scale = scaled_crop(image, mask, factor, config.IMAGE_MIN_DIM)
+        factor = object_scale(mask, config.OBJECT_DIAMETER, config.OBJECT_SCALE_JITTER,
+                              np.random if rng is None else rng)
+        image, mask, window, scale = scaled_crop(image, mask, factor, config.IMAGE_MIN_DIM, rng)
     else:
         image, window, scale, padding, crop = utils.resize_image(
             image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-            max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+            max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE, rng=rng)
         if mask.shape[-1]:
             mask = utils.resize_mask(mask, scale, padding, crop)
         else:
             mask = np.zeros(image.shape[:2] + (0,), bool)
     if augment:
         log.warning("'augment' is deprecated. Use 'augmentation' instead.")
-        if np.random.randint(0, 2):
+        if utils.random_below(rng, 2):
             image, mask = np.fliplr(image), np.fliplr(mask)
     if augmentation is not None:
         # here: imgaug (~0.8 s) only when training augments, not for every detection
@@ -102,7 +104,7 @@ def object_scale(mask: np.ndarray, diameter: float, jitter: tuple[float, float] 
 
 
 def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
-                size: int) -> tuple[np.ndarray, np.ndarray, tuple, float]:
+                size: int, rng=None) -> tuple[np.ndarray, np.ndarray, tuple, float]:
     """A random ``size`` x ``size`` crop of ``image`` [H, W, C] and ``mask`` [H, W, N] rescaled
     by ``factor``: the matching window of ``size / factor`` pixels is cut first (padded with
     zeros where the image is smaller) and only it is resized, so an image enlarged 4x costs no
@@ -114,8 +116,8 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
 
     source = max(1, int(round(size / factor)))
     h, w = image.shape[:2]
-    y = np.random.randint(0, max(h - source, 0) + 1)
-    x = np.random.randint(0, max(w - source, 0) + 1)
+    y = utils.random_below(rng, max(h - source, 0) + 1)
+    x = utils.random_below(rng, max(w - source, 0) + 1)
     piece = image[y:y + source, x:x + source]
     masks = mask[y:y + source, x:x + source]
     masks = masks[..., masks.reshape(-1, masks.shape[-1]).any(axis=0)] if masks.shape[-1] \
@@ -140,16 +142,18 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, factor: float,
 
 
 def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray,
-                      config):
+                      config, rng=None):
     """Anchor labels (1 positive, -1 negative, 0 ignored) and deltas of the positive anchors.
 
     Returns ``rpn_match [A]`` and ``rpn_bbox [RPN_TRAIN_ANCHORS_PER_IMAGE, 4]`` (the deltas of
-    the positive anchors in anchor order, zero padded).
+    the positive anchors in anchor order, zero padded). ``rng``: the NumPy ``Generator`` that
+    subsamples anchors (None: NumPy's global one).
     """
+    rng = np.random if rng is None else rng
     rpn_match = np.zeros([anchors.shape[0]], dtype=np.int32)
     rpn_bbox = np.zeros((config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), dtype=np.float32)
     if gt_boxes.shape[0] == 0:
-        ids = np.random.permutation(anchors.shape[0])[:config.RPN_TRAIN_ANCHORS_PER_IMAGE]
+        ids = rng.permutation(anchors.shape[0])[:config.RPN_TRAIN_ANCHORS_PER_IMAGE]
         rpn_match[ids] = -1
         return rpn_match, rpn_bbox
     overlaps = utils.compute_overlaps(anchors, gt_boxes)
@@ -164,11 +168,11 @@ def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: n
     ids = np.where(rpn_match == 1)[0]
     extra = len(ids) - config.RPN_TRAIN_ANCHORS_PER_IMAGE // 2
     if extra > 0:
-        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+        rpn_match[rng.choice(ids, extra, replace=False)] = 0
     ids = np.where(rpn_match == -1)[0]
     extra = len(ids) - (config.RPN_TRAIN_ANCHORS_PER_IMAGE - np.sum(rpn_match == 1))
     if extra > 0:
-        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+        rpn_match[rng.choice(ids, extra, replace=False)] = 0
     ids = np.where(rpn_match == 1)[0]
     gt = gt_boxes[anchor_iou_argmax[ids]]
     deltas = utils.box_refinement(anchors[ids], gt)
@@ -177,15 +181,18 @@ def build_rpn_targets(anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: n
 
 
 def build_training_sample(dataset, config, image_id: int, anchors: np.ndarray,
-                          augmentation=None) -> dict | None:
-    """Everything the training graph reads for one image, padded to fixed sizes."""
+                          augmentation=None, rng=None) -> dict | None:
+    """Everything the training graph reads for one image, padded to fixed sizes; ``rng``:
+    the NumPy ``Generator`` of its crop, flips and sampled anchors (None: NumPy's global one;
+    imgaug's ``augmentation`` draws from imgaug's own)."""
+    rng = np.random if rng is None else rng
     image, _, class_ids, boxes, masks = load_image_gt(dataset, config, image_id,
-                                                      augmentation=augmentation)
+                                                      augmentation=augmentation, rng=rng)
     if not np.any(class_ids > 0):
         return None
-    rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config)
+    rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config, rng)
     if boxes.shape[0] > config.MAX_GT_INSTANCES:
-        ids = np.random.choice(np.arange(boxes.shape[0]), config.MAX_GT_INSTANCES, replace=False)
+        ids = rng.choice(np.arange(boxes.shape[0]), config.MAX_GT_INSTANCES, replace=False)
         class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
     g = config.MAX_GT_INSTANCES
     gt_class_ids = np.zeros([g], np.int32)
@@ -226,7 +233,11 @@ class DataGenerator(keras.utils.PyDataset):
         self.image_ids = np.copy(dataset.image_ids)
         if len(self.image_ids) == 0:
             raise ValueError("the training dataset has no images")
-        self._rng = np.random.default_rng(seed)
+        # Without a seed, one drawn from NumPy's global generator: random as before unless the
+        # caller seeded it (``keras.utils.set_random_seed``), which then fixes the batches too.
+        self._seed = int(np.random.randint(2 ** 31 - 1) if seed is None else seed)
+        self._rng = np.random.default_rng(self._seed)
+        self._epoch = 0
         self._lock = threading.Lock()
         self._order = self._new_order()
 
@@ -243,20 +254,24 @@ class DataGenerator(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         with self._lock:
             self._order = self._new_order()
+            self._epoch += 1
 
     def __getitem__(self, idx: int) -> tuple[dict]:
         b = self.batch_size
         with self._lock:
             ids = list(self._order[idx * b:(idx + 1) * b])
+            epoch = self._epoch
+        # One generator per batch, from the seed, epoch and index: the batch is the same
+        # whichever worker thread builds it, and whenever.
+        rng = np.random.default_rng((self._seed, epoch, idx))
         samples = []
         tries = 0
         while len(samples) < b:
             image_id = ids[len(samples)] if len(samples) < len(ids) else None
             if image_id is None or tries > 0:
-                with self._lock:
-                    image_id = int(self._rng.choice(self.image_ids))
+                image_id = int(rng.choice(self.image_ids))
             sample = build_training_sample(self.dataset, self.config, image_id, self.anchors,
-                                           self.augmentation)
+                                           self.augmentation, rng)
             if sample is None:
                 tries += 1
                 if tries > 50:

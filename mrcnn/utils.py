@@ -289,8 +289,18 @@ def median_diameter(mask: np.ndarray) -> float | None:
     return float(np.median(np.sqrt(4 * areas / np.pi)))
 
 
+def random_below(rng, high: int) -> int:
+    """A random integer in [0, high) from ``rng``: a NumPy ``Generator``, or None / the
+    ``numpy.random`` module for NumPy's global generator (matterport's behaviour)."""
+    if rng is None:
+        rng = np.random
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(high))
+    return int(rng.randint(0, high))
+
+
 def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
-                 min_scale: float | None = None, mode: str = "square"):
+                 min_scale: float | None = None, mode: str = "square", rng=None):
     """Resize and pad an image, keeping its aspect ratio.
 
     Modes: ``none`` (unchanged), ``square`` (long side to ``max_dim``, pad to a square),
@@ -344,8 +354,8 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
             padding = [(0, pad_h), (0, pad_w), (0, 0)]
             image = np.pad(image, padding, mode="constant", constant_values=0)
             h, w = image.shape[:2]
-        y = np.random.randint(0, (h - min_dim) + 1)
-        x = np.random.randint(0, (w - min_dim) + 1)
+        y = random_below(rng, (h - min_dim) + 1)
+        x = random_below(rng, (w - min_dim) + 1)
         crop = (y, x, min_dim, min_dim)
         image = image[y:y + min_dim, x:x + min_dim]
         window = (0, 0, min_dim, min_dim)

@@ -198,6 +198,43 @@ def test_data_generator_batches_have_fixed_shapes_and_dtypes(tiny_config):
     assert len(gen) == 3
 
 
+def test_data_generator_order_follows_numpys_global_seed(tiny_config):
+    """Unseeded generators draw their order from NumPy's global generator: a run seeded with
+    ``keras.utils.set_random_seed`` sees the same batches again, an unseeded one new ones."""
+    anchors = tiny_anchors(tiny_config)
+    dataset = SparseEllipses(40, seed=2)
+
+    def order(global_seed):
+        np.random.seed(global_seed)
+        gen = data.DataGenerator(dataset, tiny_config, anchors, steps=20)
+        first = list(gen._order)
+        gen.on_epoch_end()
+        return first, list(gen._order)
+
+    assert order(3) == order(3)
+    assert order(3)[0] != order(4)[0]
+    first, second = order(3)
+    assert first != second                      # each epoch a new order
+
+
+def test_a_batch_is_the_same_whichever_thread_builds_it_and_when(tiny_config):
+    """Each batch draws its crops, flips and anchor samples from a generator of its own
+    (seed, epoch, index): built in another order, or again, it is the same batch."""
+    anchors = tiny_anchors(tiny_config)
+    dataset = SparseEllipses(12, seed=2)
+    one = data.DataGenerator(dataset, tiny_config, anchors, steps=3, seed=7)
+    two = data.DataGenerator(dataset, tiny_config, anchors, steps=3, seed=7)
+    forwards = [one[i][0] for i in range(3)]
+    backwards = [two[i][0] for i in (2, 1, 0)][::-1]
+    for a, b in zip(forwards, backwards):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.random.seed(0)                           # NumPy's global generator plays no part
+    np.testing.assert_array_equal(one[1][0]["input_rpn_match"], forwards[1]["input_rpn_match"])
+    one.on_epoch_end()
+    assert not np.array_equal(one[1][0]["input_rpn_match"], forwards[1]["input_rpn_match"])
+
+
 def test_data_generator_refuses_an_empty_dataset():
     empty = utils.Dataset()
     empty.prepare()
