@@ -35,6 +35,8 @@ class NucleusConfig(Config):
     IMAGE_NORMALIZATION = None        # the study feeds images as they are
     INFERENCE_SCALE = 1.0             # the scale whole images are detected at when the caller
                                       # names none (``--scale``; 1: native resolution)
+    MASK_GROWTH_REACH = 0             # pixels a mask may grow to its nucleus's half maximum
+                                      # (nucleus/inference/boundaries.py; 0: the study's masks)
     RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
     RPN_ANCHOR_RATIOS = [0.5, 1, 2]
     RPN_NMS_THRESHOLD = 0.7
@@ -112,6 +114,9 @@ class NucleusCPUInferenceConfig(NucleusCPUConfig):
     INFERENCE_SCALE = "probe"         # whole images (not segment's tiles) at whichever of 1, 0.5
                                       # and 0.25 the model is most confident at: val 0.5656 ->
                                       # 0.566, test-like dev half 0.453 -> 0.481 (README)
+    MASK_GROWTH_REACH = 1             # masks grown up to 1 px to their nuclei's half maximum
+                                      # (nucleus/inference/boundaries.py): val 0.5661 -> 0.580,
+                                      # dev half 0.480 -> 0.511; 2 px: 0.577 / 0.515 (README)
     DETECTION_MASK_OVERLAP = "confidence"  # shared pixels to the most confident nucleus: val
                                       # 0.5473 -> 0.5521, 120 train images 0.5254 -> 0.5339
                                       # against the study's "biggest mask keeps them" (README)

@@ -84,8 +84,10 @@ def test_shipped_model_gives_what_the_network_gave_when_it_normalised_itself(tmp
     from mrcnn import model as modellib
     from nucleus.inference.nucleus_model import config_from_weights
 
-    detector = make_detector("mrcnn", logs=tmp_path)
-    assert detector.normalization == "stretch" and not detector.tta
+    # masks as the network draws them (the boundary stage has its own tests)
+    detector = make_detector("mrcnn", logs=tmp_path, overrides={"MASK_GROWTH_REACH": 0})
+    assert detector.normalization == "stretch" and not detector.tta and detector.grow == 0
+    assert make_detector("mrcnn", logs=tmp_path).grow == 1      # the CPU profile's default
     weights = SHIPPED_WEIGHTS
     config = config_from_weights(weights, inference=True)
     assert config.IMAGE_NORMALIZATION == "stretch"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nucleus.errors import InputError
-from nucleus.inference.overlap import clean_detections, eliminate_overlaps
+from nucleus.inference.overlap import clean_detections, disjoint_labels, eliminate_overlaps
 
 
 def stack(shape, *boxes):
@@ -96,6 +96,12 @@ def test_matches_reference_on_random_stacks():
         np.testing.assert_array_equal(cleaned, ref_masks)
         assert cleaned.sum(axis=2).max(initial=0) <= 1                     # disjoint
         assert not (cleaned & ~masks[:, :, kept]).any()                    # only removes pixels
+        labels, same_kept = disjoint_labels(masks, min_area=min_area)      # as a label image
+        np.testing.assert_array_equal(same_kept, kept)
+        expected = np.zeros((24, 24), np.int32)
+        for k in range(len(kept)):
+            expected[cleaned[:, :, k]] = k + 1
+        np.testing.assert_array_equal(labels, expected)
 
 
 def test_clean_detections_keeps_big_mask_even_with_lowest_score():

@@ -26,7 +26,7 @@ import numpy as np
 
 from nucleus.errors import InputError
 from nucleus.formats.image_io import prepare_image
-from nucleus.inference.overlap import eliminate_overlaps
+from nucleus.inference.overlap import disjoint_labels, eliminate_overlaps
 from nucleus.inference.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,19 @@ class Detector:
     prepared image returning a :data:`SparseDetection` with disjoint masks; :meth:`detect_instances`
     uses it at scale 1 without TTA, where it saves building full-size mask stacks. ``diameter`` is
     the nucleus diameter (pixels) the model was trained at (``OBJECT_DIAMETER``), the target of
-    ``"auto"``; None: the training set's native median. After each call, :attr:`last_scale` holds
-    ``(measured median diameter, factor used)`` of the image (or tile) just detected, for reports.
+    ``"auto"``; None: the training set's native median. ``grow``: how far (pixels) each mask
+    may grow into the background, to where its nucleus's brightness falls to half
+    (:mod:`nucleus.inference.boundaries`; 0: masks as the model draws them). After each call,
+    :attr:`last_scale` holds ``(measured median diameter, factor used)`` of the image (or tile)
+    just detected, for reports.
     """
 
     def __init__(self, detect: Callable[[np.ndarray], Detection],
                  normalization: str | None = None, tta: bool = False, name: str = "detector",
                  scale: float | str = 1.0, scales: tuple[float, ...] | None = None,
                  diameter: float | None = None,
-                 detect_sparse: Callable[[np.ndarray], SparseDetection] | None = None):
+                 detect_sparse: Callable[[np.ndarray], SparseDetection] | None = None,
+                 grow: int = 0):
         if scale not in ("auto", "probe") and not (isinstance(scale, (int, float))
                                                    and scale > 0):
             raise InputError(f"scale must be a positive number, 'auto' or 'probe', "
@@ -81,11 +85,15 @@ class Detector:
             raise InputError(f"diameter must be a positive number of pixels, got {diameter!r}")
         self.diameter = diameter
         self.detect_sparse = detect_sparse
+        if not (isinstance(grow, (int, np.integer)) and grow >= 0):
+            raise InputError(f"mask growth must be a whole number of pixels >= 0, got {grow!r}")
+        self.grow = int(grow)
         self.last_scale: tuple[float | None, float] = (None, 1.0)
 
     def __repr__(self) -> str:
         extra = (f", scale={self.scale!r}" if self.scale != 1 else "") + (
-            f", scales={self.scales!r}" if self.scales else "")
+            f", scales={self.scales!r}" if self.scales else "") + (
+            f", grow={self.grow}" if self.grow else "")
         return (f"Detector({self.name!r}, normalization={self.normalization!r}, "
                 f"tta={self.tta}{extra})")
 
@@ -127,8 +135,15 @@ class Detector:
                      f"{image.shape[0]}x{image.shape[1]}", factor, scales.PROBE_FACTORS)
         else:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
-        masks, kept = eliminate_overlaps(masks)
-        return masks, np.asarray(scores)[kept]
+        if not self.grow:
+            masks, kept = eliminate_overlaps(masks)
+            return masks, np.asarray(scores)[kept]
+        from nucleus.inference.boundaries import grow_to_half_maximum
+
+        labels, kept = disjoint_labels(masks)
+        grown = grow_to_half_maximum(labels, image, self.grow)
+        return grown[..., None] == np.arange(1, len(kept) + 1, dtype=np.int32), \
+            np.asarray(scores)[kept]
 
 
     @property
@@ -147,6 +162,10 @@ class Detector:
         if not self.crop_sized:
             return instances_of(*self.detect_prepared(image), offset)
         boxes, masks, scores = self.detect_sparse(image)
+        if self.grow:
+            from nucleus.inference.boundaries import grow_crops
+
+            boxes, masks = grow_crops(boxes, masks, image, self.grow)
         self.last_scale = (None, 1.0)
         dy, dx = offset
         return [Instance((int(b[0]) + dy, int(b[1]) + dx, int(b[2]) + dy, int(b[3]) + dx),

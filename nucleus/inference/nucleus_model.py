@@ -343,7 +343,7 @@ class NucleusModel:
         sparse = network.detect_instances if has_sparse_call(self.config) else None
         return Detector(lambda image: raw_detections(network, image), self.normalization, tta,
                         "Mask R-CNN", self._scale_of(scale, scales, tiled), scales, diameter,
-                        detect_sparse=sparse)
+                        detect_sparse=sparse, grow=int(self.config.MASK_GROWTH_REACH))
 
     def loaded_network(self) -> MaskRCNN | keras.Model:
         """The network of this model holding its file's weights, ready for inference (Mask

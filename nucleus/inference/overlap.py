@@ -22,26 +22,41 @@ def eliminate_overlaps(masks: np.ndarray, min_area: int = 1) -> tuple[np.ndarray
     Masks left with fewer than ``min_area`` pixels (empty ones always) are dropped. The kept masks
     stay in their original order, so ``scores[kept]`` or ``class_ids[kept]`` stay aligned.
     """
+    labels, kept = disjoint_labels(masks, min_area)
+    return labels[:, :, None] == np.arange(1, len(kept) + 1, dtype=labels.dtype), kept
+
+
+def disjoint_labels(masks: np.ndarray, min_area: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`eliminate_overlaps` does, as a label image: (labels int32 [H, W], 0 for
+    background and k + 1 for the k-th kept mask, kept indices [K]); no mask stack is built."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise InputError(f"eliminate_overlaps: expected a [H, W, N] stack, got shape {masks.shape}")
     masks = masks.astype(bool, copy=False)
     n = masks.shape[2]
     if n == 0:
-        return masks.copy(), np.zeros(0, dtype=np.int64)
-    # One contiguous pass over the stack lists (pixel, instance) pairs; each pixel then goes to
-    # the best-ranked instance covering it. Extra memory is O(H*W + covered pixels), whatever N.
-    ys, xs, ks = np.nonzero(masks)
-    areas = np.bincount(ks, minlength=n)
-    order = np.argsort(-areas, kind="stable")  # biggest first; stable sort breaks ties by index
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    best = np.full(masks.shape[0] * masks.shape[1], n, dtype=np.int64)
-    np.minimum.at(best, ys * masks.shape[1] + xs, rank[ks])
-    owner = np.where(best < n, order[np.minimum(best, n - 1)], -1).reshape(masks.shape[:2])
+        return np.zeros(masks.shape[:2], np.int32), np.zeros(0, dtype=np.int64)
+    coverage = masks.view(np.uint8).sum(axis=2, dtype=np.int32)
+    if coverage.max(initial=0) <= 1:
+        # Already disjoint (the CPU profile's masks are): each pixel is its one mask's. Two
+        # passes over the stack along its fast axis, several times quicker than listing pairs.
+        owner = np.where(coverage > 0, masks.argmax(axis=2), -1)
+    else:
+        # One contiguous pass over the stack lists (pixel, instance) pairs; each pixel then
+        # goes to the best-ranked instance covering it. Extra memory O(H*W + covered pixels).
+        ys, xs, ks = np.nonzero(masks)
+        areas = np.bincount(ks, minlength=n)
+        order = np.argsort(-areas, kind="stable")  # biggest first; ties to the lower index
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        best = np.full(masks.shape[0] * masks.shape[1], n, dtype=np.int64)
+        np.minimum.at(best, ys * masks.shape[1] + xs, rank[ks])
+        owner = np.where(best < n, order[np.minimum(best, n - 1)], -1).reshape(masks.shape[:2])
     remaining = np.bincount(owner[owner >= 0], minlength=n)
     kept = np.flatnonzero(remaining >= max(int(min_area), 1))
-    return owner[:, :, None] == kept[None, None, :], kept
+    new_label = np.zeros(n + 1, np.int32)               # owner -1 (nobody) -> 0
+    new_label[kept + 1] = np.arange(1, len(kept) + 1)
+    return new_label[owner + 1], kept
 
 
 def clean_detections(result: Mapping[str, Any], min_area: int = 1,
