@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="DSB mAP of a labelled subset, or of a submission CSV")
     _add_common(p, "val", "weights file (default: weights/mask_rcnn_nucleus.h5)")
     p.add_argument("--submission", default=None, metavar="CSV",
-                   help="score this submission against --solution instead of running a model")
+                   help="score this submission against --solution instead of running a model "
+                        "(its images the solution does not label are counted, not scored)")
     p.add_argument("--solution", default=None, metavar="CSV",
                    help="Kaggle solution (ImageId,EncodedPixels,Height,Width[,Usage]): the "
                         "labels of the --subset images it holds, e.g. the labelled half of "
@@ -425,8 +426,13 @@ def cmd_evaluate(args) -> int:
     if args.submission:
         if not args.solution:
             raise InputError("evaluate: --submission needs --solution")
-        mean, per_image = score_submission(args.submission, args.solution, progress=True)
+        unscored: list[str] = []
+        mean, per_image = score_submission(args.submission, args.solution, progress=True,
+                                           unscored=unscored)
         _print_precisions(metric.mean_precisions(list(per_image.values())))
+        if unscored:
+            print(f"not scored: {len(unscored)} images of the submission that the solution "
+                  "does not label")
         print(f"images: {len(per_image)}")
         print(f"mAP: {mean:.4f}")
         return 0

@@ -191,6 +191,16 @@ def test_evaluate_a_submission_against_a_solution(capsys, tmp_path):
     assert code == 0
     assert out.strip().splitlines()[-1] == "mAP: 0.6667"
 
+    # An image the solution does not label (a solution of half a set) is counted, not scored.
+    extra = tmp_path / "extra.csv"
+    mask = np.zeros((8, 8, 1), bool)
+    mask[2:5, 2:5] = True
+    write_submission(extra, [(dataset.image_info[i]["id"], dataset.load_mask(i)[0])
+                             for i in dataset.image_ids] + [("not-in-the-solution", mask)])
+    code, out, _ = run(capsys, "evaluate", "--submission", extra, "--solution", solution)
+    assert code == 0 and out.strip().splitlines()[-1] == "mAP: 1.0000"
+    assert "not scored: 1 images" in out and "images: 3" in out
+
 
 def test_evaluate_submission_needs_a_solution(capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", "--submission", tmp_path / "s.csv")

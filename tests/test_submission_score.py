@@ -38,6 +38,19 @@ def test_score_submission(tmp_path, images):
     write_rows(tmp_path / "bad.csv", "zzz,1 1")
     with pytest.raises(InputError, match="bad.csv:2: unknown image id 'zzz'"):
         score_submission(tmp_path / "bad.csv", tmp_path / "sol.csv")
+    with pytest.raises(InputError, match="none of its 1 images is in"):
+        score_submission(tmp_path / "bad.csv", tmp_path / "sol.csv", unscored=[])
+
+
+def test_a_solution_of_part_of_the_set_scores_that_part(tmp_path, images):
+    """A submission of a whole set against the solution of half of it (Kaggle's released
+    stage-1 test labels): the labelled images are scored, the others listed, not scored."""
+    write_solution(tmp_path / "sol.csv", {k: images[k] for k in ("aaa", "bbb")})
+    write_submission(tmp_path / "all.csv", images.items())
+    unscored = []
+    mean, per_image = score_submission(tmp_path / "all.csv", tmp_path / "sol.csv",
+                                       unscored=unscored)
+    assert mean == 1.0 and set(per_image) == {"aaa", "bbb"} and unscored == ["ccc"]
     write_rows(tmp_path / "nosol.csv", header="ImageId,EncodedPixels,Height,Width")
     with pytest.raises(InputError, match="no images"):
         score_submission(tmp_path / "perfect.csv", tmp_path / "nosol.csv")

@@ -219,12 +219,14 @@ def read_solution(csv_path: PathLike) -> dict[str, np.ndarray]:
     return builder.labels()
 
 
-def read_submission(csv_path: PathLike,
-                    shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+def read_submission(csv_path: PathLike, shapes: Mapping[str, tuple[int, int]],
+                    unknown: list[str] | None = None) -> dict[str, np.ndarray]:
     """Read a submission into {image_id: int32 label image}, for the images present in the file.
 
-    ``shapes`` gives each image's (height, width); an id not in it is an error, as are bad RLE
-    and overlapping masks. Use ``validate_submission`` for a complete list of problems instead.
+    ``shapes`` gives each image's (height, width); an id not in it is an error, unless
+    ``unknown`` is a list: then its rows are skipped and the id appended there once. Bad RLE
+    and overlapping masks are errors. Use ``validate_submission`` for a complete list of
+    problems instead.
     """
     path = Path(csv_path)
     rows = _open_csv(path)
@@ -233,6 +235,10 @@ def read_submission(csv_path: PathLike,
     for line, row in rows:
         _field(path, line, row, len(columns))
         image_id = row[columns["ImageId"]]
+        if image_id not in shapes and unknown is not None:
+            if image_id not in unknown:
+                unknown.append(image_id)
+            continue
         if image_id not in shapes:
             raise InputError(f"{path}:{line}: unknown image id {image_id!r}")
         builder.add(line, image_id, row[columns["EncodedPixels"]],

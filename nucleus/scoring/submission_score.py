@@ -22,16 +22,25 @@ def _missing_score(true_labels: np.ndarray) -> ImageScore:
 
 
 def score_submission(submission_csv: PathLike, solution_csv: PathLike,
-                     progress: bool = False) -> tuple[float, dict[str, ImageScore]]:
+                     progress: bool = False,
+                     unscored: list[str] | None = None) -> tuple[float, dict[str, ImageScore]]:
     """(mean DSB score, {image_id: ImageScore}) of a submission against a Kaggle solution file.
 
-    Images of the solution missing from the submission score 0; ids the solution doesn't know
-    are an error.
+    Images of the solution missing from the submission score 0. Images of the submission the
+    solution does not label (a solution of part of a set, as Kaggle's released half of stage-1
+    test) are not scored, and their ids go to ``unscored`` when a list is given; without it, or
+    when the two files share no image at all, they are an error.
     """
     truth = read_solution(solution_csv)
     if not truth:
         raise InputError(f"{solution_csv}: the solution has no images")
-    predicted = read_submission(submission_csv, {k: v.shape for k, v in truth.items()})
+    skipped: list[str] | None = [] if unscored is not None else None
+    predicted = read_submission(submission_csv, {k: v.shape for k, v in truth.items()}, skipped)
+    if skipped:
+        if not predicted:
+            raise InputError(f"{submission_csv}: none of its {len(skipped)} images is in "
+                             f"{solution_csv} (first: {skipped[0]!r})")
+        unscored.extend(skipped)
     scores = {}
     for image_id, true_labels in tqdm(truth.items(), desc="scoring", disable=not progress):
         if image_id in predicted:
