@@ -23,6 +23,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ CHECKS = HERE / "napari_viewer_checks.py"
 TIMEOUT = 1200
 """Seconds for the whole child run (two builds of the shipped model and a few segmentations
 take about a minute on two CPU cores)."""
+NO_OPENGL = "no OpenGL context"
+"""What the checks' viewer fixture says when Qt got no OpenGL context from the display."""
 XVFB_START = 30
 """Seconds Xvfb gets to say which display it serves."""
 
@@ -56,11 +59,33 @@ def check_names() -> list[str]:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 
 
+def answers(number: int, deadline: float) -> bool:
+    """Whether the X server of display ``number`` completes a connection setup before
+    ``deadline`` (``time.monotonic()``): Xvfb names its display before it serves clients, and
+    Qt asked too early settles for no OpenGL at all (a loaded CI machine showed that)."""
+    path = f"/tmp/.X11-unix/X{number}"
+    # X11 connection setup: little-endian, protocol 11.0, no authorisation; reply byte 1 = success
+    request = struct.pack("<cxHHHHxx", b"l", 11, 0, 0, 0)
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(max(0.1, deadline - time.monotonic()))
+                client.connect(path)
+                client.sendall(request)
+                if client.recv(1) == b"\x01":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @contextlib.contextmanager
 def own_display() -> Iterator[str | None]:
     """A private Xvfb's DISPLAY (``":N"``) while the block runs, or the inherited DISPLAY
     (``None`` if unset) where Xvfb is not installed. Xvfb writes the display number it chose to
-    a pipe (``-displayfd``) once it accepts connections, so no number is guessed or raced for."""
+    a pipe (``-displayfd``), so no number is guessed or raced for; the block starts once that
+    server answers a client (:func:`answers`)."""
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         yield os.environ.get("DISPLAY")
@@ -79,11 +104,12 @@ def own_display() -> Iterator[str | None]:
             if ready and not chunk:    # Xvfb closed the pipe: it exited without a display
                 break
             number += chunk
-        if not number.strip().isdigit():
+        if not number.strip().isdigit() or not answers(int(number), end):
             server.kill()
             _, errors = server.communicate()
-            pytest.fail(f"{xvfb} did not start a display within {XVFB_START} s (exit status "
-                        f"{server.returncode}); its output:\n{errors[-4000:]}", pytrace=False)
+            pytest.fail(f"{xvfb} did not serve a display within {XVFB_START} s (display "
+                        f"{number.strip().decode() or '-'}, exit status {server.returncode}); "
+                        f"its output:\n{errors[-4000:]}", pytrace=False)
         yield f":{int(number)}"
     finally:
         os.close(read_end)
@@ -101,26 +127,36 @@ def own_display() -> Iterator[str | None]:
 def test_the_plugin_in_a_headless_napari_viewer(tmp_path):
     if importlib.util.find_spec("napari") is None:
         pytest.skip("napari is not installed: pip install '.[napari]'")
-    with own_display() as display:
-        run_checks(tmp_path, display)
+    # A second private display if the first gave the child no OpenGL context (the display's
+    # fault, not the plugin's: seen once on a loaded CI machine); any other failure is final.
+    for attempt in (1, 2):
+        with own_display() as display:
+            failure = run_checks(tmp_path / f"run{attempt}", display)
+        if failure is None:
+            return
+        if NO_OPENGL not in failure or attempt == 2:
+            pytest.fail(failure, pytrace=False)
 
 
 def test_own_display_serves_x_clients():
-    """The private Xvfb accepts a connection on the display it reports, and is gone after."""
+    """The private Xvfb answers a client on the display it reports, and is gone after."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb)")
     with own_display() as display:
-        socket_path = Path(f"/tmp/.X11-unix/X{display.lstrip(':')}")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.connect(str(socket_path))
+        number = int(display.lstrip(":"))
+        socket_path = Path(f"/tmp/.X11-unix/X{number}")
+        assert answers(number, time.monotonic() + 5)
+    assert not answers(number + 1000, time.monotonic() + 0.3)     # no server there: no answer
     deadline = time.monotonic() + 10
     while socket_path.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not socket_path.exists(), "Xvfb left running after the block"
 
 
-def run_checks(tmp_path: Path, display: str | None) -> None:
-    """The checks module in a child Python on ``display``; fails with the child's output."""
+def run_checks(tmp_path: Path, display: str | None) -> str | None:
+    """The checks module in a child Python on ``display``: None when every check passed, else
+    what went wrong with the child's output."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     report = tmp_path / "checks.xml"
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -137,18 +173,19 @@ def run_checks(tmp_path: Path, display: str | None) -> None:
     except subprocess.TimeoutExpired as e:
         output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
                          for part in (e.stdout, e.stderr))
-        pytest.fail(f"the napari viewer checks ran past {TIMEOUT} s; their output:\n"
-                    f"{output[-20000:]}", pytrace=False)
+        return f"the napari viewer checks ran past {TIMEOUT} s; their output:\n{output[-20000:]}"
     output = (done.stdout + done.stderr)[-20000:]
     if done.returncode != 0:
-        pytest.fail(f"the napari viewer checks ({CHECKS.name}) failed in their child process, "
-                    f"exit status {done.returncode}; their output:\n{output}", pytrace=False)
+        return (f"the napari viewer checks ({CHECKS.name}) failed in their child process on "
+                f"DISPLAY={display!r}, exit status {done.returncode}; their output:\n{output}")
     # exit status 0 also for checks that were all skipped: every check must have passed
     suite = ET.parse(report).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     passed = [case.get("name") for case in suite.iter("testcase") if len(case) == 0]
-    assert passed == check_names(), f"checks not passed:\n{output}"
+    if passed != check_names():
+        return f"checks not passed: {sorted(set(check_names()) - set(passed))}\n{output}"
     print(output)
+    return None
 
 
 def test_this_process_opens_no_viewer():
