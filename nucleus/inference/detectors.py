@@ -26,7 +26,7 @@ import numpy as np
 
 from nucleus.errors import InputError
 from nucleus.formats.image_io import prepare_image
-from nucleus.inference.overlap import disjoint_labels, eliminate_overlaps
+from nucleus.inference.overlap import disjoint_labels, mask_stack
 from nucleus.inference.tiling import Instance, instances_of
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,12 @@ class Detector:
                      f"{image.shape[0]}x{image.shape[1]}", factor, scales.PROBE_FACTORS)
         else:
             masks, scores = scales.detect_at_scale(self._oriented, image, float(self.scale))
-        if not self.grow:
-            masks, kept = eliminate_overlaps(masks)
-            return masks, np.asarray(scores)[kept]
-        from nucleus.inference.boundaries import grow_to_half_maximum
-
         labels, kept = disjoint_labels(masks)
-        grown = grow_to_half_maximum(labels, image, self.grow)
-        return grown[..., None] == np.arange(1, len(kept) + 1, dtype=np.int32), \
-            np.asarray(scores)[kept]
+        if self.grow:
+            from nucleus.inference.boundaries import grow_to_half_maximum
+
+            labels = grow_to_half_maximum(labels, image, self.grow)
+        return mask_stack(labels, len(kept)), np.asarray(scores)[kept]
 
 
     @property

@@ -23,7 +23,12 @@ def eliminate_overlaps(masks: np.ndarray, min_area: int = 1) -> tuple[np.ndarray
     stay in their original order, so ``scores[kept]`` or ``class_ids[kept]`` stay aligned.
     """
     labels, kept = disjoint_labels(masks, min_area)
-    return labels[:, :, None] == np.arange(1, len(kept) + 1, dtype=labels.dtype), kept
+    return mask_stack(labels, len(kept)), kept
+
+
+def mask_stack(labels: np.ndarray, count: int) -> np.ndarray:
+    """bool [H, W, count]: mask k of label k + 1 of a label image (:func:`disjoint_labels`)."""
+    return labels[:, :, None] == np.arange(1, count + 1, dtype=labels.dtype)
 
 
 def disjoint_labels(masks: np.ndarray, min_area: int = 1) -> tuple[np.ndarray, np.ndarray]:
