@@ -242,3 +242,31 @@ def test_defocus_blurs_only_the_dimmed_nuclei():
     with pytest.raises(ValueError, match="defocus"):
         from nucleus.training.augment import WithDimming
         WithDimming(None, 0.5, defocus=-1)
+
+
+def test_dimming_toward_the_surround_fades_a_nucleus_into_its_cytoplasm():
+    from nucleus.training.augment import dim_instances, surround_level
+
+    # tissue as the network sees it (inverted): glass 5, cytoplasm 90, nuclei 210
+    image, mask = _dark_scene()
+    image[...] = 5
+    image[:, :60] = 90
+    image[mask.any(-1)] = 210
+    level = surround_level(image, mask.any(-1))
+    assert abs(level[14, 14, 0] - 90) < 6                  # a nucleus inside the cytoplasm
+    out = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
+                        factor=(0.2, 0.3), toward="surround")
+    darkest = dim_instances(image, mask, np.random.default_rng(4), fraction=0.5,
+                            factor=(0.2, 0.3))
+    dimmed = [k for k in range(mask.shape[-1])
+              if out[mask[..., k]][..., 0].max() < 200 and (k % 3) < 2]   # in the cytoplasm
+    assert dimmed
+    for k in dimmed:
+        inside = out[mask[..., k]][..., 0].astype(float)
+        # 90 + (210 - 90) * 0.2..0.3: still above the cytoplasm, where the darkest pixels
+        # would have taken it below (5 + 205 * 0.2..0.3)
+        assert 90 + 120 * 0.2 - 4 <= inside.min() and inside.max() <= 90 + 120 * 0.3 + 4
+        assert darkest[mask[..., k]][..., 0].max() < 90
+    assert (out[:, 90:] == 5).all()                        # the glass far off is left alone
+    with pytest.raises(ValueError, match="toward"):
+        dim_instances(image, mask, np.random.default_rng(4), toward="glass")

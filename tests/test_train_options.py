@@ -26,6 +26,7 @@ NOT_DEFAULT = {
     "aspect": (["--aspect-jitter", "1.4"], 1.4),
     "dim": (["--dim-nuclei", "0.3"], 0.3),
     "defocus": (["--defocus-nuclei", "2"], 2.0),
+    "dim_toward": (["--dim-toward", "surround"], "surround"),
     "oversample_kinds": (["--oversample", "colour=3", "--oversample", "brightfield=2"],
                          {"colour": 3, "brightfield": 2}),
     "exclude": (["--exclude-kind", "colour"], ["colour"]),
@@ -169,3 +170,11 @@ def test_oversample_reads_kind_equals_count():
         "colour": 3, "brightfield": 2}
     with pytest.raises(InputError, match="--oversample colour=x: expected KIND=N"):
         train_options.kind_factors(["colour=x"])
+
+
+def test_dim_toward_names_what_it_takes(capsys):
+    parser = _subparser("train")
+    assert parser.parse_args(["--dim-toward", "surround"]).dim_toward == "surround"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dim-toward", "glass"])
+    assert "expected one of darkest, surround, got 'glass'" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from skimage.color import hed_from_rgb, rgb_from_hed
 
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.imgaug_compat import iaa, iap
+from nucleus.training.train_options import DIM_TOWARD
 
 
 def jitter_stains(image: np.ndarray, rng: np.random.Generator, alpha: float = 0.15,
@@ -120,10 +121,14 @@ def aspect_step(ratio: float, probability: float = 0.5) -> Any:
 
 def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                   fraction: float = 0.3, factor: tuple[float, float] = (0.15, 0.7),
-                  sigma: float = 1.5, defocus: float = 0.0) -> np.ndarray:
+                  sigma: float = 1.5, defocus: float = 0.0,
+                  toward: str = "darkest") -> np.ndarray:
     """``image`` (uint8 [H, W, C], dark background) with a random ``fraction`` of the instances
     of ``mask`` [H, W, N] dimmed: their signal above the background multiplied by a factor drawn
-    from ``factor``, with edges blurred by ``sigma`` so no hard rim is left. With ``defocus`` > 0
+    from ``factor``, with edges blurred by ``sigma`` so no hard rim is left. ``toward`` names the
+    background they fade into: ``"darkest"`` the image's 5th percentile (the slide between
+    cells), ``"surround"`` the pixels around each nucleus (:func:`surround_level`): in tissue a
+    weakly stained nucleus fades into its cytoplasm, not into the glass. With ``defocus`` > 0
     the dimmed nuclei are also blurred, by a Gaussian of sigma drawn from 0.5-``defocus`` px
     (one draw per image), as nuclei out of the focal plane look; their masks stay as labelled.
 
@@ -131,6 +136,8 @@ def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     the stage-1 test images (the dense fluorescence kinds); the training labels mark such nuclei
     rarely. Dimming labelled nuclei shows the network that a faint nucleus is still one.
     """
+    if toward not in DIM_TOWARD:
+        raise ValueError(f"toward must be one of {DIM_TOWARD}, got {toward!r}")
     n = mask.shape[-1]
     if n == 0:
         return image
@@ -151,9 +158,38 @@ def dim_instances(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     source = image.astype(np.float32)
     if defocus > 0:
         source = _defocused(source, dimmed, rng.uniform(0.5, max(0.5, defocus)), sigma)
-    background = np.percentile(image.reshape(-1, image.shape[-1]), 5, axis=0).astype(np.float32)
+    if toward == "surround":
+        background = surround_level(image, mask.any(axis=-1))
+    else:
+        background = np.percentile(image.reshape(-1, image.shape[-1]), 5,
+                                   axis=0).astype(np.float32)
     out = background + (source - background) * gain[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+SURROUND_SIGMA = 8.0
+"""Reach (Gaussian sigma, px) over which :func:`surround_level` averages the pixels that are
+no nucleus: about a nucleus's radius, so the level is that of the cytoplasm around it."""
+
+
+def surround_level(image: np.ndarray, nuclei: np.ndarray,
+                   sigma: float = SURROUND_SIGMA) -> np.ndarray:
+    """Float32 [H, W, C]: at each pixel the Gaussian-weighted mean of the pixels of ``image``
+    outside ``nuclei`` (bool [H, W]) nearby; where none lies within a few ``sigma``, the image's
+    5th percentile."""
+    source = image.astype(np.float32)
+    if source.ndim == 2:
+        source = source[..., None]
+    outside = (~nuclei).astype(np.float32)
+    weight = cv2.GaussianBlur(outside, (0, 0), sigma)
+    summed = cv2.GaussianBlur(source * outside[..., None], (0, 0), sigma)
+    if summed.ndim == 2:
+        summed = summed[..., None]
+    darkest = np.percentile(source.reshape(-1, source.shape[-1]), 5, axis=0).astype(np.float32)
+    known = weight > 1e-3
+    level = np.broadcast_to(darkest, source.shape).copy()
+    level[known] = summed[known] / weight[known][:, None]
+    return level
 
 
 def _defocused(image: np.ndarray, where: np.ndarray, sigma: float,
@@ -175,21 +211,25 @@ class WithDimming:
     sigma of the blur given to dimmed nuclei (0: none)."""
 
     def __init__(self, augmenter: Any | None, probability: float = 0.5, seed: int | None = None,
-                 defocus: float = 0.0):
+                 defocus: float = 0.0, toward: str = "darkest"):
         if not 0 <= probability <= 1:
             raise ValueError(f"dimming probability must be in [0, 1], got {probability}")
         if defocus < 0:
             raise ValueError(f"defocus sigma must be >= 0, got {defocus}")
         self.augmenter = augmenter
         self.probability = probability
+        if toward not in DIM_TOWARD:
+            raise ValueError(f"dimming toward must be one of {DIM_TOWARD}, got {toward!r}")
         self.defocus = defocus
+        self.toward = toward
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.augmenter is not None:
             image, mask = apply_augmentation(self.augmenter, image, mask)
         if self.rng.random() < self.probability and np.median(image) < 128:
-            image = dim_instances(image, mask, self.rng, defocus=self.defocus)
+            image = dim_instances(image, mask, self.rng, defocus=self.defocus,
+                                  toward=self.toward)
         return image, mask
 
 
@@ -198,10 +238,10 @@ def build_augmentation(flip: bool = True,
                        rotate90: bool = False, appearance: bool = False,
                        scale: tuple[float, float] | None = None,
                        dim: float = 0.0, defocus: float = 0.0,
-                       aspect: float | None = None) -> Any | None:
+                       aspect: float | None = None, dim_toward: str = "darkest") -> Any | None:
     """An imgaug augmenter for training; ``None`` if it would do nothing. With ``dim`` > 0 it
     is wrapped in :class:`WithDimming`, which dims some nuclei of that share of the images
-    (and blurs them by up to ``defocus`` px).
+    (and blurs them by up to ``defocus`` px) toward ``dim_toward`` (see :func:`dim_instances`).
 
     ``brightness`` is the (low, high) range of the factor that multiplies pixel values.
     ``rotate90`` adds a quarter turn by 0-3 steps; with both flips that draws each of the
@@ -232,5 +272,5 @@ def build_augmentation(flip: bool = True,
         steps += appearance_steps()
     augmenter = iaa.Sequential(steps) if steps else None
     if dim > 0:
-        return WithDimming(augmenter, dim, defocus=defocus)
+        return WithDimming(augmenter, dim, defocus=defocus, toward=dim_toward)
     return augmenter

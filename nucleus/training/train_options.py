@@ -103,6 +103,17 @@ def _not(v: Any) -> bool:
     return not v
 
 
+DIM_TOWARD = ("darkest", "surround")
+"""What ``--dim-nuclei`` dims nuclei toward (:func:`nucleus.training.augment.dim_instances`)."""
+
+
+def _dim_toward(value: str) -> str:
+    """``--dim-toward``'s value, checked."""
+    if value not in DIM_TOWARD:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DIM_TOWARD)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """The schedule, augmentation, sampling and validation of a training run.
@@ -113,7 +124,7 @@ class TrainOptions:
     changes; ``rotate90`` adds quarter turns to the flips; ``appearance`` and ``scale`` add
     :mod:`nucleus.training.augment`'s appearance and rescaling steps; ``dim`` is the share of crops
     in which some nuclei are dimmed (:class:`nucleus.training.augment.WithDimming`), ``defocus`` the
-    largest sigma of the blur the dimmed nuclei are given.
+    largest sigma of the blur the dimmed nuclei are given, ``dim_toward`` what they fade into.
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
     ``exclude`` drops kinds from training (:mod:`nucleus.training.sampling`). Validation mAP runs
     on ``val_subset`` every ``eval_every`` epochs from ``eval_first`` on, on at most
@@ -154,6 +165,11 @@ class TrainOptions:
         "--defocus-nuclei", "Mask R-CNN: blur the nuclei --dim-nuclei dims by a Gaussian of "
                             "sigma 0.5-SIGMA px, as out-of-focus nuclei look (default 0: none)",
         float, "SIGMA"))
+    dim_toward: str = _option("darkest", Flag(
+        "--dim-toward", "Mask R-CNN: what --dim-nuclei dims nuclei toward: darkest (the "
+                        "image's darkest pixels, default) or surround (the pixels around each "
+                        "nucleus, as a weakly stained nucleus in tissue looks)",
+        _dim_toward, "{darkest,surround}"))
     oversample_kinds: Mapping[str, int] | None = _option(None, Flag(
         "--oversample", "Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch", metavar="KIND=N", action="append",
