@@ -423,11 +423,13 @@ class MaskRCNN:
             windows.append(window)
         return molded, np.stack(metas), np.array(windows)
 
-    def infer_molded(self, molded: np.ndarray, window) -> dict[str, np.ndarray]:
+    def infer_molded(self, molded: np.ndarray, window,
+                     sized: bool = False) -> dict[str, np.ndarray]:
         """The compiled inference graph on one molded image; ``window`` in its pixels. Its raw
         outputs (proposals, detections, mask logits), without unmolding: what :meth:`detect`,
         :meth:`run_stages` and :meth:`detect_molded` build on, and what benchmarks/speed.py
-        times alone."""
+        times alone. ``sized``: for many images of one size, such as tiles (TensorFlow traces
+        a graph for the size: :data:`mrcnn.network.SIZED_GRAPHS`)."""
         shape = original = molded.shape[:2]
         if not backend_ops.uses_fused_kernels():
             # a compiling backend: pad to a bucket size (with the molded value of black, as
@@ -436,7 +438,8 @@ class MaskRCNN:
             molded = execution.pad_to(molded, *shape, -np.asarray(self.config.MEAN_PIXEL))
         norm_window = utils.norm_boxes(np.array(window, np.float32), shape)
         with self._network_lock:
-            out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window)
+            out = self.keras_model.infer(molded[None], self.get_anchors(shape), norm_window,
+                                         sized)
         # the (height, width) the network ran on: the molded image's, or its bucket's
         out["molded_shape"] = np.asarray(shape, np.int32)
         if shape != original:
@@ -447,15 +450,16 @@ class MaskRCNN:
             out["detections"][:, :4] = out["detections"][:, :4] * scale
         return out
 
-    def run_stages(self, image: np.ndarray) -> tuple[dict, dict]:
+    def run_stages(self, image: np.ndarray, sized: bool = False) -> tuple[dict, dict]:
         """Every intermediate output of the inference graph for one image (for notebooks),
-        plus the molding facts (molded image, window, scale)."""
+        plus the molding facts (molded image, window, scale); ``sized`` as
+        :meth:`infer_molded`."""
         if self.config.IMAGE_RESIZE_MODE == "crop":
             raise ValueError("IMAGE_RESIZE_MODE 'crop' is for training; use an inference "
                              "configuration with 'pad64', 'square' or 'none'")
         molded, metas, windows = self.mold_inputs([image])
         molded = molded[0]
-        out = self.infer_molded(molded, windows[0])
+        out = self.infer_molded(molded, windows[0], sized)
         facts = {"molded_image": molded, "window": windows[0], "image_meta": metas[0],
                  "anchors": self.get_anchors(molded.shape), "original_shape": image.shape}
         return out, facts
@@ -569,9 +573,10 @@ class MaskRCNN:
     def detect_instances(self, image: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
         """One image's detections as :meth:`unmold_instances` gives them: tight boxes [K, 4],
         K boolean masks cropped to those boxes, scores [K]; what :meth:`detect` finds, without
-        the full-size mask stack (for big images and tiles)."""
+        the full-size mask stack, through the graph traced for the image's size (for big
+        images and their tiles, which share a few sizes)."""
         assert self.mode == "inference", "Create model in inference mode."
-        out, facts = self.run_stages(image)
+        out, facts = self.run_stages(image, sized=True)
         return self.unmold_instances(out["detections"], out["mrcnn_mask"],
                                      facts["original_shape"], facts["molded_image"].shape,
                                      facts["window"])

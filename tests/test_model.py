@@ -335,6 +335,42 @@ def test_detect_on_images_of_several_sizes(confident, monkeypatch):
     assert bool(new_bucket) == on_jax                    # (so the counter does count)
 
 
+def test_tiles_run_a_graph_traced_for_their_size(confident, monkeypatch):
+    """TensorFlow: ``sized`` calls (the tiles of ``detect_instances``) run the detection stage
+    traced for their image size (oneDNN's convolutions are faster with the shape known),
+    keeping the SIZED_GRAPHS most recently used; one size always gives the same result,
+    whatever ran between (a size traced again included), and whole-image calls keep the one
+    graph for any size."""
+    import mrcnn.network as network
+
+    net = confident.keras_model
+    monkeypatch.setattr(net, "_sized_graphs", {})
+    monkeypatch.setattr(network, "SIZED_GRAPHS", 2)
+    image, _ = ellipse_image(np.random.default_rng(3), size=128)
+
+    def sizes() -> list:
+        return [k[-2:] for k in net._sized_graphs]
+
+    confident.run_stages(image)
+    assert sizes() == []                                  # a whole image: any size's graph
+    first, _ = confident.run_stages(image, sized=True)
+    assert sizes() == [(128, 128)] and len(first["detections"]) > 0
+    confident.run_stages(image[:64, :64], sized=True)
+    again, _ = confident.run_stages(image, sized=True)
+    assert sizes() == [(64, 64), (128, 128)]              # the most recently used last
+    confident.run_stages(image[:64, :128], sized=True)
+    assert sizes() == [(128, 128), (64, 128)]             # (64, 64) dropped
+    confident.run_stages(image[:64, :64], sized=True)
+    assert sizes() == [(64, 128), (64, 64)]               # (128, 128) dropped
+    retraced, _ = confident.run_stages(image, sized=True)
+    for out in (again, retraced):
+        for key in ("proposals", "detections", "mrcnn_mask"):
+            np.testing.assert_array_equal(out[key], first[key])
+    monkeypatch.setattr(confident.config, "DETECTION_MASK_OVERLAP", "confidence")
+    boxes, masks, scores = confident.detect_instances(image[:64, :128])
+    assert sizes() == [(128, 128), (64, 128)] and len(scores) == len(masks) == len(boxes)
+
+
 def denorm(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Normalised boxes -> float pixels of an image of ``shape`` (matterport's convention,
     without rounding)."""
