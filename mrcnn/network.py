@@ -40,14 +40,19 @@ CAP_NAMES = ("PRE_NMS_LIMIT", "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCE
 """The inference caps that ``INFERENCE_CAP_PIXELS`` sizes to the input's area."""
 
 
-SIZED_GRAPHS = 16
+SIZED_GRAPHS = 4
 """TensorFlow: ``infer(..., sized=True)`` (the tiles of a big image) runs the detection stage
 traced for the image's size (height, width) alone, keeping the graphs of this many sizes
 (least recently used dropped). With the size known when the graph is built, oneDNN's
 convolutions run about 1.6x faster on the CPU than in the one graph traced for any size (the
 detection stage of a 1,024-px tile 0.43 -> 0.27 s, AMX machine), but each trace costs about
-1.2 s: a gain where many calls share a size (tiles), a loss where most sizes come once
-(``evaluate``'s whole images), which therefore keep the graph for any size."""
+1.2 s and 40-140 MB: a gain where many calls share a size (the tiles of a big image), a loss
+where most sizes come once (``evaluate``'s whole images), which keep the graph for any size."""
+
+SIZED_MIN_PIXELS = 512 * 1024
+"""Smaller inputs keep the graph for any size even when ``sized``: the time a size's own graph
+saves grows with its pixels (about 0.16 s a megapixel), its trace does not, and a folder of
+small images of many sizes (one tile each) would pay a trace for each."""
 
 CAP_STEPS = 4
 """:func:`cap_factor` is rounded up to a multiple of 1 / CAP_STEPS, so that images of many
@@ -340,7 +345,8 @@ class MaskRCNNNet(keras.Model):
         and the mask head runs on the detections padded to a power of two: a handful of
         compilations instead of one per image (in batches of ``DETECTION_MASK_BATCH`` beyond
         it). ``sized``: TensorFlow runs a detection graph traced for this image size alone
-        (:data:`SIZED_GRAPHS`), for callers that run many images of one size.
+        (:data:`SIZED_GRAPHS`, from :data:`SIZED_MIN_PIXELS` up), for callers that run many
+        images of one size.
         """
         images = np.asarray(images, np.float32)
         anchors = np.asarray(anchors, np.float32)
@@ -351,7 +357,9 @@ class MaskRCNNNet(keras.Model):
 
     def _infer_tf(self, images, anchors, window, sized: bool = False) -> dict:
         """The detection stage as one ``tf.function``, then the mask head in batches."""
-        detect = (self._sized_detect_tf if sized else self._detect_tf)(images.shape[1:3])
+        height, width = images.shape[1:3]
+        own_graph = sized and height * width >= SIZED_MIN_PIXELS
+        detect = (self._sized_detect_tf if own_graph else self._detect_tf)((height, width))
         out = detect(images, anchors, window)
         maps, shape = out.pop("head_maps"), out.pop("image_shape")
         count = int(out["detection_count"])

@@ -339,13 +339,14 @@ def test_tiles_run_a_graph_traced_for_their_size(confident, monkeypatch):
     """TensorFlow: ``sized`` calls (the tiles of ``detect_instances``) run the detection stage
     traced for their image size (oneDNN's convolutions are faster with the shape known),
     keeping the SIZED_GRAPHS most recently used; one size always gives the same result,
-    whatever ran between (a size traced again included), and whole-image calls keep the one
-    graph for any size."""
+    whatever ran between (a size traced again included). Whole-image calls, and tiles under
+    SIZED_MIN_PIXELS, keep the one graph for any size."""
     import mrcnn.network as network
 
     net = confident.keras_model
     monkeypatch.setattr(net, "_sized_graphs", {})
     monkeypatch.setattr(network, "SIZED_GRAPHS", 2)
+    monkeypatch.setattr(network, "SIZED_MIN_PIXELS", 128 * 128 + 1)
     image, _ = ellipse_image(np.random.default_rng(3), size=128)
 
     def sizes() -> list:
@@ -353,6 +354,9 @@ def test_tiles_run_a_graph_traced_for_their_size(confident, monkeypatch):
 
     confident.run_stages(image)
     assert sizes() == []                                  # a whole image: any size's graph
+    confident.run_stages(image, sized=True)
+    assert sizes() == []                                  # under SIZED_MIN_PIXELS: the same
+    monkeypatch.setattr(network, "SIZED_MIN_PIXELS", 64 * 64)
     first, _ = confident.run_stages(image, sized=True)
     assert sizes() == [(128, 128)] and len(first["detections"]) > 0
     confident.run_stages(image[:64, :64], sized=True)
