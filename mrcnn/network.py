@@ -358,8 +358,7 @@ class MaskRCNNNet(keras.Model):
     def _infer_tf(self, images, anchors, window, sized: bool = False) -> dict:
         """The detection stage as one ``tf.function``, then the mask head in batches."""
         height, width = images.shape[1:3]
-        own_graph = sized and height * width >= SIZED_MIN_PIXELS
-        detect = (self._sized_detect_tf if own_graph else self._detect_tf)((height, width))
+        detect = self._detect_tf((height, width), sized and height * width >= SIZED_MIN_PIXELS)
         out = detect(images, anchors, window)
         maps, shape = out.pop("head_maps"), out.pop("image_shape")
         count = int(out["detection_count"])
@@ -370,34 +369,25 @@ class MaskRCNNNet(keras.Model):
         result["mrcnn_mask"] = masks
         return result
 
-    def _detect_tf(self, size: tuple[int, int]):
-        """The detection stage traced for images of any size (one per set of caps)."""
-        import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
-
-        config = scaled_caps(self.config, *size)
-        key = ("tf",) + tuple(int(getattr(config, name)) for name in CAP_NAMES)
-        detect = self._infer_fns.get(key)
-        if detect is None:
-            spec = [tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT], tf.float32),
-                    tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
-            detect = self._infer_fns[key] = tf.function(
-                lambda i, a, w: self.detection_stage(i, a, w, config), input_signature=spec,
-                reduce_retracing=True)
-        return detect
-
-    def _sized_detect_tf(self, size: tuple[int, int]):
-        """The detection stage traced for images of ``size`` (height, width) alone (the
+    def _detect_tf(self, size: tuple[int, int], sized: bool = False):
+        """The traced detection stage for images of ``size`` (height, width): one traced for
+        any size (per set of caps), or with ``sized`` one traced for this size alone (the
         :data:`SIZED_GRAPHS` most recently used sizes kept)."""
         import tensorflow as tf   # here: TensorFlow only (JAX machines may lack it)
 
         size = (int(size[0]), int(size[1]))
         config = scaled_caps(self.config, *size)
-        key = tuple(int(getattr(config, name)) for name in CAP_NAMES) + size
-        graphs = self._sized_graphs
+        caps = tuple(int(getattr(config, name)) for name in CAP_NAMES)
+        graphs, key = (self._sized_graphs, caps + size) if sized else (self._infer_fns,
+                                                                      ("tf",) + caps)
         detect = graphs.pop(key, None)
         if detect is None:
-            detect = tf.function(lambda i, a, w: self.detection_stage(i, a, w, config))
-            while len(graphs) >= SIZED_GRAPHS:
+            spec = None if sized else [
+                tf.TensorSpec([1, None, None, self.config.IMAGE_CHANNEL_COUNT], tf.float32),
+                tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([4], tf.float32)]
+            detect = tf.function(lambda i, a, w: self.detection_stage(i, a, w, config),
+                                 input_signature=spec, reduce_retracing=not sized)
+            while sized and len(graphs) >= SIZED_GRAPHS:
                 graphs.pop(next(iter(graphs)))
         graphs[key] = detect                  # last: the most recently used
         return detect
