@@ -57,6 +57,63 @@ def _stain_augmenter(probability: float) -> Any:
     return iaa.Lambda(func_images=apply, name="StainJitter")
 
 
+def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Gaussian noise blurred by ``sigma`` px and scaled to [0, 1]: a stain's uneven amount."""
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma)
+    low, high = float(field.min()), float(field.max())
+    return (field - low) / (high - low) if high > low else np.zeros(shape, np.float32)
+
+
+def stain_grey_as_tissue(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey dark-background crop (fluorescence) redrawn as H&E-stained tissue, inverted as
+    ``IMAGE_NORMALIZATION="stretch"`` shows tissue to the network.
+
+    Fluorescence crops are most of the training set and their nuclei are labelled well, while
+    stained tissue is rare and comes from few microscopes. Here a nucleus's brightness becomes its
+    amount of haematoxylin above a haematoxylin background, eosin comes as uneven stroma plus
+    cytoplasm around the nuclei (a wide blur of the image, no labels read), and both are mixed
+    into transmitted light with the Ruifrok-Johnston vectors. The ranges (stain units of
+    skimage's ``hed_from_rgb``) cover the training set's stained images: haematoxylin 0.4-1.7 in
+    nuclei and 0.2-0.6 around them; the nucleus-to-surround contrast is drawn down to 0.15, so
+    pale nuclei among darker ones are shown too. Colour or light-background crops come back
+    unchanged.
+    """
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        return rgb
+    grey = rgb.astype(np.float32).mean(axis=-1)
+    if np.abs(rgb - grey[..., None]).mean() > 2.0 or np.median(grey) >= 128:
+        return rgb
+    top = float(np.percentile(grey, 99.5))
+    low = float(np.percentile(grey, 5))
+    if top - low < 8:
+        return rgb
+    shape = grey.shape
+    signal = np.clip((grey - low) / (top - low), 0, 1) ** rng.uniform(0.7, 1.4)
+    cytoplasm = cv2.GaussianBlur(signal, (0, 0), rng.uniform(3.0, 10.0))
+    cytoplasm /= max(float(cytoplasm.max()), 1e-6)
+    # Where there is tissue at all: everywhere, or patches with bare glass between them.
+    tissue = np.clip((_smooth_field(shape, rng, 30.0) - rng.uniform(-0.6, 0.6)) / 0.2, 0, 1)
+    tissue = np.maximum(tissue, cytoplasm)
+    chromatin = 1 + rng.uniform(0, 0.3) * (_smooth_field(shape, rng, 1.0) - 0.5)
+    haematoxylin = (rng.uniform(0.05, 0.5) * tissue * (0.7 + 0.6 * _smooth_field(shape, rng, 8.0))
+                    + rng.uniform(0.15, 1.1) * signal * chromatin)
+    eosin = (tissue * rng.uniform(0.0, 0.5) * (0.5 + 0.5 * _smooth_field(shape, rng, 4.0))
+             + rng.uniform(0.0, 0.4) * cytoplasm + rng.uniform(0.1, 0.7) * signal)
+    stains = np.stack([haematoxylin, eosin, np.zeros(shape, np.float32)], axis=-1)
+    light = np.exp(-(stains @ rgb_from_hed.astype(np.float32))) * 256.0 - 1.0
+    return np.round(255.0 - np.clip(light, 0, 255)).astype(np.uint8)
+
+
+def _tissue_augmenter(probability: float) -> Any:
+    def apply(images, random_state, parents, hooks):
+        seed = int(random_state.randint(0, 2 ** 31 - 1))
+        rng = np.random.default_rng(seed)
+        return [stain_grey_as_tissue(im, rng) if rng.random() < probability else im
+                for im in images]
+    return iaa.Lambda(func_images=apply, name="GreyAsTissue")
+
+
 def appearance_steps() -> list[Any]:
     """Image-only steps that change how nuclei look, not where they are.
 
@@ -238,7 +295,8 @@ def build_augmentation(flip: bool = True,
                        rotate90: bool = False, appearance: bool = False,
                        scale: tuple[float, float] | None = None,
                        dim: float = 0.0, defocus: float = 0.0,
-                       aspect: float | None = None, dim_toward: str = "darkest") -> Any | None:
+                       aspect: float | None = None, dim_toward: str = "darkest",
+                       tissue: float = 0.0) -> Any | None:
     """An imgaug augmenter for training; ``None`` if it would do nothing. With ``dim`` > 0 it
     is wrapped in :class:`WithDimming`, which dims some nuclei of that share of the images
     (and blurs them by up to ``defocus`` px) toward ``dim_toward`` (see :func:`dim_instances`).
@@ -248,8 +306,11 @@ def build_augmentation(flip: bool = True,
     eight orientations of the square equally (nuclei have no preferred direction).
     ``appearance`` adds :func:`appearance_steps`; ``scale`` (low, high) rescales half the crops
     by a factor in that range (:func:`scale_step`); ``aspect`` (a ratio >= 1) stretches half the
-    crops along one axis by up to that ratio (:func:`aspect_step`).
+    crops along one axis by up to that ratio (:func:`aspect_step`); ``tissue`` is the share of
+    grey dark-background crops redrawn as stained tissue (:func:`stain_grey_as_tissue`).
     """
+    if not 0 <= tissue <= 1:
+        raise ValueError(f"share of grey crops shown as tissue must be in [0, 1], got {tissue}")
     steps = []
     if flip:
         steps += [iaa.Fliplr(0.5), iaa.Flipud(0.5)]
@@ -259,6 +320,8 @@ def build_augmentation(flip: bool = True,
         steps.append(scale_step(scale))
     if aspect is not None:
         steps.append(aspect_step(aspect))
+    if tissue > 0:
+        steps.append(_tissue_augmenter(tissue))
     if brightness is not None:
         try:
             low, high = (float(v) for v in brightness)

@@ -139,7 +139,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                                        scale=options.scale, aspect=options.aspect,
                                        dim=options.dim,
                                        defocus=options.defocus,
-                                       dim_toward=options.dim_toward)
+                                       dim_toward=options.dim_toward,
+                                       tissue=options.tissue)
                     if options.augment else None)
     for stage, learning_rate in _with_lr_drop(schedule, config.LEARNING_RATE, options.lr_drop):
         model.train(train_ds, val_ds if config.VALIDATION_STEPS else None,

@@ -124,7 +124,8 @@ class TrainOptions:
     changes; ``rotate90`` adds quarter turns to the flips; ``appearance`` and ``scale`` add
     :mod:`nucleus.training.augment`'s appearance and rescaling steps; ``dim`` is the share of crops
     in which some nuclei are dimmed (:class:`nucleus.training.augment.WithDimming`), ``defocus`` the
-    largest sigma of the blur the dimmed nuclei are given, ``dim_toward`` what they fade into.
+    largest sigma of the blur the dimmed nuclei are given, ``dim_toward`` what they fade into;
+    ``tissue`` the share of grey fluorescence crops redrawn as stained tissue.
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
     ``exclude`` drops kinds from training (:mod:`nucleus.training.sampling`). Validation mAP runs
     on ``val_subset`` every ``eval_every`` epochs from ``eval_first`` on, on at most
@@ -170,6 +171,10 @@ class TrainOptions:
                         "image's darkest pixels, default) or surround (the pixels around each "
                         "nucleus, as a weakly stained nucleus in tissue looks)",
         _dim_toward, "{darkest,surround}"))
+    tissue: float = _option(0.0, Flag(
+        "--grey-as-tissue", "Mask R-CNN: redraw this share of the grey fluorescence training "
+                            "crops as H&E-stained tissue, nuclei as haematoxylin (for stains "
+                            "and tissues the training set lacks; default 0)", float, "SHARE"))
     oversample_kinds: Mapping[str, int] | None = _option(None, Flag(
         "--oversample", "Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch", metavar="KIND=N", action="append",
