@@ -270,3 +270,33 @@ def test_dimming_toward_the_surround_fades_a_nucleus_into_its_cytoplasm():
     assert (out[:, 90:] == 5).all()                        # the glass far off is left alone
     with pytest.raises(ValueError, match="toward"):
         dim_instances(image, mask, np.random.default_rng(4), toward="glass")
+
+
+def test_grey_as_tissue_stains_nuclei_and_keeps_masks():
+    from nucleus.kinds import image_kind
+    from nucleus.training.augment import stain_grey_as_tissue
+
+    image, mask = _dark_scene()
+    inside, outside = mask.any(-1), ~mask.any(-1)
+    outputs = [stain_grey_as_tissue(image, np.random.default_rng(seed)) for seed in range(12)]
+    for out in outputs:
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        # tissue as the network sees it: inverted, so the nuclei's haematoxylin is bright
+        assert image_kind(255 - out) == "colour"
+        assert out[inside].mean() > out[outside].mean() + 10
+    assert len({out.tobytes() for out in outputs}) == len(outputs)       # each draw its own
+    same = stain_grey_as_tissue(image, np.random.default_rng(3))
+    assert np.array_equal(same, outputs[3])                              # one seed, one image
+    # colour, light-background and flat crops are left alone
+    colour = image.copy()
+    colour[..., 0] //= 2
+    light = 255 - image
+    flat = np.full_like(image, 30)
+    for crop in (colour, light, flat):
+        assert stain_grey_as_tissue(crop, np.random.default_rng(0)) is crop
+    # as a training step: every grey crop redrawn, masks untouched; the share is checked
+    augment = build_augmentation(flip=False, brightness=None, tissue=1.0)
+    out, out_mask = apply_augmentation(augment, image, mask)
+    assert image_kind(255 - out) == "colour" and np.array_equal(out_mask, mask)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        build_augmentation(tissue=1.5)

@@ -27,6 +27,7 @@ NOT_DEFAULT = {
     "dim": (["--dim-nuclei", "0.3"], 0.3),
     "defocus": (["--defocus-nuclei", "2"], 2.0),
     "dim_toward": (["--dim-toward", "surround"], "surround"),
+    "tissue": (["--grey-as-tissue", "0.3"], 0.3),
     "oversample_kinds": (["--oversample", "colour=3", "--oversample", "brightfield=2"],
                          {"colour": 3, "brightfield": 2}),
     "exclude": (["--exclude-kind", "colour"], ["colour"]),
@@ -178,3 +179,12 @@ def test_dim_toward_names_what_it_takes(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--dim-toward", "glass"])
     assert "expected one of darkest, surround, got 'glass'" in capsys.readouterr().err
+
+
+def test_grey_as_tissue_takes_a_share(capsys):
+    parser = _subparser("train")
+    assert parser.parse_args(["--grey-as-tissue", "0.25"]).grey_as_tissue == 0.25
+    for bad in ("1.5", "-0.1", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--grey-as-tissue", bad])
+        assert f"expected a share in [0, 1], got '{bad}'" in capsys.readouterr().err

@@ -114,6 +114,17 @@ def _dim_toward(value: str) -> str:
     return value
 
 
+def _share(value: str) -> float:
+    """A share of the training crops, checked to lie in [0, 1]."""
+    try:
+        share = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {value!r}")
+    return share
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """The schedule, augmentation, sampling and validation of a training run.
@@ -174,7 +185,7 @@ class TrainOptions:
     tissue: float = _option(0.0, Flag(
         "--grey-as-tissue", "Mask R-CNN: redraw this share of the grey fluorescence training "
                             "crops as H&E-stained tissue, nuclei as haematoxylin (for stains "
-                            "and tissues the training set lacks; default 0)", float, "SHARE"))
+                            "and tissues the training set lacks; default 0)", _share, "SHARE"))
     oversample_kinds: Mapping[str, int] | None = _option(None, Flag(
         "--oversample", "Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch", metavar="KIND=N", action="append",
