@@ -21,6 +21,7 @@ from skimage.color import hed_from_rgb, rgb_from_hed
 
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.imgaug_compat import iaa, iap
+from nucleus.kinds import COLOUR_DEVIATION
 from nucleus.training.train_options import DIM_TOWARD
 
 
@@ -82,7 +83,7 @@ def stain_grey_as_tissue(image: np.ndarray, rng: np.random.Generator) -> np.ndar
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         return rgb
     grey = rgb.astype(np.float32).mean(axis=-1)
-    if np.abs(rgb - grey[..., None]).mean() > 2.0 or np.median(grey) >= 128:
+    if np.abs(rgb - grey[..., None]).mean() > COLOUR_DEVIATION or np.median(grey) >= 128:
         return rgb
     top = float(np.percentile(grey, 99.5))
     low = float(np.percentile(grey, 5))
