@@ -49,13 +49,14 @@ def jitter_stains(image: np.ndarray, rng: np.random.Generator, alpha: float = 0.
     return np.round(out).astype(np.uint8)
 
 
-def _stain_augmenter(probability: float) -> Any:
+def _per_image_step(transform: Any, probability: float, name: str) -> Any:
+    """An imgaug step that applies ``transform(image, rng)`` to each image with ``probability``."""
     def apply(images, random_state, parents, hooks):
         # imgaug hands a frozen random state per call, so image and replay agree.
         seed = int(random_state.randint(0, 2 ** 31 - 1))
         rng = np.random.default_rng(seed)
-        return [jitter_stains(im, rng) if rng.random() < probability else im for im in images]
-    return iaa.Lambda(func_images=apply, name="StainJitter")
+        return [transform(im, rng) if rng.random() < probability else im for im in images]
+    return iaa.Lambda(func_images=apply, name=name)
 
 
 def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -106,15 +107,6 @@ def stain_grey_as_tissue(image: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.round(255.0 - np.clip(light, 0, 255)).astype(np.uint8)
 
 
-def _tissue_augmenter(probability: float) -> Any:
-    def apply(images, random_state, parents, hooks):
-        seed = int(random_state.randint(0, 2 ** 31 - 1))
-        rng = np.random.default_rng(seed)
-        return [stain_grey_as_tissue(im, rng) if rng.random() < probability else im
-                for im in images]
-    return iaa.Lambda(func_images=apply, name="GreyAsTissue")
-
-
 def appearance_steps() -> list[Any]:
     """Image-only steps that change how nuclei look, not where they are.
 
@@ -123,7 +115,7 @@ def appearance_steps() -> list[Any]:
     blur and noise. Probabilities keep most crops close to the original.
     """
     return [
-        _stain_augmenter(0.3),
+        _per_image_step(jitter_stains, 0.3, "StainJitter"),
         iaa.Sometimes(0.3, iaa.MultiplyHueAndSaturation(mul_hue=(0.8, 1.2),
                                                         mul_saturation=(0.5, 1.5))),
         iaa.Sometimes(0.2, iaa.Grayscale(alpha=1.0)),
@@ -322,7 +314,7 @@ def build_augmentation(flip: bool = True,
     if aspect is not None:
         steps.append(aspect_step(aspect))
     if tissue > 0:
-        steps.append(_tissue_augmenter(tissue))
+        steps.append(_per_image_step(stain_grey_as_tissue, tissue, "GreyAsTissue"))
     if brightness is not None:
         try:
             low, high = (float(v) for v in brightness)
