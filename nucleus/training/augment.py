@@ -21,7 +21,7 @@ from skimage.color import hed_from_rgb, rgb_from_hed
 
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.imgaug_compat import iaa, iap
-from nucleus.kinds import COLOUR_DEVIATION
+from nucleus.kinds import image_kind
 from nucleus.training.train_options import DIM_TOWARD
 
 
@@ -81,11 +81,9 @@ def stain_grey_as_tissue(image: np.ndarray, rng: np.random.Generator) -> np.ndar
     unchanged.
     """
     rgb = np.asarray(image)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or image_kind(rgb) != "fluorescence":
         return rgb
     grey = rgb.astype(np.float32).mean(axis=-1)
-    if np.abs(rgb - grey[..., None]).mean() > COLOUR_DEVIATION or np.median(grey) >= 128:
-        return rgb
     top = float(np.percentile(grey, 99.5))
     low = float(np.percentile(grey, 5))
     if top - low < 8:
