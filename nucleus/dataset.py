@@ -377,3 +377,22 @@ def load_subset(dataset_dir: str | os.PathLike | None, subset: str,
     if not dataset.image_ids.size:
         raise InputError(f"{dataset_dir or 'bundled sample'}: subset '{subset}' has no images")
     return dataset
+
+
+def load_labelled_folder(folder: str | os.PathLike) -> NucleusDataset:
+    """Every labelled image of ``folder``, whichever layout it has: ``images/`` beside
+    ``masks/`` or ``labels/`` (subset all), or Kaggle's ``stage1_train/<id>/`` (all of it).
+
+    For training on more than one set (``train --extra-train``); a folder of neither layout,
+    or one whose images lack labels, is an error naming it.
+    """
+    root = Path(folder)
+    if (root / "images").is_dir():
+        if not any((root / name).is_dir() for name in LABEL_FOLDERS):
+            raise InputError(f"{root}: has images/ but no masks/ or labels/ folder; training "
+                             "images need their label images")
+        return load_subset(root, "all")
+    if (root / "stage1_train").is_dir():
+        return load_subset(root, "stage1_train")
+    raise InputError(f"{root}: expected labelled images in images/ beside masks/ (or labels/), "
+                     "or Kaggle's stage1_train/<id>/images + masks")

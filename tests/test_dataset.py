@@ -512,3 +512,20 @@ def test_a_solution_labels_the_images_it_holds(tmp_path):
     wrong.write_text(f"ImageId,EncodedPixels,Height,Width\n{chosen[0]},1 3,10,10\n")
     with pytest.raises(InputError, match="wrong.csv.*size"):
         load_subset(None, "stage1_train", solution=wrong)
+
+
+def test_a_labelled_folder_of_either_layout_is_read_whole(tmp_path):
+    from nucleus.dataset import load_labelled_folder
+
+    _flat(tmp_path / "mine", ("a", "b", "c"))
+    mine = load_labelled_folder(tmp_path / "mine")
+    assert [i["id"] for i in mine.image_info] == ["a", "b", "c"]        # all, not a split
+    assert mine.load_mask(0)[1].tolist() == [1, 1]
+    kaggle = load_labelled_folder(SAMPLE_DIR)                           # stage1_train/<id>/
+    assert len(kaggle.image_ids) == len(load_subset(None, "stage1_train").image_ids)
+    (tmp_path / "unlabelled" / "images").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"unlabelled: has images/ but no masks/"):
+        load_labelled_folder(tmp_path / "unlabelled")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(InputError, match=r"other: expected labelled images in images/"):
+        load_labelled_folder(tmp_path / "other")

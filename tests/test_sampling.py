@@ -7,7 +7,7 @@ import pytest
 
 from nucleus.dataset import NucleusDataset, load_subset
 from nucleus.errors import InputError
-from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
+from nucleus.training.sampling import combined, exclude_kinds, kind_counts, oversample
 from test_kinds import CountingDataset, brightfield, fluorescence, stained
 
 
@@ -80,3 +80,24 @@ def test_a_nucleus_dataset_copy_loads_images_and_masks_on_its_own():
     image = doubled.load_image(last)
     masks, class_ids = doubled.load_mask(last)
     assert masks.shape[:2] == image.shape[:2] and masks.shape[2] == len(class_ids) > 0
+
+
+def test_combined_adds_the_images_of_other_sets_and_oversampling_counts_them(mixed):
+    more = CountingDataset([stained(), fluorescence()])
+    kind_counts(mixed), kind_counts(more)     # this test double loads by position: kinds first
+    both = combined(mixed, more)
+    assert len(both.image_ids) == 8 and len(mixed.image_ids) == 6     # the original unchanged
+    assert kind_counts(both) == {"fluorescence": 4, "brightfield": 1, "colour": 3}
+    assert both.image_info[6:] == more.image_info
+    assert kind_counts(oversample(both, {"colour": 2}))["colour"] == 6
+    assert combined(mixed).image_info == mixed.image_info
+
+
+def test_combined_nucleus_datasets_load_each_image_from_where_it_lies():
+    val, train = load_subset(None, "val"), load_subset(None, "train")
+    both = combined(val, train)
+    last = len(both.image_ids) - 1
+    assert both.image_info[last]["path"] == train.image_info[-1]["path"]
+    np.testing.assert_array_equal(both.load_image(last), train.load_image(len(train.image_ids) - 1))
+    masks, class_ids = both.load_mask(last)
+    assert masks.shape[2] == len(class_ids) == train.load_mask(len(train.image_ids) - 1)[0].shape[2]

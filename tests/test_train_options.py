@@ -30,6 +30,7 @@ NOT_DEFAULT = {
     "tissue": (["--grey-as-tissue", "0.3"], 0.3),
     "oversample_kinds": (["--oversample", "colour=3", "--oversample", "brightfield=2"],
                          {"colour": 3, "brightfield": 2}),
+    "extra_train": (["--extra-train", "more", "--extra-train", "mine"], ["more", "mine"]),
     "exclude": (["--exclude-kind", "colour"], ["colour"]),
     "eval_every": (["--eval-every", "2"], 2),
     "eval_first": (["--eval-first", "1"], 1),
@@ -69,8 +70,10 @@ def test_flags_without_values_give_the_defaults_of_train_nucleus(command):
     args = build_parser().parse_args([command])
     options = TrainOptions.from_args(args)
     # The command line's "none given" for the sampling options is an empty list or mapping.
-    assert dataclasses.replace(options, exclude=None, oversample_kinds=None) == TrainOptions()
+    assert dataclasses.replace(options, exclude=None, oversample_kinds=None,
+                               extra_train=None) == TrainOptions()
     assert options.exclude == [] and options.oversample_kinds == {}
+    assert options.extra_train == []
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

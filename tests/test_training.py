@@ -257,6 +257,7 @@ class _RecordingModel:
         self.epoch = 0
 
     def train(self, train_ds, val_ds, learning_rate, epochs, layers, **kwargs):
+        self.trained_on = train_ds
         if self.epoch < epochs:
             self.stages.append((layers, self.epoch, epochs))
             self.epoch = epochs
@@ -302,3 +303,27 @@ def test_options_come_as_one_object_or_as_keywords(tmp_path, monkeypatch):
     assert model.stages == [("all", 0, 2)] and model.config.STEPS_PER_EPOCH == 5
     with pytest.raises(TypeError, match="unknown training option 'epoch'"):
         training.train_nucleus(epoch=2, **args)
+
+
+def test_extra_training_folders_join_the_training_set_and_are_checked(tmp_path, monkeypatch):
+    from test_dataset import _flat
+
+    monkeypatch.setattr(modellib, "MaskRCNN", _RecordingModel)
+    _RecordingModel.made = []
+    _flat(tmp_path / "mine", ("a", "b", "c"))
+    args = dict(dataset_dir=None, subset="train", weights="none", logs=str(tmp_path / "logs"),
+                profile="cpu", limit=2, epochs=1, val_subset="")
+    training.train_nucleus(extra_train=[str(tmp_path / "mine")], **args)
+    paths = [info["path"] for info in _RecordingModel.made[-1].trained_on.image_info]
+    assert len(paths) == 5
+    assert [os.path.basename(p) for p in paths[2:]] == ["a.tif", "b.tif", "c.tif"]
+    # Oversampling counts the added images by their kind (grey fluorescence here).
+    training.train_nucleus(extra_train=[str(tmp_path / "mine")],
+                           oversample_kinds={"fluorescence": 2}, **args)
+    paths = [info["path"] for info in _RecordingModel.made[-1].trained_on.image_info]
+    assert sorted(os.path.basename(p) for p in paths if "mine" in p) == [
+        "a.tif", "a.tif", "b.tif", "b.tif", "c.tif", "c.tif"]
+    # An unreadable extra image stops the run before it starts, naming the file.
+    (tmp_path / "mine" / "images" / "b.tif").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"b\.tif"):
+        training.train_nucleus(extra_train=[str(tmp_path / "mine")], **args)

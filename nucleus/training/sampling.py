@@ -1,7 +1,8 @@
 """Which training images a run sees, and how often: by image kind (:mod:`nucleus.kinds`).
 
 Rare kinds (bright-field, stained tissue) are a small share of the DSB training set, so a model
-sees them seldom; :func:`oversample` repeats them. :func:`exclude_kinds` drops a kind altogether,
+sees them seldom; :func:`oversample` repeats them, and :func:`combined` adds the images of other
+labelled sets (a user's own annotations, a public set of a missing kind). :func:`exclude_kinds` drops a kind altogether,
 which gives a leave-a-kind-out experiment: train without it, score on it, and see how a change
 fares on images the model has never seen (README, "How the CPU profile was chosen").
 """
@@ -26,6 +27,18 @@ def _rebuilt(dataset, infos: list[dict]):
     out.image_info = infos
     out.prepare()
     return out
+
+
+def combined(dataset, *others):
+    """A copy of ``dataset`` that also holds every image of ``others`` (after its own).
+
+    For training on more than one labelled set at once (``train --extra-train``): the entries
+    keep their own paths and labels, so each image loads from where it lies.
+    """
+    infos = list(dataset.image_info)
+    for other in others:
+        infos.extend(other.image_info)
+    return _rebuilt(dataset, infos)
 
 
 def oversample(dataset, factors: Mapping[str, int], kinds: Mapping[int, str] | None = None):

@@ -10,12 +10,12 @@ from tqdm import tqdm
 from mrcnn import model as modellib
 from mrcnn.runs import mask_rcnn_layout
 from nucleus.config import make_config
-from nucleus.dataset import NucleusDataset, load_subset
+from nucleus.dataset import NucleusDataset, load_labelled_folder, load_subset
 from nucleus.errors import InputError
 from nucleus.inference.nucleus_model import NucleusModel, read_weights_attrs
 from nucleus.scoring.evaluation import MapCallback
 from nucleus.training.augment import build_augmentation
-from nucleus.training.sampling import exclude_kinds, kind_counts, oversample
+from nucleus.training.sampling import combined, exclude_kinds, kind_counts, oversample
 from nucleus.training.train_options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
     check_images(train_ds, subset)
+    if options.extra_train:
+        train_ds = _with_extra(train_ds, options.extra_train)
     if options.exclude or options.oversample_kinds:
         train_ds = _resample(train_ds, options.oversample_kinds, options.exclude)
     val_ds = None
@@ -147,6 +149,17 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
                     learning_rate=learning_rate, epochs=stage.until_epoch,
                     layers=stage.layers, augmentation=augmentation, custom_callbacks=callbacks)
     return model
+
+
+def _with_extra(train_ds: NucleusDataset, folders: list[str]) -> NucleusDataset:
+    """The training set with the labelled images of ``folders`` added, each checked first."""
+    extra = []
+    for folder in folders:
+        dataset = load_labelled_folder(folder)
+        check_images(dataset, str(folder))
+        log.info("extra training images from %s: %d", folder, len(dataset.image_ids))
+        extra.append(dataset)
+    return combined(train_ds, *extra)
 
 
 def _resample(train_ds: NucleusDataset, oversample_kinds: dict[str, int] | None,

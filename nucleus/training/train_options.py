@@ -137,6 +137,7 @@ class TrainOptions:
     in which some nuclei are dimmed (:class:`nucleus.training.augment.WithDimming`), ``defocus`` the
     largest sigma of the blur the dimmed nuclei are given, ``dim_toward`` what they fade into;
     ``tissue`` the share of grey fluorescence crops redrawn as stained tissue.
+    ``extra_train`` are folders of labelled images trained on besides ``subset``;
     ``oversample_kinds`` (kind -> times) repeats the training images of rare kinds and
     ``exclude`` drops kinds from training (:mod:`nucleus.training.sampling`). Validation mAP runs
     on ``val_subset`` every ``eval_every`` epochs from ``eval_first`` on, on at most
@@ -190,6 +191,11 @@ class TrainOptions:
         "--oversample", "Mask R-CNN: show training images of KIND (fluorescence, brightfield, "
                         "colour) N times an epoch", metavar="KIND=N", action="append",
         default=[], to_option=kind_factors))
+    extra_train: Sequence[str] | None = _option(None, Flag(
+        "--extra-train", "Mask R-CNN: also train on the labelled images of DIR (images/ beside "
+                         "masks/ or labels/, or Kaggle's stage1_train/<id>/ layout); repeat "
+                         "for more; --oversample counts them by kind too",
+        metavar="DIR", action="append", default=[]))
     exclude: Sequence[str] | None = _option(None, Flag(
         "--exclude-kind", "Mask R-CNN: train without images of KIND (leave-a-kind-out)",
         metavar="KIND", action="append", default=[]),
