@@ -2,9 +2,10 @@
 
 Rare kinds (bright-field, stained tissue) are a small share of the DSB training set, so a model
 sees them seldom; :func:`oversample` repeats them, and :func:`combined` adds the images of other
-labelled sets (a user's own annotations, a public set of a missing kind). :func:`exclude_kinds` drops a kind altogether,
-which gives a leave-a-kind-out experiment: train without it, score on it, and see how a change
-fares on images the model has never seen (README, "How the CPU profile was chosen").
+labelled sets (a user's own annotations, a public set of a missing kind). :func:`exclude_kinds`
+drops a kind altogether, which gives a leave-a-kind-out experiment: train without it, score on
+it, and see how a change fares on images the model has never seen (README, "How the CPU profile
+was chosen").
 """
 from __future__ import annotations
 
