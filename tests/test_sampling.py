@@ -96,8 +96,8 @@ def test_combined_adds_the_images_of_other_sets_and_oversampling_counts_them(mix
 def test_combined_nucleus_datasets_load_each_image_from_where_it_lies():
     val, train = load_subset(None, "val"), load_subset(None, "train")
     both = combined(val, train)
-    last = len(both.image_ids) - 1
-    assert both.image_info[last]["path"] == train.image_info[-1]["path"]
-    np.testing.assert_array_equal(both.load_image(last), train.load_image(len(train.image_ids) - 1))
+    last, own_last = len(both.image_ids) - 1, len(train.image_ids) - 1
+    assert both.image_info[last]["path"] == train.image_info[own_last]["path"]
+    np.testing.assert_array_equal(both.load_image(last), train.load_image(own_last))
     masks, class_ids = both.load_mask(last)
-    assert masks.shape[2] == len(class_ids) == train.load_mask(len(train.image_ids) - 1)[0].shape[2]
+    assert masks.shape[2] == len(class_ids) == train.load_mask(own_last)[0].shape[2]

@@ -321,7 +321,8 @@ def test_extra_training_folders_join_the_training_set_and_are_checked(tmp_path, 
     training.train_nucleus(extra_train=[str(tmp_path / "mine")],
                            oversample_kinds={"fluorescence": 2}, **args)
     paths = [info["path"] for info in _RecordingModel.made[-1].trained_on.image_info]
-    assert sorted(os.path.basename(p) for p in paths if "mine" in p) == [
+    mine = str(tmp_path / "mine")
+    assert sorted(os.path.basename(p) for p in paths if p.startswith(mine)) == [
         "a.tif", "a.tif", "b.tif", "b.tif", "c.tif", "c.tif"]
     # An unreadable extra image stops the run before it starts, naming the file.
     (tmp_path / "mine" / "images" / "b.tif").write_bytes(b"not an image")
