@@ -324,6 +324,9 @@ def test_extra_training_folders_join_the_training_set_and_are_checked(tmp_path, 
     mine = str(tmp_path / "mine")
     assert sorted(os.path.basename(p) for p in paths if p.startswith(mine)) == [
         "a.tif", "a.tif", "b.tif", "b.tif", "c.tif", "c.tif"]
+    # The check before the run fills the cache of the set that trains: no mask is read again.
+    trained_on = _RecordingModel.made[-1].trained_on
+    assert sorted(trained_on._labels) == list(trained_on.image_ids)
     # An unreadable extra image stops the run before it starts, naming the file.
     (tmp_path / "mine" / "images" / "b.tif").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"b\.tif"):

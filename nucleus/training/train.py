@@ -116,11 +116,13 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
         weights = "last"
     check_start_weights(weights)
     train_ds = load_subset(dataset_dir, subset, limit)
-    check_images(train_ds, subset)
     if options.extra_train:
         train_ds = _with_extra(train_ds, options.extra_train)
     if options.exclude or options.oversample_kinds:
         train_ds = _resample(train_ds, options.oversample_kinds, options.exclude)
+    # Checked once assembled: each copy made above starts with an empty label cache, so only
+    # the training set's own cache spares training from reading the masks again.
+    check_images(train_ds, subset)
     val_ds = None
     if options.val_subset:
         try:
@@ -152,13 +154,10 @@ def train_nucleus(dataset_dir: str | None, subset: str, weights: str, logs: str,
 
 
 def _with_extra(train_ds: NucleusDataset, folders: list[str]) -> NucleusDataset:
-    """The training set with the labelled images of ``folders`` added, each checked first."""
-    extra = []
-    for folder in folders:
-        dataset = load_labelled_folder(folder)
-        check_images(dataset, str(folder))
+    """The training set with the labelled images of ``folders`` added."""
+    extra = [load_labelled_folder(folder) for folder in folders]
+    for folder, dataset in zip(folders, extra):
         log.info("extra training images from %s: %d", folder, len(dataset.image_ids))
-        extra.append(dataset)
     return combined(train_ds, *extra)
 
 
